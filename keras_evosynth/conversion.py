@@ -1,0 +1,163 @@
+"""`evolvable()`: turn an existing Keras 3 model into one with Evo layers."""
+
+import keras
+import numpy as np
+
+from keras_evosynth import quantizers
+from keras_evosynth.layers import EvoConv2D, EvoDense, EvoDepthwiseConv2D, EvoLayer
+
+# Plain Keras layer type -> evolvable replacement (exact types: subclasses
+# such as custom convolutions are not assumed to behave like their base).
+_REPLACEMENTS = {
+    keras.layers.Conv2D: EvoConv2D,
+    keras.layers.DepthwiseConv2D: EvoDepthwiseConv2D,
+    keras.layers.Dense: EvoDense,
+}
+
+# Weight-bearing layers with synapses we cannot (yet) mask.
+_UNSUPPORTED = (
+    keras.layers.Conv1D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.EinsumDense,
+)
+
+
+def _is_unsupported(layer):
+    if type(layer) in _REPLACEMENTS or isinstance(layer, (EvoLayer, keras.Model)):
+        return False
+    if isinstance(layer, _UNSUPPORTED + tuple(_REPLACEMENTS)):
+        return True
+    # A custom layer carrying a kernel is a synapse-bearing layer we don't know.
+    return any(
+        w.path.split("/")[-1] in ("kernel", "depthwise_kernel", "pointwise_kernel")
+        for w in layer.weights
+    )
+
+
+def _selector(layers):
+    if layers is None:
+        return lambda layer: True
+    if callable(layers):
+        return layers
+    if isinstance(layers, str):
+        layers = [layers]
+    names = set(layers)
+    return lambda layer: layer.name in names
+
+
+def _walk(model):
+    """Yields every non-model layer of `model`, descending into nested models."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def _layer_by_path(model):
+    return {layer.path: layer for layer in _walk(model)}
+
+
+def _check_finite(layer):
+    for weight in layer.weights:
+        value = keras.ops.convert_to_numpy(weight)
+        bad = ~np.isfinite(value)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"Layer '{layer.name}': weight '{weight.path}' holds a non-finite "
+                f"value {value[index]} at index {index}."
+            )
+
+
+def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
+    """Clones `model` with `Conv2D`/`DepthwiseConv2D`/`Dense` replaced by the
+    evolvable layers, weights copied; masks start all-ones.
+
+    At `precision="float32"` the clone computes exactly what `model` computes.
+
+    Args:
+        model: A built functional or Sequential Keras 3 model (nested models
+            are converted recursively).
+        precision: Synaptic precision of the converted layers (`"int8"`,
+            `"int4"`, an int bit count, a `SynapticPrecision`, ...).
+        layers: Which supported layers to convert: None (all), a list of
+            layer names, or a predicate `layer -> bool`. Others stay plain.
+        skip_unsupported: Leave weight-bearing layers of unsupported types
+            (e.g. `SeparableConv2D`) untouched instead of raising.
+
+    Returns:
+        A new `keras.Model` with the same inputs, outputs and layer names.
+
+    Raises:
+        TypeError: `model` is not a Keras model.
+        ValueError: The model is not built, a selected layer is of an
+            unsupported type, or a weight is NaN/Inf.
+
+    Example:
+
+    >>> import keras
+    >>> base = keras.Sequential([keras.Input((8, 8, 1)),
+    ...                          keras.layers.Conv2D(4, 3),
+    ...                          keras.layers.Flatten(),
+    ...                          keras.layers.Dense(2)])
+    >>> evo = evolvable(base, precision="int8")
+    >>> [type(l).__name__ for l in evo.layers]
+    ['EvoConv2D', 'Flatten', 'EvoDense']
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"evolvable() expects a keras.Model, got {type(model).__name__}."
+        )
+    if not model.built:
+        raise ValueError(
+            f"Model '{model.name}' is not built: give it an Input or call it on "
+            "data before making it evolvable."
+        )
+    precision = quantizers.get(precision)
+    selected = _selector(layers)
+
+    to_convert = []
+    for layer in _walk(model):
+        if not selected(layer):
+            continue
+        if _is_unsupported(layer):
+            if skip_unsupported:
+                continue
+            raise ValueError(
+                f"Layer '{layer.name}' of type {type(layer).__name__} is not "
+                "supported by evolvable(); supported: Conv2D, DepthwiseConv2D, "
+                "Dense. Pass skip_unsupported=True to leave it untouched."
+            )
+        if type(layer) in _REPLACEMENTS:
+            _check_finite(layer)
+            to_convert.append(layer.name)
+    convert = set(to_convert)
+
+    def clone_function(layer):
+        config = layer.get_config()
+        if layer.name in convert and type(layer) in _REPLACEMENTS:
+            return _REPLACEMENTS[type(layer)].from_config(
+                {**config, "precision": quantizers.serialize(precision)}
+            )
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(
+        model, clone_function=clone_function, recursive=True
+    )
+    old_layers = _layer_by_path(model)
+    for path, new in _layer_by_path(clone).items():
+        old = old_layers[path]
+        if isinstance(new, EvoLayer) and not isinstance(old, EvoLayer):
+            new.kernel.assign(old.kernel)
+            if old.bias is not None:
+                new.bias.assign(old.bias)
+        else:
+            new.set_weights(old.get_weights())
+    return clone

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the default test suite (slow end-to-end tests are behind `-m slow`).
+# pytest's exit code 5 ("no tests collected") is a failure here, on purpose.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+python3 -m pytest "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "test.sh: pytest collected no tests; failing" >&2
+  exit 1
+fi
+exit "$rc"
