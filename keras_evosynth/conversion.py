@@ -76,6 +76,28 @@ def _check_finite(layer):
             )
 
 
+def _named_inputs(model):
+    """Fresh inputs with the original input layers' names (clone_model would
+    otherwise rename them), in the model's input structure; None for
+    Sequential models."""
+    if isinstance(model, keras.Sequential):
+        return None
+    input_layers = {
+        id(layer.output): layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.InputLayer)
+    }
+
+    def fresh(tensor):
+        return keras.Input(
+            batch_shape=tensor.shape,
+            dtype=tensor.dtype,
+            name=input_layers[id(tensor)].name,
+        )
+
+    return keras.tree.map_structure(fresh, model.input)
+
+
 def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
     """Clones `model` with `Conv2D`/`DepthwiseConv2D`/`Dense` replaced by the
     evolvable layers, weights copied; masks start all-ones.
@@ -112,9 +134,7 @@ def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
     ['EvoConv2D', 'Flatten', 'EvoDense']
     """
     if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"evolvable() expects a keras.Model, got {type(model).__name__}."
-        )
+        raise TypeError(f"evolvable() expects a keras.Model, got {type(model).__name__}.")
     if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built: give it an Input or call it on "
@@ -149,7 +169,10 @@ def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(
-        model, clone_function=clone_function, recursive=True
+        model,
+        input_tensors=_named_inputs(model),
+        clone_function=clone_function,
+        recursive=True,
     )
     old_layers = _layer_by_path(model)
     for path, new in _layer_by_path(clone).items():

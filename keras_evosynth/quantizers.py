@@ -56,8 +56,7 @@ class SynapticPrecision:
             )
         if int(bits) not in SUPPORTED_BITS:
             raise ValueError(
-                f"SynapticPrecision: unsupported bit-width {bits}; "
-                f"supported: {SUPPORTED_BITS}."
+                f"SynapticPrecision: unsupported bit-width {bits}; supported: {SUPPORTED_BITS}."
             )
         self.bits = int(bits)
 
@@ -94,9 +93,7 @@ class SynapticPrecision:
         shape = ops.shape(kernel)
         channels = math.prod(kernel.shape[-channel_axes:])
         flat = ops.reshape(kernel, (-1, channels))
-        max_abs = ops.stop_gradient(
-            ops.maximum(ops.max(ops.abs(flat), axis=0), _MIN_RANGE)
-        )
+        max_abs = ops.stop_gradient(ops.maximum(ops.max(ops.abs(flat), axis=0), _MIN_RANGE))
         quantized = keras.quantizers.fake_quant_with_min_max_vars(
             flat,
             -max_abs,

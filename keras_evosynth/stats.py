@@ -121,8 +121,8 @@ class ModelStats:
                 f"{self.bytes:,} (+{self.other_bytes:,} other)",
             )
         )
-        widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-        line = "  ".join("{:<%d}" % w for w in widths)
+        widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+        line = "  ".join(f"{{:<{w}}}" for w in widths)
         rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
         out = [line.format(*header), rule]
         out += [line.format(*row) for row in rows[:-1]]
@@ -217,9 +217,7 @@ def summary(model, print_fn=print):
         if isinstance(layer, (EvoLayer,) + _PLAIN_SYNAPTIC):
             rows.append(layer_stats(layer))
         else:
-            other_bytes += sum(
-                4 * int(np.prod(w.shape)) for w in layer.weights
-            )
+            other_bytes += sum(4 * int(np.prod(w.shape)) for w in layer.weights)
     stats = ModelStats(layers=rows, other_bytes=other_bytes)
     if print_fn is not None:
         print_fn(stats.table())

@@ -33,18 +33,13 @@ class FakeQuantActivation(keras.layers.Layer):
         self.bits = quantizers.get(bits).bits
         if not 0.0 <= float(momentum) < 1.0:
             raise ValueError(
-                f"FakeQuantActivation '{self.name}': momentum must be in "
-                f"[0, 1), got {momentum!r}."
+                f"FakeQuantActivation '{self.name}': momentum must be in [0, 1), got {momentum!r}."
             )
         self.momentum = float(momentum)
 
     def build(self, input_shape):
-        self.range = self.add_weight(
-            name="range", shape=(2,), initializer="zeros", trainable=False
-        )
-        self.seen = self.add_weight(
-            name="seen", shape=(), initializer="zeros", trainable=False
-        )
+        self.range = self.add_weight(name="range", shape=(2,), initializer="zeros", trainable=False)
+        self.seen = self.add_weight(name="seen", shape=(), initializer="zeros", trainable=False)
 
     def call(self, inputs, training=None):
         if self.bits == 32:

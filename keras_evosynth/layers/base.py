@@ -55,9 +55,7 @@ def _as_binary_mask(value, shape, what, layer_name):
         )
     if not np.isin(array, (0, 1)).all():
         bad = array[~np.isin(array, (0, 1))].ravel()[0]
-        raise ValueError(
-            f"Layer '{layer_name}': {what} may only hold 0 and 1, found {bad!r}."
-        )
+        raise ValueError(f"Layer '{layer_name}': {what} may only hold 0 and 1, found {bad!r}.")
     return array.astype(np.float32)
 
 
@@ -108,9 +106,7 @@ class EvoLayer:
         cluster_shape = (1,) * (len(self.kernel.shape) - self._channel_axes) + tuple(
             self.kernel.shape[-self._channel_axes :]
         )
-        return ops.multiply(
-            self.synapse_mask, ops.reshape(self.cluster_mask, cluster_shape)
-        )
+        return ops.multiply(self.synapse_mask, ops.reshape(self.cluster_mask, cluster_shape))
 
     # ---------------------------------------------------------------- forward
     def effective_kernel(self):
@@ -170,15 +166,11 @@ class EvoLayer:
         self._check_built("setting masks")
         if synapse_mask is not None:
             self.synapse_mask.assign(
-                _as_binary_mask(
-                    synapse_mask, self.synapse_mask.shape, "synapse_mask", self.name
-                )
+                _as_binary_mask(synapse_mask, self.synapse_mask.shape, "synapse_mask", self.name)
             )
         if cluster_mask is not None:
             self.cluster_mask.assign(
-                _as_binary_mask(
-                    cluster_mask, self.cluster_mask.shape, "cluster_mask", self.name
-                )
+                _as_binary_mask(cluster_mask, self.cluster_mask.shape, "cluster_mask", self.name)
             )
         self.kernel.assign(ops.multiply(self.kernel, self._kernel_mask()))
         if self.bias is not None:
