@@ -1,0 +1,231 @@
+"""Device mode: TFLite's `benchmark_model` on an Android device over adb.
+
+Pushes the user's `benchmark_model` binary and each model to the device,
+runs it once per thread count and parses its log (`count=... min=...
+avg=... std=...` in microseconds, memory footprint in MB).
+"""
+
+import dataclasses
+import os
+import posixpath
+import re
+import subprocess
+
+from tflite_bench.commands import error_line, run_command
+from tflite_bench.errors import BenchError
+
+DEFAULT_DEVICE_DIR = "/data/local/tmp/tflite_bench"
+
+_COUNT = re.compile(r"count=(\d+)((?:\s+\w+=[-+0-9.eE]+)+)")
+_PAIR = re.compile(r"(\w+)=([-+0-9.eE]+)")
+_TIMINGS = re.compile(
+    r"Inference timings in us: Init: ([-+0-9.eE]+), First inference: "
+    r"([-+0-9.eE]+), Warmup \(avg\): ([-+0-9.eE]+), Inference \(avg\): "
+    r"([-+0-9.eE]+)"
+)
+_MEMORY = re.compile(
+    r"Memory footprint delta from the start of the tool \(MB\): "
+    r"init=([-+0-9.eE]+) overall=([-+0-9.eE]+)"
+)
+_PEAK = re.compile(
+    r"Overall peak memory footprint \(MB\) via periodic monitoring: ([-+0-9.eE]+)"
+)
+_SIZE = re.compile(r"The input model file size \(MB\): ([-+0-9.eE]+)")
+
+
+def parse_benchmark_model_output(text):
+    """Parses the log of TFLite's `benchmark_model`.
+
+    The tool prints two `count=N first=.. curr=.. min=.. max=.. avg=..
+    std=..` lines (microseconds; newer builds add `p5= median= p95=`): the
+    warm-up one, then the timed one. The last one is the measurement.
+
+    Args:
+        text: The tool's combined stdout/stderr.
+
+    Returns:
+        `(latency_ms, memory_mib, extra)`: `latency_ms` has `min`, `median`,
+        `p95`, `mean`, `std` (ms; `median`/`p95` None on builds that do not
+        print them), `p90` None and `runs`; `memory_mib` is the peak
+        footprint from periodic monitoring when printed, else the `overall`
+        footprint delta (None when neither is printed); `extra` holds
+        `init_ms`, `first_inference_ms`, `warmup_avg_ms`, `model_size_mb`,
+        `memory_init_mb`, `memory_overall_mb`, `memory_peak_mb` where
+        printed.
+
+    Raises:
+        BenchError: If no timed `count=` line is in the log.
+
+    Example:
+
+    >>> lat, mem, extra = parse_benchmark_model_output(
+    ...     "INFO: count=50 first=1200 curr=1010 min=990 max=1300 "
+    ...     "avg=1020.5 std=40\\n")
+    >>> lat["min"], lat["mean"], lat["runs"]
+    (0.99, 1.0205, 50)
+    """
+    text = text or ""
+    counts = _COUNT.findall(text)
+    if not counts:
+        raise BenchError(
+            f"benchmark_model printed no timings: {error_line(text, first=True)}"
+        )
+    runs, pairs = counts[-1]
+    values = {k: float(v) for k, v in _PAIR.findall(pairs)}
+
+    def ms(key):
+        return values[key] / 1000.0 if key in values else None
+
+    latency = {
+        "min": ms("min"),
+        "median": ms("median"),
+        "p90": None,
+        "p95": ms("p95"),
+        "mean": ms("avg"),
+        "std": ms("std"),
+        "runs": int(runs),
+    }
+    extra = {}
+    match = _TIMINGS.search(text)
+    if match:
+        init, first, warm, _ = (float(v) for v in match.groups())
+        extra.update(init_ms=init / 1000.0, first_inference_ms=first / 1000.0,
+                     warmup_avg_ms=warm / 1000.0)
+    match = _SIZE.search(text)
+    if match:
+        extra["model_size_mb"] = float(match.group(1))
+    memory = None
+    match = _MEMORY.search(text)
+    if match:
+        extra["memory_init_mb"] = float(match.group(1))
+        extra["memory_overall_mb"] = memory = float(match.group(2))
+    match = _PEAK.search(text)
+    if match:
+        extra["memory_peak_mb"] = memory = float(match.group(1))
+    return latency, memory, extra
+
+
+@dataclasses.dataclass
+class AdbDevice:
+    """An Android device reached through `adb -s SERIAL`.
+
+    Every command goes through `runner(cmd, timeout)`, so tests can check the
+    command lines with a fake runner and no device.
+
+    Attributes:
+        serial: Device serial (`adb devices` lists them).
+        adb: The adb program.
+        device_dir: Where models and the binary are pushed on the device.
+        runner: `runner(cmd, timeout) -> CompletedProcess`.
+        timeout: Seconds per adb command.
+
+    Example:
+
+    >>> calls = []
+    >>> def fake(cmd, timeout=None):
+    ...     calls.append(cmd)
+    ...     return subprocess.CompletedProcess(cmd, 0, "device\\n", "")
+    >>> AdbDevice("emulator-5554", runner=fake).check()
+    >>> calls[0]
+    ['adb', '-s', 'emulator-5554', 'get-state']
+    """
+
+    serial: str
+    adb: str = "adb"
+    device_dir: str = DEFAULT_DEVICE_DIR
+    runner: object = run_command
+    timeout: float = 600
+
+    def _run(self, *args):
+        cmd = [self.adb, "-s", self.serial, *args]
+        try:
+            return self.runner(cmd, self.timeout)
+        except FileNotFoundError as e:
+            raise BenchError(
+                f"adb not found ('{self.adb}'); install Android platform-tools "
+                "and put adb on PATH"
+            ) from e
+        except subprocess.TimeoutExpired as e:
+            raise BenchError(
+                f"adb {' '.join(args[:2])} timed out after {self.timeout}s"
+            ) from e
+
+    def _checked(self, *args):
+        proc = self._run(*args)
+        if proc.returncode != 0:
+            raise BenchError(
+                f"adb -s {self.serial} {' '.join(args[:2])} failed: "
+                f"{error_line(proc.stderr or proc.stdout)}"
+            )
+        return proc
+
+    def check(self):
+        """Raises `BenchError` unless adb runs and the device is online."""
+        proc = self._run("get-state")
+        state = (proc.stdout or "").strip()
+        if proc.returncode != 0 or state != "device":
+            detail = error_line(proc.stderr or proc.stdout)
+            raise BenchError(
+                f"device '{self.serial}' not available ({detail}); "
+                "see `adb devices`"
+            )
+
+    def push(self, local, remote_name):
+        """Pushes a file into `device_dir`; returns its device path."""
+        remote = posixpath.join(self.device_dir, remote_name)
+        self._checked("push", os.fspath(local), remote)
+        return remote
+
+    def shell(self, *args):
+        """Runs a shell command on the device; returns the CompletedProcess."""
+        return self._run("shell", *args)
+
+    def prepare(self, binary):
+        """Checks the device, creates `device_dir`, pushes the binary.
+
+        Returns:
+            The binary's path on the device.
+        """
+        binary = os.fspath(binary)
+        if not os.path.isfile(binary):
+            raise BenchError(f"{binary}: benchmark_model binary not found")
+        self.check()
+        self._checked("shell", "mkdir", "-p", self.device_dir)
+        remote = self.push(binary, "benchmark_model")
+        self._checked("shell", "chmod", "755", remote)
+        return remote
+
+    def cleanup(self):
+        """Removes `device_dir` from the device (errors ignored)."""
+        self._run("shell", "rm", "-rf", self.device_dir)
+
+
+def benchmark_command(binary, graph, threads=1, runs=100, warmup=10,
+                      use_xnnpack=True, use_gpu=False):
+    """The `benchmark_model` arguments for one run (device paths).
+
+    Example:
+
+    >>> benchmark_command("/d/benchmark_model", "/d/m.tflite", threads=4)
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['/d/benchmark_model', '--graph=/d/m.tflite', '--num_threads=4',
+     '--num_runs=100', '--warmup_runs=10', '--use_xnnpack=true',
+     '--use_gpu=false']
+    """
+    return [
+        binary, f"--graph={graph}", f"--num_threads={int(threads)}",
+        f"--num_runs={int(runs)}", f"--warmup_runs={int(warmup)}",
+        f"--use_xnnpack={'true' if use_xnnpack else 'false'}",
+        f"--use_gpu={'true' if use_gpu else 'false'}",
+    ]
+
+
+def remote_names(paths):
+    """Unique device file names for local model paths (`0_a.tflite`, ...).
+
+    Example:
+
+    >>> remote_names(["x/a.tflite", "y/a.tflite"])
+    ['0_a.tflite', '1_a.tflite']
+    """
+    return [f"{i}_{os.path.basename(os.fspath(p))}" for i, p in enumerate(paths)]

@@ -1,0 +1,422 @@
+"""Measures a .tflite model on this host with the LiteRT `Interpreter`.
+
+Latency is timed around `Interpreter.invoke()` at batch 1 after warm-up
+invokes, with the XNNPACK delegate that LiteRT applies by default (turn it
+off with `use_xnnpack=False`). Accuracy is top-1 over labelled data.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+from ai_edge_litert import interpreter as litert
+
+from tflite_bench.errors import BenchError, one_line
+
+# What the memory figure is, written into every report.
+MEMORY_NOTE = (
+    "peak RSS increase (MiB) of a fresh Python process while it creates the "
+    "interpreter, allocates tensors and runs the warm-up invokes"
+)
+
+
+def latency_stats(times_ms):
+    """Summarizes per-invoke latencies.
+
+    Args:
+        times_ms: Latencies in milliseconds, one per timed invoke.
+
+    Returns:
+        A dict with `min`, `median`, `p90`, `p95`, `mean`, `std` (ms) and
+        `runs`. Percentiles interpolate linearly between order statistics
+        (numpy's default).
+
+    Raises:
+        ValueError: If `times_ms` is empty.
+
+    Example:
+
+    >>> latency_stats([4.0, 1.0, 3.0, 2.0])["median"]
+    2.5
+    """
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size == 0:
+        raise ValueError("latency_stats: `times_ms` is empty")
+    p90, p95 = np.percentile(t, [90, 95])
+    return {
+        "min": float(t.min()),
+        "median": float(np.median(t)),
+        "p90": float(p90),
+        "p95": float(p95),
+        "mean": float(t.mean()),
+        "std": float(t.std()),
+        "runs": int(t.size),
+    }
+
+
+def make_interpreter(path, threads=1, use_xnnpack=True):
+    """Creates a LiteRT interpreter and allocates its tensors.
+
+    Args:
+        path: .tflite file.
+        threads: `num_threads` of the interpreter (and of XNNPACK).
+        use_xnnpack: Keep LiteRT's default XNNPACK delegate (True) or run the
+            builtin kernels only (False).
+
+    Returns:
+        An allocated `ai_edge_litert.interpreter.Interpreter`.
+
+    Raises:
+        BenchError: If the file is missing or LiteRT cannot load it.
+
+    Example:
+
+    >>> interp = make_interpreter("model.tflite", threads=2)  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BenchError(f"{path}: file not found")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    resolver = (
+        litert.OpResolverType.AUTO
+        if use_xnnpack
+        else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    try:
+        interp = litert.Interpreter(
+            model_path=path,
+            num_threads=int(threads),
+            experimental_op_resolver_type=resolver,
+        )
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise BenchError(f"{path}: LiteRT cannot load it ({one_line(e)})") from e
+    return interp
+
+
+def quantize(x, scale, zero_point, dtype):
+    """Quantizes real values to an integer tensor type (affine, rounded).
+
+    Args:
+        x: Real-valued array.
+        scale: Quantization scale (> 0).
+        zero_point: Quantization zero point.
+        dtype: Target integer numpy dtype.
+
+    Returns:
+        `clip(round(x / scale) + zero_point)` as `dtype`.
+
+    Example:
+
+    >>> quantize(np.array([0.0, 0.5, 100.0]), 0.5, -1, np.int8)
+    array([ -1,   0, 127], dtype=int8)
+    """
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float64) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _scale_zero_point(detail):
+    params = detail.get("quantization_parameters", {})
+    scales = params.get("scales", [])
+    if len(scales) == 1 and scales[0] != 0:
+        return float(scales[0]), int(params["zero_points"][0])
+    return None
+
+
+def to_model_input(x, detail, model="model", source="data"):
+    """Converts data to what one model input takes (shape and dtype checked).
+
+    Args:
+        x: Examples, shape `(N, *example_shape)`.
+        detail: One entry of `Interpreter.get_input_details()`.
+        model: Model name for error messages.
+        source: Data name for error messages.
+
+    Returns:
+        `x` in the input's dtype: float data is cast for float inputs and
+        quantized with the input's scale/zero point for quantized inputs;
+        data already in the input's dtype passes as it is.
+
+    Raises:
+        BenchError: If the per-example shape or the dtype does not match.
+
+    Example:
+
+    >>> detail = {"name": "in", "shape": np.array([1, 2]), "dtype": np.float32}
+    >>> to_model_input(np.zeros((5, 2)), detail).dtype
+    dtype('float32')
+    """
+    x = np.asarray(x)
+    want_shape = tuple(int(d) for d in detail["shape"][1:])
+    if x.ndim == 0 or tuple(x.shape[1:]) != want_shape:
+        got = tuple(x.shape[1:]) if x.ndim else ()
+        raise BenchError(
+            f"{model}: {source} x has per-example shape {got} but input "
+            f"'{detail['name']}' takes {want_shape}"
+        )
+    want = np.dtype(detail["dtype"])
+    if x.dtype == want:
+        return x
+    qparams = _scale_zero_point(detail)
+    if np.issubdtype(x.dtype, np.floating):
+        if np.issubdtype(want, np.floating):
+            return x.astype(want)
+        if qparams is not None:
+            return quantize(x, *qparams, want)
+    raise BenchError(
+        f"{model}: {source} x has dtype {x.dtype} but input '{detail['name']}' "
+        f"takes {want.name} (give float data or data already in {want.name})"
+    )
+
+
+def from_model_output(y, detail):
+    """Dequantizes an output tensor (float outputs pass through).
+
+    Example:
+
+    >>> detail = {"quantization_parameters": {"scales": [0.5],
+    ...           "zero_points": [2]}}
+    >>> from_model_output(np.array([4], np.int8), detail)
+    array([1.])
+    """
+    qparams = _scale_zero_point(detail)
+    if qparams is None or np.issubdtype(np.asarray(y).dtype, np.floating):
+        return np.asarray(y)
+    scale, zero_point = qparams
+    return (np.asarray(y, np.float64) - zero_point) * scale
+
+
+def load_data(path):
+    """Loads labelled data from an `.npz` with arrays `x` and `y`.
+
+    Args:
+        path: `.npz` file; `y` holds integer class ids `(N,)` or one-hot
+            `(N, classes)` labels.
+
+    Returns:
+        `(x, labels)` with integer `labels` of shape `(N,)`.
+
+    Raises:
+        BenchError: On a missing file, missing keys or mismatched lengths.
+
+    Example:
+
+    >>> x, y = load_data("eval.npz")  # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise BenchError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if "x" not in f or "y" not in f:
+                raise BenchError(
+                    f"{path}: needs arrays 'x' and 'y', found {sorted(f.files)}"
+                )
+            x, y = f["x"], f["y"]
+    except (OSError, ValueError) as e:
+        raise BenchError(f"{path}: not a readable .npz ({one_line(e)})") from e
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if len(y) != len(x):
+        raise BenchError(f"{path}: x has {len(x)} examples but y has {len(y)}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.equal(np.mod(y, 1), 0)):
+            raise BenchError(f"{path}: y must hold integer class ids")
+        y = y.astype(np.int64)
+    return x, y
+
+
+def _random_input(detail, rng):
+    shape = [int(d) for d in detail["shape"]]
+    dtype = np.dtype(detail["dtype"])
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        low, high = max(info.min, -128), min(info.max, 127)
+        return rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
+    if dtype == np.bool_:
+        return rng.integers(0, 1, size=shape, endpoint=True).astype(dtype)
+    raise BenchError(f"input '{detail['name']}' has unsupported dtype {dtype}")
+
+
+def fill_inputs(interp, sample=None, seed=0):
+    """Sets every input of `interp`: `sample` for the first, random otherwise.
+
+    Args:
+        interp: An allocated interpreter.
+        sample: Optional array already in the first input's dtype, with or
+            without its batch axis.
+        seed: Seed of the random inputs.
+
+    Example:
+
+    >>> fill_inputs(make_interpreter("model.tflite"))  # doctest: +SKIP
+    """
+    rng = np.random.default_rng(seed)
+    for i, detail in enumerate(interp.get_input_details()):
+        if i == 0 and sample is not None:
+            value = np.asarray(sample).reshape(detail["shape"])
+        else:
+            value = _random_input(detail, rng)
+        interp.set_tensor(detail["index"], value)
+
+
+def measure_latency(
+    path, threads=1, runs=100, warmup=10, use_xnnpack=True, sample=None,
+    progress=None,
+):
+    """Times batch-1 invokes of a model on this host.
+
+    Args:
+        path: .tflite file.
+        threads: Interpreter threads.
+        runs: Timed invokes (>= 1).
+        warmup: Untimed invokes before timing.
+        use_xnnpack: See `make_interpreter`.
+        sample: Optional input example (see `fill_inputs`); random otherwise.
+        progress: Optional callable `progress(n)` told about each invoke.
+
+    Returns:
+        `latency_stats` of the timed invokes, in milliseconds.
+
+    Raises:
+        BenchError: If the model cannot be loaded or invoked.
+
+    Example:
+
+    >>> measure_latency("model.tflite", runs=50)["median"]  # doctest: +SKIP
+    0.031
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
+    interp = make_interpreter(path, threads, use_xnnpack)
+    fill_inputs(interp, sample)
+    times = []
+    try:
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            interp.invoke()
+            elapsed = (time.perf_counter() - start) * 1e3
+            if i >= warmup:
+                times.append(elapsed)
+            if progress is not None:
+                progress(1)
+    except (ValueError, RuntimeError) as e:
+        raise BenchError(f"{path}: invoke failed ({one_line(e)})") from e
+    return latency_stats(times)
+
+
+def check_data(path, x, model_name=None, source="data"):
+    """Checks (and converts) data against a model's first input, no invoke.
+
+    Args:
+        path: .tflite file.
+        x: Examples.
+        model_name: Name for error messages (defaults to `path`).
+        source: Data name for error messages.
+
+    Returns:
+        `x` converted by `to_model_input`.
+
+    Raises:
+        BenchError: On a shape or dtype mismatch, or an unloadable model.
+    """
+    interp = make_interpreter(path, 1)
+    detail = interp.get_input_details()[0]
+    return to_model_input(x, detail, model_name or os.fspath(path), source)
+
+
+def evaluate_accuracy(path, x, labels, threads=1, progress=None):
+    """Top-1 accuracy of a classifier flatbuffer, one example per invoke.
+
+    Args:
+        path: .tflite file whose first output holds class scores on its last
+            axis.
+        x: Examples already converted by `to_model_input`.
+        labels: Integer class ids, `(N,)`.
+        threads: Interpreter threads.
+        progress: Optional callable `progress(n)` told about each example.
+
+    Returns:
+        Fraction of examples whose arg-max output equals the label.
+
+    Raises:
+        BenchError: If the output is not a class-score vector.
+
+    Example:
+
+    >>> evaluate_accuracy("m.tflite", x, y)  # doctest: +SKIP
+    0.84
+    """
+    interp = make_interpreter(path, threads)
+    inp = interp.get_input_details()[0]
+    out = interp.get_output_details()[0]
+    if int(out["shape"][-1]) < 2:
+        raise BenchError(
+            f"{path}: accuracy needs class scores on the output's last axis, "
+            f"output '{out['name']}' has shape {list(out['shape'])}"
+        )
+    correct = 0
+    for i in range(len(x)):
+        interp.set_tensor(inp["index"], x[i : i + 1].reshape(inp["shape"]))
+        interp.invoke()
+        scores = from_model_output(interp.get_tensor(out["index"]), out)
+        correct += int(np.argmax(scores.reshape(-1)) == labels[i])
+        if progress is not None:
+            progress(1)
+    return correct / max(len(x), 1)
+
+
+def measure_memory(path, threads=1, warmup=1, use_xnnpack=True, timeout=120):
+    """Peak memory a model adds to a fresh process (see `MEMORY_NOTE`).
+
+    Runs `python -m tflite_bench.memprobe` so models measured one after the
+    other do not share (or reuse) each other's freed memory.
+
+    Args:
+        path: .tflite file.
+        threads: Interpreter threads.
+        warmup: Invokes after allocation (>= 1 is useful: XNNPACK packs
+            weights on the first one).
+        use_xnnpack: See `make_interpreter`.
+        timeout: Seconds before the probe is abandoned.
+
+    Returns:
+        Peak RSS increase in MiB.
+
+    Raises:
+        BenchError: If the probe fails.
+
+    Example:
+
+    >>> measure_memory("model.tflite")  # doctest: +SKIP
+    3.4
+    """
+    cmd = [
+        sys.executable, "-m", "tflite_bench.memprobe", os.fspath(path),
+        f"--threads={int(threads)}", f"--warmup={int(warmup)}",
+    ]
+    if not use_xnnpack:
+        cmd.append("--no-xnnpack")
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (package_root, env.get("PYTHONPATH")) if p
+    )
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env
+        )
+    except subprocess.TimeoutExpired as e:
+        raise BenchError(f"{path}: memory probe timed out after {timeout}s") from e
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines() or ["no output"]
+        raise BenchError(f"{path}: memory probe failed ({lines[-1].strip()})")
+    return float(json.loads(proc.stdout.strip().splitlines()[-1])["delta_mib"])
