@@ -1,0 +1,642 @@
+"""`EvolutionCallback`: evolutionary synthesis inside `model.fit`.
+
+Generation 0 is the model you fit (the ancestor). Every time a generation
+has trained for its epochs, the callback measures it (the monitored metric
+is its fitness), logs it, and synthesizes the next generation from it in
+place: it samples which clusters and synapses survive (`genetics`) under the
+environment's factors (`environment`), switches the Evo layers to the
+offspring precision, resets the optimizer state, and lets `fit` retrain the
+offspring. The lineage ends after `generations` offspring (or when
+`stop_when` is met, or when rollbacks run out) and then stops training.
+
+Example:
+
+>>> import keras, numpy as np
+>>> from keras_evosynth import evolvable
+>>> model = evolvable(keras.Sequential([keras.Input((4,)),
+...     keras.layers.Dense(16, activation="relu"), keras.layers.Dense(2)]))
+>>> model.compile("adam", "mse")
+>>> x, y = np.random.rand(64, 4), np.random.rand(64, 2)
+>>> evolution = EvolutionCallback(generations=2, monitor="loss", verbose=0)
+>>> _ = model.fit(x, y, epochs=10, verbose=0, callbacks=[evolution])
+>>> [r["generation"] for r in evolution.records]
+[0, 1, 2]
+>>> evolution.records[2]["synapses"] < evolution.records[0]["synapses"]
+True
+"""
+
+import time
+
+import keras
+import numpy as np
+
+from keras_evosynth import environment as environment_lib
+from keras_evosynth import genetics, quantizers
+from keras_evosynth.conversion import _walk
+from keras_evosynth.layers import EvoLayer
+from keras_evosynth.lineage import Lineage, check_writable
+from keras_evosynth.stats import summary
+
+_MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "iou", "map", "f1")
+_STOP_RESOURCES = ("synapses", "clusters", "macs", "bytes")
+
+
+def _int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"EvolutionCallback: {name} must be an int, got {value!r}.")
+    if value < minimum:
+        raise ValueError(
+            f"EvolutionCallback: {name} must be >= {minimum}, got {value!r}."
+        )
+    return int(value)
+
+
+def _unpack(data):
+    """`(x, y, sample_weight)` tuples for fit/evaluate; datasets as `x`."""
+    if isinstance(data, tuple) and 1 <= len(data) <= 3:
+        return dict(zip(("x", "y", "sample_weight"), data, strict=False))
+    return {"x": data}
+
+
+def reset_optimizer(model):
+    """Resets the optimizer state (slots, step counter) as if it were new.
+
+    A fresh optimizer is built from the current one's config on the model's
+    trainable variables and its variables are copied over, so the compiled
+    train function keeps working (no re-compile). The learning rate stays
+    what it is now; a schedule restarts from step 0.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("adam", "mse")
+    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    >>> reset_optimizer(model)
+    >>> int(model.optimizer.iterations)
+    0
+    """
+    optimizer = model.optimizer
+    if optimizer is None or not optimizer.built:
+        return
+    fresh = type(optimizer).from_config(optimizer.get_config())
+    fresh.build(model.trainable_variables)
+    by_path = {v.path: v for v in fresh.variables}
+    for variable in optimizer.variables:
+        new = by_path.get(variable.path)
+        if new is not None and tuple(new.shape) == tuple(variable.shape):
+            variable.assign(new)
+
+
+def reinitialize_weights(model, seed):
+    """Re-initializes every weight that has a matching `<name>_initializer`
+    on its layer (kernels, biases, BatchNorm statistics, ...), seeded, keeping
+    the masks: the literal "trained like a newborn" variant.
+
+    Example:
+
+    >>> import keras
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> before = model.get_weights()[0]
+    >>> reinitialize_weights(model, seed=1)
+    >>> bool((model.get_weights()[0] != before).any())
+    True
+    """
+    rng = np.random.default_rng(seed)
+    for layer in _walk(model):
+        for variable in layer.weights:
+            name = variable.path.rsplit("/", 1)[-1]
+            initializer = getattr(layer, f"{name}_initializer", None)
+            if not isinstance(initializer, keras.initializers.Initializer):
+                continue
+            config = initializer.get_config()
+            if "seed" in config:
+                config["seed"] = int(rng.integers(2**31 - 1))
+            fresh = type(initializer).from_config(config)
+            variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
+        if isinstance(layer, EvoLayer):
+            synapses, clusters = layer.get_masks()
+            layer.set_masks(synapse_mask=synapses, cluster_mask=clusters)
+
+
+class EvolutionCallback(keras.callbacks.Callback):
+    """Evolves the model being fit, one offspring every few epochs.
+
+    Shaped like `keras.callbacks.EarlyStopping`: arguments are checked here,
+    the model is reached through `self.model`, and the work happens at epoch
+    ends. Generation 0 (the ancestor) trains `ancestor_epochs` epochs, each
+    offspring `epochs_per_generation`; epochs are counted across `fit` calls,
+    so one long `fit` and several short ones evolve the same way. Give `fit`
+    enough epochs: `ancestor_epochs + generations * epochs_per_generation`
+    plus any rollbacks; training stops when the lineage is complete. After
+    that the callback is inert.
+
+    Args:
+        generations: Number of offspring to synthesize (>= 1).
+        epochs_per_generation: Epochs each offspring is retrained (>= 1).
+        precision: Synaptic precision of the offspring (`"int4"`, 8, ...);
+            it also shapes the cluster probabilities. None keeps the layers'.
+        environment: An `Environment` (`ConstantEnvironment`,
+            `ResourceTarget`) or its config; None: `ResourceTarget(0.7)`.
+        seed: Seed of the lineage; the same seed on the same parent gives
+            the same offspring.
+        monitor: Fitness metric from the epoch logs (`"val_loss"`, ...).
+        mode: `"auto"`, `"min"` or `"max"` (auto: max for accuracy-like
+            names, else min), like Keras callbacks.
+        ancestor_epochs: Epochs of generation 0 (default:
+            `epochs_per_generation`).
+        population: Offspring sampled per generation; with more than 1 each
+            candidate is (optionally) trained briefly on `trial_data` and
+            scored on `selection_data`, and the fittest is kept.
+        selection_data: `(x, y)` or a dataset to score candidates (required
+            when `population > 1`); the monitor without `val_` is read from
+            `model.evaluate` on it.
+        trial_data: `(x, y)` or a dataset for a brief training of every
+            candidate; None scores candidates untrained.
+        trial_steps: Batches of `trial_data` per candidate (None: one epoch).
+        tolerance: If the fitness of an offspring is worse than the
+            ancestor's by more than this (in the metric's units), it is
+            rolled back: the parent is restored and resampled with a milder
+            environment (the cut halves per rollback).
+        max_rollbacks: Rollbacks allowed per generation; after that the
+            lineage ends with the parent.
+        stop_when: End the lineage early: a dict `{resource: fraction}` (the
+            offspring has at most that fraction of the ancestor's synapses,
+            clusters, macs or bytes) or a callable `record -> bool`.
+        reinitialize: Re-initialize the surviving weights of each offspring
+            (the paper's literal "newborn" variant) instead of inheriting.
+        protect: Evo layer names never sampled; None: the layers feeding the
+            model outputs (classifier, detection heads).
+        directory: Lineage directory (JSON-lines log and one `.keras` per
+            generation); an existing lineage there is resumed.
+        verbose: 1 prints one line per generation, 0 is silent.
+
+    Attributes:
+        records: The lineage records (dicts), one per trained offspring.
+        generation: The generation being trained now.
+        done: True once the lineage is complete.
+
+    Example:
+
+    >>> EvolutionCallback(generations=3, precision="int4", seed=1).generations
+    3
+    """
+
+    def __init__(
+        self,
+        generations,
+        epochs_per_generation=1,
+        precision=None,
+        environment=None,
+        seed=0,
+        monitor="val_loss",
+        mode="auto",
+        ancestor_epochs=None,
+        population=1,
+        selection_data=None,
+        trial_data=None,
+        trial_steps=None,
+        tolerance=None,
+        max_rollbacks=2,
+        stop_when=None,
+        reinitialize=False,
+        protect=None,
+        directory=None,
+        verbose=1,
+    ):
+        super().__init__()
+        self.generations = _int(generations, "generations", 1)
+        self.epochs_per_generation = _int(
+            epochs_per_generation, "epochs_per_generation", 1
+        )
+        self.ancestor_epochs = (
+            self.epochs_per_generation
+            if ancestor_epochs is None
+            else _int(ancestor_epochs, "ancestor_epochs", 1)
+        )
+        self.precision = None if precision is None else quantizers.get(precision)
+        self.environment = environment_lib.get(environment)
+        self.seed = _int(seed, "seed", 0)
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(
+                f"EvolutionCallback: monitor must be a metric name, got {monitor!r}."
+            )
+        self.monitor = monitor
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(
+                f"EvolutionCallback: mode must be 'auto', 'min' or 'max', got {mode!r}."
+            )
+        if mode == "auto":
+            name = monitor.lower()
+            mode = "max" if name.endswith(_MAX_WORDS) else "min"
+        self.mode = mode
+        self.population = _int(population, "population", 1)
+        if self.population > 1 and selection_data is None:
+            raise ValueError(
+                "EvolutionCallback: population > 1 needs selection_data=(x, y) "
+                "to score the candidates."
+            )
+        if trial_data is not None and self.population == 1:
+            raise ValueError(
+                "EvolutionCallback: trial_data is only used with population > 1."
+            )
+        self.selection_data, self.trial_data = selection_data, trial_data
+        self.trial_steps = (
+            None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
+        )
+        if tolerance is not None:
+            if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
+                raise TypeError(
+                    f"EvolutionCallback: tolerance must be a number, got {tolerance!r}."
+                )
+            if not tolerance >= 0:
+                raise ValueError(
+                    f"EvolutionCallback: tolerance must be >= 0, got {tolerance!r}."
+                )
+        self.tolerance = None if tolerance is None else float(tolerance)
+        self.max_rollbacks = _int(max_rollbacks, "max_rollbacks", 0)
+        self.stop_when = self._check_stop_when(stop_when)
+        if not isinstance(reinitialize, bool):
+            raise TypeError(
+                f"EvolutionCallback: reinitialize must be a bool, got {reinitialize!r}."
+            )
+        self.reinitialize = reinitialize
+        if protect is not None and not (
+            isinstance(protect, str)
+            or all(isinstance(p, str) for p in protect)
+        ):
+            raise TypeError(
+                f"EvolutionCallback: protect must be layer names, got {protect!r}."
+            )
+        self.protect = [protect] if isinstance(protect, str) else protect
+        self.lineage = None
+        if directory is not None:
+            check_writable(directory)
+            self.lineage = Lineage(directory)
+        self.verbose = verbose
+        self.records = []
+        self.generation = 0
+        self.done = False
+        self._started = False
+
+    @staticmethod
+    def _check_stop_when(stop_when):
+        if stop_when is None or callable(stop_when):
+            return stop_when
+        if not isinstance(stop_when, dict) or not stop_when:
+            raise TypeError(
+                "EvolutionCallback: stop_when must be a dict {resource: fraction} "
+                f"or a callable(record) -> bool, got {stop_when!r}."
+            )
+        for key, value in stop_when.items():
+            if key not in _STOP_RESOURCES:
+                raise ValueError(
+                    f"EvolutionCallback: stop_when resource {key!r} is not one of "
+                    f"{_STOP_RESOURCES}."
+                )
+            environment_lib._check_fraction(value, f"stop_when[{key!r}]")
+        return dict(stop_when)
+
+    # ------------------------------------------------------------- settings
+    def settings(self):
+        """The settings a lineage directory must match to be resumed."""
+        return {
+            "generations": self.generations,
+            "epochs_per_generation": self.epochs_per_generation,
+            "ancestor_epochs": self.ancestor_epochs,
+            "precision": None if self.precision is None else self.precision.bits,
+            "environment": environment_lib.serialize(self.environment),
+            "seed": self.seed,
+            "monitor": self.monitor,
+            "mode": self.mode,
+            "population": self.population,
+            "trial_steps": self.trial_steps,
+            "tolerance": self.tolerance,
+            "max_rollbacks": self.max_rollbacks,
+            "stop_when": self.stop_when if isinstance(self.stop_when, dict) else None,
+            "reinitialize": self.reinitialize,
+            "protect": self.protect,
+        }
+
+    # ---------------------------------------------------------------- hooks
+    def on_train_begin(self, logs=None):
+        self._monitor_checked = False
+        if not self._started:
+            self._start()
+        if self.done:
+            self._say("EvolutionCallback: the lineage is complete; training goes on.")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._monitor_checked or self.done or not logs:
+            return
+        self._monitor_checked = True
+        base = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        if base not in logs:
+            raise ValueError(
+                f"EvolutionCallback: monitor {self.monitor!r} needs the metric "
+                f"{base!r}, but the model logs {sorted(logs)}. Compile the model "
+                "with that metric or choose another monitor."
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.done:
+            return
+        logs = logs or {}
+        self._epochs_done += 1
+        wanted = (
+            self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
+        )
+        first = not self._monitor_seen
+        if (first or self._epochs_done >= wanted) and self.monitor not in logs:
+            raise ValueError(
+                f"EvolutionCallback: monitor {self.monitor!r} is not in the epoch "
+                f"logs {sorted(logs)}; pass validation_data to fit for 'val_*' "
+                "metrics or choose another monitor."
+            )
+        self._monitor_seen = True
+        if self._epochs_done >= wanted:
+            self._complete(dict(logs), float(logs[self.monitor]))
+
+    # ---------------------------------------------------------------- state
+    def _evo_layers(self):
+        return [
+            layer for layer in _walk(self.model) if isinstance(layer, EvoLayer)
+        ]
+
+    def _start(self):
+        genomes, _ = genetics.genomes_from_model(
+            self.model, self.precision, self.protect
+        )
+        if self.environment.resource == "macs" or (
+            isinstance(self.stop_when, dict) and "macs" in self.stop_when
+        ):
+            genetics.amount(genomes, "macs")  # raises for unknown sizes
+        self._traced = self._precisions()
+        self._epochs_done = 0
+        self._started = True
+        self._monitor_seen = False
+        self._clock = time.perf_counter()
+        self._factors = None
+        self._candidate = 0
+        self.attempt = 0
+        if self.lineage is not None:
+            records = self.lineage.open(self.settings())
+            if any(r.get("accepted") for r in records):
+                self._resume(records)
+
+    def _precisions(self):
+        return [layer.precision for layer in self._evo_layers()]
+
+    def _sync_functions(self):
+        """Re-traces the compiled functions when a precision changed."""
+        now = self._precisions()
+        if now != self._traced:
+            self.model.make_train_function(force=True)
+            self.model.test_function = None
+            self.model.predict_function = None
+            self._traced = now
+
+    def _snapshot(self):
+        return self.model.get_weights(), self._precisions()
+
+    def _restore(self, snapshot):
+        weights, precisions = snapshot
+        self.model.set_weights(weights)
+        for layer, precision in zip(self._evo_layers(), precisions, strict=True):
+            layer.precision = precision
+
+    def _say(self, text):
+        if self.verbose:
+            print(text)
+
+    def _worse_by(self, fitness, reference):
+        return fitness - reference if self.mode == "min" else reference - fitness
+
+    def _stop_reached(self, record):
+        if self.stop_when is None:
+            return False
+        if callable(self.stop_when):
+            return bool(self.stop_when(record))
+        ancestor = self.records[0] if self.records else record
+        return any(
+            record.get(k) is not None
+            and ancestor.get(k)
+            and record[k] <= v * ancestor[k]
+            for k, v in self.stop_when.items()
+        )
+
+    # ----------------------------------------------------------- lifecycle
+    def _record(self, logs, fitness, accepted):
+        stats = summary(self.model, print_fn=None)
+        genomes, _ = genetics.genomes_from_model(self.model, None, self.protect)
+        bits = sorted({row.bits for row in stats.layers})
+        record = {
+            "generation": self.generation,
+            "attempt": self.attempt,
+            "candidate": self._candidate,
+            "accepted": accepted,
+            "seed": self.seed,
+            "synapses": stats.synapses,
+            "total_synapses": stats.total_synapses,
+            "clusters": stats.clusters,
+            "total_clusters": stats.total_clusters,
+            "macs": stats.macs,
+            "bytes": stats.bytes,
+            "bits": bits[0] if len(bits) == 1 else bits,
+            "genome_synapses": genetics.amount(genomes, "synapses"),
+            "genome_macs": (
+                None
+                if any(g.positions is None for g in genomes)
+                else genetics.amount(genomes, "macs")
+            ),
+            "monitor": self.monitor,
+            "fitness": fitness,
+            "metrics": {k: float(v) for k, v in logs.items()},
+            "wall_time": round(time.perf_counter() - self._clock, 3),
+            "checkpoint": None,
+        }
+        if self._factors is not None:
+            record.update(
+                cluster_factor=self._factors.cluster_factor,
+                synapse_factor=self._factors.synapse_factor,
+                target=self._factors.target,
+                expected=self._factors.expected,
+            )
+        ancestor = self.records[0] if self.records else record
+        for key, name in (
+            ("synapses", "synaptic_efficiency"),
+            ("clusters", "cluster_efficiency"),
+            ("macs", "mac_efficiency"),
+        ):
+            if record[key] and ancestor[key]:
+                record[name] = ancestor[key] / record[key]
+        return record
+
+    def _complete(self, logs, fitness):
+        self._epochs_done = 0
+        accepted = True
+        if self.generation > 0 and self.tolerance is not None:
+            worse = self._worse_by(fitness, self.records[0]["fitness"])
+            accepted = worse <= self.tolerance
+        record = self._record(logs, fitness, accepted)
+        if accepted and self.lineage is not None:
+            record["checkpoint"] = self.lineage.save_model(self.model, self.generation)
+        self.records.append(record)
+        if self.lineage is not None:
+            self.lineage.append(record)
+        self._say(self._progress(record))
+        if accepted:
+            self._parent = self._snapshot()
+            if self.generation >= self.generations or self._stop_reached(record):
+                return self._finish()
+            self.generation += 1
+            self.attempt = 0
+        else:
+            self._restore(self._parent)
+            self.attempt += 1
+            if self.attempt > self.max_rollbacks:
+                self._sync_functions()
+                return self._finish(rolled_back=True)
+        self._synthesize()
+
+    def _finish(self, rolled_back=False):
+        self.done = True
+        self.model.stop_training = True
+        final = [r for r in self.records if r["accepted"]][-1]
+        why = (
+            f"generation {self.generation} failed {self.attempt} times; kept its parent"
+            if rolled_back
+            else "done"
+        )
+        self._say(
+            f"EvolutionCallback: lineage complete ({why}): generation "
+            f"{final['generation']}, {final['synapses']:,} synapses "
+            f"({final.get('synaptic_efficiency', 1.0):.2f}x fewer than the ancestor)."
+        )
+
+    def _resume(self, records):
+        accepted = [r for r in records if r["accepted"]]
+        last = accepted[-1]
+        path = self.lineage.path(last["checkpoint"])
+        try:
+            self.model.load_weights(path)
+        except Exception as error:  # Keras raises several types here
+            raise ValueError(
+                f"EvolutionCallback: cannot load the lineage checkpoint {path!r} "
+                f"into model '{self.model.name}': {error}"
+            ) from error
+        if last["generation"] > 0 and self.precision is not None:
+            for layer in self._evo_layers():
+                layer.precision = self.precision
+        self._sync_functions()
+        self.records = list(records)
+        self._parent = self._snapshot()
+        self.generation = last["generation"]
+        failures = sum(
+            1
+            for r in records
+            if r["generation"] == last["generation"] + 1 and not r["accepted"]
+        )
+        self._say(
+            f"EvolutionCallback: resuming the lineage in {self.lineage.directory} "
+            f"after generation {last['generation']}."
+        )
+        if self.generation >= self.generations or self._stop_reached(last):
+            self.done = True
+        elif failures > self.max_rollbacks:
+            self.generation, self.attempt = last["generation"] + 1, failures
+            self.done = True
+        else:
+            self.generation, self.attempt = last["generation"] + 1, failures
+            self._synthesize()
+
+    # ----------------------------------------------------------- synthesis
+    def _synthesize(self):
+        """Turns the model (holding the parent) into the next offspring."""
+        self._clock = time.perf_counter()
+        genomes, layers = genetics.genomes_from_model(
+            self.model, self.precision, self.protect
+        )
+        resource = self.environment.resource
+        ancestor = self.records[0]["genome_" + resource]
+        self._factors = self.environment.factors(
+            expected=genetics.expectation(genomes, resource),
+            current=genetics.amount(genomes, resource),
+            ancestor=ancestor,
+            generation=self.generation,
+            generations=self.generations,
+            mildness=self.attempt,
+        )
+        best = None
+        for candidate in range(self.population):
+            if candidate:
+                self._restore(self._parent)
+            masks = genetics.sample_masks(
+                genomes,
+                self._factors.cluster_factor,
+                self._factors.synapse_factor,
+                self.seed,
+                self.generation,
+                self.attempt,
+                candidate,
+            )
+            genetics.apply_masks(layers, masks, self.precision)
+            if self.reinitialize:
+                reinitialize_weights(
+                    self.model, [self.seed, self.generation, self.attempt, candidate]
+                )
+            self._sync_functions()
+            reset_optimizer(self.model)
+            if self.population == 1:
+                break
+            fitness = self._trial()
+            if best is None or self._worse_by(fitness, best[0]) < 0:
+                best = (fitness, candidate, self._snapshot())
+        self._candidate = 0
+        if best is not None:
+            self._candidate = best[1]
+            self._restore(best[2])
+            self._sync_functions()
+            reset_optimizer(self.model)
+
+    def _trial(self):
+        """Briefly trains (optionally) and scores the current candidate."""
+        if self.trial_data is not None:
+            self.model.fit(
+                **_unpack(self.trial_data),
+                epochs=1,
+                steps_per_epoch=self.trial_steps,
+                verbose=0,
+            )
+        scores = self.model.evaluate(
+            **_unpack(self.selection_data), verbose=0, return_dict=True
+        )
+        name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        if name not in scores:
+            raise ValueError(
+                f"EvolutionCallback: selection_data scores {sorted(scores)} lack "
+                f"{name!r} (from monitor {self.monitor!r})."
+            )
+        return float(scores[name])
+
+    def _progress(self, r):
+        ancestor = self.records[0]
+        parts = [
+            f"generation {r['generation']}/{self.generations}"
+            + (f" (attempt {r['attempt'] + 1})" if r["attempt"] else ""),
+            f"synapses {r['synapses']:,}/{r['total_synapses']:,}"
+            f" ({r.get('synaptic_efficiency', 1.0):.2f}x)",
+            f"clusters {r['clusters']}/{r['total_clusters']}",
+        ]
+        if r["macs"] is not None:
+            parts.append(f"MACs {r['macs']:,} ({r.get('mac_efficiency', 1.0):.2f}x)")
+        metric = f"{self.monitor} {r['fitness']:.4f}"
+        if r["generation"]:
+            metric += f" (ancestor {ancestor['fitness']:.4f})"
+        parts.append(metric)
+        if "cluster_factor" in r:
+            parts.append(f"R_c={r['cluster_factor']:.3g} R_s={r['synapse_factor']:.3g}")
+        parts.append(f"{r['wall_time']:.1f}s")
+        if not r["accepted"]:
+            parts.append("ROLLED BACK")
+        return "EvolutionCallback: " + ", ".join(parts)

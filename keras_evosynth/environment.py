@@ -1,0 +1,336 @@
+"""Environmental factors: how hard natural selection squeezes each generation.
+
+Two environments:
+
+- `ConstantEnvironment(cluster_factor, synapse_factor)`: the paper's fixed
+  `R_c`, `R_s` in (0, 1] scaling the cluster and synapse probabilities.
+- `ResourceTarget(fraction=...)` or `ResourceTarget(budget=...)`: solves,
+  each generation, for the factor that makes the offspring's *expected*
+  synapses (or MACs) a requested fraction of the parent's, or reach a final
+  budget (a fraction of the ancestor) in equal ratios over the remaining
+  generations. The solve is a bisection on the expectation of
+  `genetics.expectation`. At `R = 1` the paper's probabilities already
+  remove a good part of a layer (a zero weight survives with `e^-1`), so the
+  solved factor may exceed 1, up to `e` (probabilities clipped at 1).
+
+An environment returns `Factors` through `factors(...)`; `mildness` (the
+number of rollbacks so far) softens it: the cut `1 - x` of a factor or
+fraction `x` is halved per rollback.
+
+Example:
+
+>>> env = ConstantEnvironment(0.8, 0.9)
+>>> f = env.factors(expected=lambda r_c, r_s: 0.0, current=100, ancestor=100,
+...                 generation=1, generations=3)
+>>> f.cluster_factor, f.synapse_factor
+(0.8, 0.9)
+"""
+
+import dataclasses
+import math
+
+import keras
+
+from keras_evosynth import genetics
+
+
+@dataclasses.dataclass
+class Factors:
+    """Environmental factors chosen for one offspring.
+
+    Attributes:
+        cluster_factor: `R_c`.
+        synapse_factor: `R_s`.
+        target: The requested kept fraction of the parent's resource (None
+            for constant factors).
+        expected: The expected kept fraction at these factors (None when
+            not computed).
+    """
+
+    cluster_factor: float
+    synapse_factor: float
+    target: float | None = None
+    expected: float | None = None
+
+
+def _milder(value, mildness):
+    """Halves the cut `1 - value` once per rollback."""
+    return 1.0 - (1.0 - value) / 2.0**mildness
+
+
+def _check_fraction(value, name, upper_inclusive=True):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in (0, 1), got {value!r}.")
+    value = float(value)
+    ok = 0.0 < value <= 1.0 if upper_inclusive else 0.0 < value < 1.0
+    if not ok:
+        raise ValueError(
+            f"{name} must be in (0, 1{']' if upper_inclusive else ')'}, got {value!r}."
+        )
+    return value
+
+
+class Environment:
+    """Base class: decides `R_c` and `R_s` for each offspring.
+
+    Subclasses implement `factors(...)` and `get_config()`.
+    """
+
+    resource = "synapses"
+
+    def factors(
+        self, expected, current, ancestor, generation, generations, mildness=0
+    ):
+        """Returns the `Factors` for one offspring.
+
+        Args:
+            expected: `f(cluster_factor, synapse_factor) -> expected kept
+                amount` of the offspring (see `genetics.expectation`).
+            current: The parent's amount of `self.resource`.
+            ancestor: The ancestor's amount.
+            generation: The offspring's generation, 1-based.
+            generations: Total generations of the lineage.
+            mildness: Rollbacks so far for this generation (0 = none).
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+@keras.saving.register_keras_serializable(package="keras_evosynth")
+class ConstantEnvironment(Environment):
+    """The paper's constant environmental factors.
+
+    Args:
+        cluster_factor: `R_c` in (0, 1], scales every cluster probability.
+        synapse_factor: `R_s` in (0, 1], scales every synapse probability.
+
+    Example:
+
+    >>> ConstantEnvironment(0.5).factors(None, 1, 1, 1, 1, mildness=1)
+    Factors(cluster_factor=0.75, synapse_factor=1.0, target=None, expected=None)
+    """
+
+    def __init__(self, cluster_factor=1.0, synapse_factor=1.0):
+        self.cluster_factor = genetics.check_factor(
+            cluster_factor, "ConstantEnvironment cluster_factor", maximum=1.0
+        )
+        self.synapse_factor = genetics.check_factor(
+            synapse_factor, "ConstantEnvironment synapse_factor", maximum=1.0
+        )
+
+    def factors(
+        self, expected, current, ancestor, generation, generations, mildness=0
+    ):
+        r_c = _milder(self.cluster_factor, mildness)
+        r_s = _milder(self.synapse_factor, mildness)
+        kept = None
+        if expected is not None and current:
+            kept = expected(r_c, r_s) / current
+        return Factors(r_c, r_s, None, kept)
+
+    def get_config(self):
+        return {
+            "cluster_factor": self.cluster_factor,
+            "synapse_factor": self.synapse_factor,
+        }
+
+
+_SOLVE = ("both", "cluster", "synapse")
+
+
+def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60):
+    """Bisection for the factor whose expectation hits `target`.
+
+    Args:
+        expected: `f(cluster_factor, synapse_factor) -> amount`, increasing
+            in both factors.
+        target: The amount wanted.
+        solve: Which factor varies: `"both"` (`R_c = R_s = R`), `"cluster"`
+            (`R_s = 1`) or `"synapse"` (`R_c = 1`).
+        tolerance: Stop when within this relative error of `target`.
+        iterations: Maximum bisection steps.
+
+    Returns:
+        `(cluster_factor, synapse_factor)`; the nearest bound when `target`
+        is out of reach.
+
+    Example:
+
+    >>> r_c, r_s = solve_factor(lambda c, s: 10 * c * s, 2.5)
+    >>> round(r_c, 3), round(r_s, 3)
+    (0.5, 0.5)
+    """
+    if solve not in _SOLVE:
+        raise ValueError(f"solve must be one of {_SOLVE}, got {solve!r}.")
+
+    def pair(r):
+        return (r if solve != "synapse" else 1.0, r if solve != "cluster" else 1.0)
+
+    low, high = 1e-6, genetics.MAX_FACTOR
+    if expected(*pair(high)) <= target:
+        return pair(high)
+    if expected(*pair(low)) >= target:
+        return pair(low)
+    for _ in range(iterations):
+        middle = math.sqrt(low * high)  # factors span orders of magnitude
+        value = expected(*pair(middle))
+        if abs(value - target) <= tolerance * target:
+            return pair(middle)
+        if value < target:
+            low = middle
+        else:
+            high = middle
+    return pair(math.sqrt(low * high))
+
+
+@keras.saving.register_keras_serializable(package="keras_evosynth")
+class ResourceTarget(Environment):
+    """Solves for the factor so each offspring lands near a resource target.
+
+    Give exactly one of:
+
+    - `fraction`: every offspring keeps about this fraction of its parent's
+      synapses/MACs (e.g. 0.7);
+    - `budget`: the lineage ends near this fraction of the ancestor's
+      synapses/MACs after all generations; each generation takes the equal
+      ratio `(budget * ancestor / current) ** (1 / generations_left)`.
+
+    Args:
+        fraction: Per-generation kept fraction in (0, 1).
+        budget: Final fraction of the ancestor in (0, 1).
+        resource: `"synapses"` or `"macs"`.
+        solve: `"both"` (`R_c = R_s`), `"cluster"` or `"synapse"`: which
+            factor is solved for (the other stays 1).
+        tolerance: Relative tolerance of the bisection.
+
+    Example:
+
+    >>> env = ResourceTarget(fraction=0.5)
+    >>> f = env.factors(lambda c, s: 100 * s, current=100, ancestor=100,
+    ...                 generation=1, generations=2)
+    >>> round(f.synapse_factor, 2), round(f.expected, 2)
+    (0.5, 0.5)
+    """
+
+    def __init__(
+        self,
+        fraction=None,
+        budget=None,
+        resource="synapses",
+        solve="both",
+        tolerance=1e-3,
+    ):
+        if (fraction is None) == (budget is None):
+            raise ValueError(
+                "ResourceTarget: give exactly one of `fraction` (per generation) "
+                f"or `budget` (final), got fraction={fraction!r}, budget={budget!r}."
+            )
+        self.fraction = (
+            None
+            if fraction is None
+            else _check_fraction(fraction, "ResourceTarget fraction", False)
+        )
+        self.budget = (
+            None
+            if budget is None
+            else _check_fraction(budget, "ResourceTarget budget", False)
+        )
+        if resource not in genetics.RESOURCES:
+            raise ValueError(
+                f"ResourceTarget: resource must be one of {genetics.RESOURCES}, "
+                f"got {resource!r}."
+            )
+        if solve not in _SOLVE:
+            raise ValueError(
+                f"ResourceTarget: solve must be one of {_SOLVE}, got {solve!r}."
+            )
+        if not 0.0 < float(tolerance) < 0.5:
+            raise ValueError(
+                f"ResourceTarget: tolerance must be in (0, 0.5), got {tolerance!r}."
+            )
+        self.resource = resource
+        self.solve = solve
+        self.tolerance = float(tolerance)
+
+    def target_fraction(self, current, ancestor, generation, generations):
+        """The kept fraction of the parent wanted for this generation."""
+        if self.fraction is not None:
+            return self.fraction
+        left = max(1, generations - generation + 1)
+        if current <= 0:
+            return 1.0
+        return min(1.0, (self.budget * ancestor / current) ** (1.0 / left))
+
+    def factors(
+        self, expected, current, ancestor, generation, generations, mildness=0
+    ):
+        wanted = _milder(
+            self.target_fraction(current, ancestor, generation, generations),
+            mildness,
+        )
+        if current <= 0:
+            return Factors(1.0, 1.0, wanted, None)
+        r_c, r_s = solve_factor(
+            expected, wanted * current, self.solve, self.tolerance
+        )
+        return Factors(r_c, r_s, wanted, expected(r_c, r_s) / current)
+
+    def get_config(self):
+        return {
+            "fraction": self.fraction,
+            "budget": self.budget,
+            "resource": self.resource,
+            "solve": self.solve,
+            "tolerance": self.tolerance,
+        }
+
+
+def get(identifier):
+    """Returns an `Environment` from an instance, a config dict or None.
+
+    None gives the default `ResourceTarget(fraction=0.7)`.
+
+    Example:
+
+    >>> get(None)
+    ResourceTarget(fraction=0.7, budget=None, resource='synapses', solve='both', tolerance=0.001)
+    >>> get(serialize(ConstantEnvironment(0.5, 0.5))) == ConstantEnvironment(0.5, 0.5)
+    True
+    """
+    if identifier is None:
+        return ResourceTarget(fraction=0.7)
+    if isinstance(identifier, Environment):
+        return identifier
+    if isinstance(identifier, dict):
+        obj = keras.saving.deserialize_keras_object(
+            identifier,
+            custom_objects={
+                "ConstantEnvironment": ConstantEnvironment,
+                "ResourceTarget": ResourceTarget,
+            },
+        )
+        if isinstance(obj, Environment):
+            return obj
+    raise TypeError(
+        f"Cannot interpret {identifier!r} as an environment; pass "
+        "ConstantEnvironment(cluster_factor, synapse_factor), "
+        "ResourceTarget(fraction=...) or ResourceTarget(budget=...)."
+    )
+
+
+def serialize(environment):
+    """Serializes an environment to a Keras-style config dict."""
+    return keras.saving.serialize_keras_object(get(environment))

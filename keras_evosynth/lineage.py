@@ -1,0 +1,264 @@
+"""The lineage directory: a JSON-lines log and one checkpoint per generation.
+
+Layout of a lineage directory:
+
+- `evolution.json`: the settings of the run (written once; a later run in
+  the same directory must use the same settings, so it can resume);
+- `lineage.jsonl`: one JSON object per line, one line per trained offspring
+  (accepted or rolled back): generation, attempt, seed, factors, synapses,
+  clusters, MACs, bits, metrics, fitness, wall time, checkpoint file;
+- `generation_000.keras`, `generation_001.keras`, ...: the trained model of
+  every accepted generation.
+
+Every file is written to a temporary file in the same directory and moved
+into place with `os.replace`, so a killed process never leaves a half
+written file; no existing file is ever overwritten (a checkpoint name that
+is taken gets a `-1`, `-2`, ... suffix) and the log only ever grows.
+
+Example:
+
+>>> import tempfile
+>>> lineage = Lineage(tempfile.mkdtemp())
+>>> lineage.open({"seed": 0})
+[]
+>>> lineage.append({"generation": 0, "synapses": 120, "accepted": True})
+>>> [r["synapses"] for r in read_lineage(lineage.directory)]
+[120]
+"""
+
+import json
+import math
+import os
+import tempfile
+
+CONFIG_NAME = "evolution.json"
+LOG_NAME = "lineage.jsonl"
+
+
+def check_writable(directory):
+    """Raises ValueError unless `directory` exists as (or can be created as)
+    a writable directory. Creates nothing.
+
+    Example:
+
+    >>> check_writable(tempfile.gettempdir())
+    """
+    path = os.path.abspath(os.fspath(directory))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"Lineage directory {path!r} exists and is not a directory.")
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Lineage directory {path!r} is not writable ({probe!r} does not "
+            "allow creating files)."
+        )
+
+
+def _clean(value):
+    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_atomic(path, text):
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def read_lineage(directory):
+    """Reads the records of a lineage directory (a list of dicts).
+
+    Example:
+
+    >>> read_lineage(tempfile.mkdtemp())
+    []
+    """
+    path = os.path.join(os.fspath(directory), LOG_NAME)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class Lineage:
+    """Reads and appends to one lineage directory.
+
+    Args:
+        directory: Where the lineage lives (created on `open`).
+    """
+
+    def __init__(self, directory):
+        self.directory = os.path.abspath(os.fspath(directory))
+
+    @property
+    def log_path(self):
+        return os.path.join(self.directory, LOG_NAME)
+
+    @property
+    def config_path(self):
+        return os.path.join(self.directory, CONFIG_NAME)
+
+    def open(self, config):
+        """Creates the directory, checks or writes the settings, and returns
+        the existing records (empty for a new lineage).
+
+        Raises:
+            ValueError: The directory holds a lineage with other settings.
+        """
+        config = _clean(config)
+        os.makedirs(self.directory, exist_ok=True)
+        if os.path.exists(self.config_path):
+            with open(self.config_path, encoding="utf-8") as f:
+                stored = json.load(f)
+            diff = sorted(
+                key
+                for key in set(stored) | set(config)
+                if stored.get(key) != config.get(key)
+            )
+            if diff:
+                details = "; ".join(
+                    f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}"
+                    for k in diff
+                )
+                raise ValueError(
+                    f"Lineage directory {self.directory!r} holds a lineage with "
+                    f"other settings ({details}). Use the same settings to resume "
+                    "it, or a new directory."
+                )
+        else:
+            _write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
+        return self.records()
+
+    def records(self):
+        """The records logged so far."""
+        return read_lineage(self.directory)
+
+    def append(self, record):
+        """Appends one record (the whole log is rewritten atomically)."""
+        existing = ""
+        if os.path.exists(self.log_path):
+            with open(self.log_path, encoding="utf-8") as f:
+                existing = f.read()
+            if existing and not existing.endswith("\n"):
+                existing += "\n"
+        line = json.dumps(_clean(record), sort_keys=True)
+        _write_atomic(self.log_path, existing + line + "\n")
+
+    def save_model(self, model, generation):
+        """Saves `model` as `generation_<g>.keras` (atomically, never over an
+        existing file); returns the file name (relative to the directory)."""
+        base = f"generation_{generation:03d}"
+        name, n = base + ".keras", 0
+        while os.path.exists(os.path.join(self.directory, name)):
+            n += 1
+            name = f"{base}-{n}.keras"
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".keras")
+        os.close(fd)
+        try:
+            model.save(tmp)
+            os.replace(tmp, os.path.join(self.directory, name))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+        return name
+
+    def path(self, name):
+        """Absolute path of a file named in a record."""
+        return os.path.join(self.directory, name)
+
+
+def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
+    """Plots a metric against synapses (or MACs) for each generation.
+
+    Needs matplotlib (`pip install keras-evosynth[plot]`).
+
+    Args:
+        lineage: A lineage directory, or a list of records.
+        metric: Record metric to plot; None: the fitness (the monitored
+            metric).
+        resource: `"synapses"`, `"clusters"`, `"macs"` or `"bytes"`.
+        path: If given, the figure is saved there.
+        ax: Matplotlib axes to draw on (a new figure otherwise).
+
+    Returns:
+        The matplotlib `Axes`.
+
+    Example:
+
+    >>> records = [{"generation": g, "synapses": 100 // (g + 1),
+    ...             "fitness": 0.9 - g / 50, "accepted": True} for g in range(3)]
+    >>> ax = plot_lineage(records)
+    >>> ax.get_xlabel()
+    'synapses'
+    """
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError(
+            "plot_lineage needs matplotlib: pip install keras-evosynth[plot]"
+        ) from error
+    records = (
+        read_lineage(lineage) if isinstance(lineage, (str, os.PathLike)) else lineage
+    )
+    if not records:
+        raise ValueError("plot_lineage: the lineage has no records.")
+
+    def value(record):
+        if metric is None:
+            return record.get("fitness")
+        return record.get("metrics", {}).get(metric, record.get(metric))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    kept = [r for r in records if r.get("accepted", True)]
+    dropped = [r for r in records if not r.get("accepted", True)]
+    ax.plot(
+        [r[resource] for r in kept], [value(r) for r in kept], "o-", label="accepted"
+    )
+    for r in kept:
+        ax.annotate(
+            str(r["generation"]),
+            (r[resource], value(r)),
+            textcoords="offset points",
+            xytext=(4, 4),
+        )
+    if dropped:
+        ax.plot(
+            [r[resource] for r in dropped],
+            [value(r) for r in dropped],
+            "x",
+            color="gray",
+            label="rolled back",
+        )
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel(resource)
+    ax.set_ylabel(metric or "fitness")
+    ax.legend()
+    ax.grid(True, alpha=0.3)
+    if path is not None:
+        ax.figure.savefig(path, dpi=120, bbox_inches="tight")
+    return ax
