@@ -278,6 +278,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.generation = 0
         self.done = False
         self._started = False
+        self._pending = []
 
     @staticmethod
     def _check_stop_when(stop_when):
@@ -325,6 +326,13 @@ class EvolutionCallback(keras.callbacks.Callback):
             self._start()
         if self.done:
             self._say("EvolutionCallback: the lineage is complete; training goes on.")
+        self._flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush()
+
+    def on_train_end(self, logs=None):
+        self._flush()
 
     def on_train_batch_end(self, batch, logs=None):
         if self._monitor_checked or self.done or not logs:
@@ -406,8 +414,15 @@ class EvolutionCallback(keras.callbacks.Callback):
             layer.precision = precision
 
     def _say(self, text):
+        """Queues a progress line; it is printed at the next epoch begin (or
+        train end), after Keras's progress bar has finished its line."""
         if self.verbose:
-            print(text)
+            self._pending.append(text)
+
+    def _flush(self):
+        for text in self._pending:
+            print(text, flush=True)
+        self._pending = []
 
     def _worse_by(self, fitness, reference):
         return fitness - reference if self.mode == "min" else reference - fitness

@@ -277,7 +277,11 @@ class _Tracer:
                 in_shapes.append(shape)
             if any(s is None for s in in_sources):
                 continue
-            if isinstance(layer, EvoLayer) and len(in_sources) == 1:
+            if (
+                isinstance(layer, EvoLayer)
+                and len(in_sources) == 1
+                and _channels_last(layer)
+            ):
                 self._record_input(layer, in_sources[0])
             out = _propagate(layer, self.index_of, in_sources, in_shapes)
             if out is not None:
