@@ -55,6 +55,8 @@ class Factors:
 
 def _milder(value, mildness):
     """Halves the cut `1 - value` once per rollback."""
+    if not mildness:
+        return value
     return 1.0 - (1.0 - value) / 2.0**mildness
 
 

@@ -1,0 +1,123 @@
+"""Lineage directory: log, settings, checkpoints, plot (keras_evosynth.lineage)."""
+
+import hashlib
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_evosynth import lineage as lineage_lib
+from keras_evosynth.lineage import Lineage, check_writable, plot_lineage, read_lineage
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_log_only_grows_and_is_json_lines(tmp_path):
+    lin = Lineage(tmp_path / "run")
+    assert lin.open({"seed": 1, "protect": ("a",)}) == []
+    lin.append({"generation": 0, "fitness": np.float32(0.5), "bad": float("nan")})
+    lin.append({"generation": 1, "metrics": {"loss": np.float64(0.25)}})
+    lines = (tmp_path / "run" / "lineage.jsonl").read_text().splitlines()
+    assert [json.loads(line)["generation"] for line in lines] == [0, 1]
+    records = read_lineage(tmp_path / "run")
+    assert records[0]["fitness"] == 0.5 and records[0]["bad"] is None
+    assert records[1]["metrics"] == {"loss": 0.25}
+    # Nothing temporary is left behind.
+    assert sorted(os.listdir(tmp_path / "run")) == ["evolution.json", "lineage.jsonl"]
+
+
+def test_other_settings_are_refused_and_nothing_changes(tmp_path):
+    lin = Lineage(tmp_path)
+    lin.open({"seed": 1, "generations": 3})
+    lin.append({"generation": 0})
+    before = {name: digest(tmp_path / name) for name in os.listdir(tmp_path)}
+    with pytest.raises(ValueError, match=r"seed: stored 1, now 2"):
+        Lineage(tmp_path).open({"seed": 2, "generations": 3})
+    after = {name: digest(tmp_path / name) for name in os.listdir(tmp_path)}
+    assert before == after
+    # Same settings: the records come back.
+    assert Lineage(tmp_path).open({"seed": 1, "generations": 3}) == [{"generation": 0}]
+
+
+def test_checkpoints_never_overwrite(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    lin = Lineage(tmp_path)
+    lin.open({})
+    (tmp_path / "generation_001.keras").write_bytes(b"someone else's file")
+    assert lin.save_model(model, 0) == "generation_000.keras"
+    assert lin.save_model(model, 1) == "generation_001-1.keras"
+    assert lin.save_model(model, 1) == "generation_001-2.keras"
+    assert (tmp_path / "generation_001.keras").read_bytes() == b"someone else's file"
+    loaded = keras.saving.load_model(lin.path("generation_001-2.keras"))
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp")]
+
+
+def test_failed_save_leaves_no_file(tmp_path):
+    class Broken:
+        def save(self, path):
+            with open(path, "w") as f:
+                f.write("half")
+            raise OSError("disk full")
+
+    lin = Lineage(tmp_path)
+    lin.open({})
+    with pytest.raises(OSError, match="disk full"):
+        lin.save_model(Broken(), 0)
+    assert sorted(os.listdir(tmp_path)) == ["evolution.json"]
+
+
+def test_check_writable(tmp_path):
+    check_writable(tmp_path / "new" / "deeper")  # creatable: fine
+    assert not (tmp_path / "new").exists()  # and nothing created
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        check_writable(a_file)
+    with pytest.raises(ValueError, match="not writable"):
+        check_writable(a_file / "sub")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_check_writable_read_only(tmp_path):
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(ValueError, match="not writable"):
+            check_writable(tmp_path / "run")
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_plot_lineage(tmp_path):
+    pytest.importorskip("matplotlib")
+    records = [
+        {"generation": 0, "synapses": 1000, "fitness": 0.9, "accepted": True,
+         "metrics": {"val_accuracy": 0.9}},
+        {"generation": 1, "synapses": 600, "fitness": 0.88, "accepted": True,
+         "metrics": {"val_accuracy": 0.88}},
+        {"generation": 2, "synapses": 200, "fitness": 0.5, "accepted": False,
+         "metrics": {"val_accuracy": 0.5}},
+    ]
+    lin = Lineage(tmp_path)
+    lin.open({})
+    for r in records:
+        lin.append(r)
+    ax = plot_lineage(tmp_path, metric="val_accuracy", path=tmp_path / "plot.png")
+    x, y = ax.lines[0].get_data()
+    assert list(x) == [1000, 600] and list(y) == [0.9, 0.88]
+    assert list(ax.lines[1].get_data()[0]) == [200]
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="no records"):
+        plot_lineage([])
+
+
+def test_clean_converts_numpy_and_non_finite():
+    assert lineage_lib._clean({"a": np.int64(3), "b": [np.float32(np.inf)]}) == {
+        "a": 3,
+        "b": [None],
+    }
