@@ -24,6 +24,17 @@ def _version(package):
         return None
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def host_facts():
     """Facts about this machine recorded in every report.
 
@@ -38,7 +49,7 @@ def host_facts():
         "machine": platform.machine(),
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "processor": platform.processor() or None,
+        "processor": _cpu_model(),
         "python": platform.python_version(),
     }
 

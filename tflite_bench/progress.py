@@ -68,7 +68,7 @@ class Progress:
             return False
         elapsed = time.perf_counter() - self._start
         status = "failed" if exc_type else "done"
-        line = f"{self.label} {status} {self.count}/{self.total} in {elapsed:.1f}s"
+        line = f"{self.label} {status} {self.count}/{self.total} in {elapsed:.2f}s"
         self.stream.write(f"\r{line}\033[K\n" if self._tty else f"{line}\n")
         self.stream.flush()
         return False

@@ -287,6 +287,7 @@ class Report:
             1, 2, gridspec_kw={"width_ratios": [max(len(groups), 1), 1]}
         )
         width = 0.8 / len(models)
+        top = 0.0
         for m, model in enumerate(models):
             values = []
             for backend, threads in groups:
@@ -295,10 +296,12 @@ class Report:
                 values.append(row.median_ms if row else 0.0)
             xs = [g + m * width for g in range(len(groups))]
             ax_lat.bar(xs, values, width, label=model)
+            top = max([top, *values])
         ax_lat.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
         ax_lat.set_xticklabels([f"{b}\n{t} thr" for b, t in groups])
         ax_lat.set_ylabel("median latency (ms)")
-        ax_lat.legend(fontsize="small")
+        ax_lat.set_ylim(0, top * (1.2 + 0.1 * len(models)))  # room for legend
+        ax_lat.legend(fontsize="small", loc="upper left")
         sizes = [next(r.size_bytes for r in good if r.model == m) or 0
                  for m in models]
         ax_size.bar(range(len(models)), [s / 1024 for s in sizes],
