@@ -210,6 +210,17 @@ def test_partial_results_when_models_fail(models):
     assert "corrupt TFLite flatbuffer" in table
 
 
+def test_data_as_arrays_equals_npz_and_max_samples(models):
+    kw = dict(runs=3, memory=False, progress=False, max_samples=100)
+    from_file = compare([models["int8"]], data=models["data"], **kw)
+    one_hot = np.eye(10)[models["y"]]
+    from_arrays = compare([models["int8"]], data=(models["x"], one_hot), **kw)
+    assert from_file.settings["samples"] == from_arrays.settings["samples"] == 100
+    assert from_file.rows[0].accuracy == from_arrays.rows[0].accuracy
+    manual = np.mean(models["keras_pred"][:100] == models["y"][:100])
+    assert from_arrays.rows[0].accuracy == pytest.approx(manual, abs=0.05)
+
+
 def test_data_mismatch_is_a_row_error(models, tmp_path):
     bad = tmp_path / "bad_shape.npz"
     np.savez(bad, x=np.zeros((5, 8, 8), np.float32), y=np.zeros(5, np.int64))

@@ -1,6 +1,9 @@
 """Running external commands (the default runner that tests replace)."""
 
+import os
 import subprocess
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_command(cmd, timeout=None):
@@ -49,3 +52,20 @@ def error_line(text, first=False,
         if any(m in line for m in markers):
             return line
     return lines[-1] if lines else "no output"
+
+
+def child_env():
+    """Environment for `python -m tflite_bench...` children: this process's,
+    with the directory holding `tflite_bench` first on PYTHONPATH (so a
+    source checkout works without installing).
+
+    Example:
+
+    >>> child_env()["PYTHONPATH"].split(os.pathsep)[0] == _PACKAGE_ROOT
+    True
+    """
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p
+    )
+    return env

@@ -14,6 +14,7 @@ import time
 import numpy as np
 from ai_edge_litert import interpreter as litert
 
+from tflite_bench.commands import child_env
 from tflite_bench.errors import BenchError, one_line
 
 # What the memory figure is, written into every report.
@@ -405,14 +406,9 @@ def measure_memory(path, threads=1, warmup=1, use_xnnpack=True, timeout=120):
     ]
     if not use_xnnpack:
         cmd.append("--no-xnnpack")
-    env = dict(os.environ)
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (package_root, env.get("PYTHONPATH")) if p
-    )
     try:
         proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=timeout, env=env
+            cmd, capture_output=True, text=True, timeout=timeout, env=child_env()
         )
     except subprocess.TimeoutExpired as e:
         raise BenchError(f"{path}: memory probe timed out after {timeout}s") from e

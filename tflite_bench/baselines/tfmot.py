@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 
+from tflite_bench.commands import child_env
 from tflite_bench.errors import BenchError
 
 MISSING = (
@@ -286,14 +287,8 @@ def train_baseline(data, out, val_data=None, arch="small_cnn", sparsity=0.5,
             cmd += ["--val-data", os.fspath(val_data)]
         if float_io:
             cmd.append("--float-io")
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__))))
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (root, env.get("PYTHONPATH")) if p
-        )
         proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, env=env)
+                              timeout=timeout, env=child_env())
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.splitlines()
                      if ln.startswith("tfmot baseline: error:")]
