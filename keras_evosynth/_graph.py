@@ -83,8 +83,8 @@ def _map_history(structure, fn):
     structure (`input_layers` / `output_layers`)."""
     if _is_history(structure):
         return fn(tuple(structure))
-    if isinstance(structure, dict):
-        return {k: _map_history(v, fn) for k, v in structure.items()}
+    if isinstance(structure, dict):  # sorted keys, like keras.tree.flatten
+        return {k: _map_history(structure[k], fn) for k in sorted(structure)}
     return type(structure)(_map_history(v, fn) for v in structure)
 
 
@@ -231,16 +231,19 @@ class Rebuilder:
     removed). Layer names are kept unique.
     """
 
-    def __init__(self, graph):
+    def __init__(self, graph, batch_shapes=None):
         self.graph = graph
         self.tensors = {}
         self.used_names = set()
         self.inputs = {}
-        for tid in keras.tree.flatten(graph.inputs):
+        flat = keras.tree.flatten(graph.inputs)
+        for tid, shape in zip(flat, batch_shapes or [None] * len(flat), strict=True):
             spec = graph.specs[tid]
             name = self.unique_name(graph.input_names.get(tid, "input_layer"))
             self.inputs[tid] = keras.Input(
-                batch_shape=spec.shape, dtype=spec.dtype, name=name
+                batch_shape=spec.shape if shape is None else tuple(shape),
+                dtype=spec.dtype,
+                name=name,
             )
             self.tensors[tid] = self.inputs[tid]
 

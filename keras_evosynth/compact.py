@@ -274,8 +274,8 @@ class _Compactor:
         return need
 
     # ------------------------------------------------------------ rebuild
-    def build(self):
-        rebuilder = Rebuilder(self.graph)
+    def build(self, batch_shapes=None):
+        rebuilder = Rebuilder(self.graph, batch_shapes)
         clones = {}
         for node in self.graph.nodes:
             kind = self.kind[id(node)]
