@@ -335,11 +335,14 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._flush()
 
     def on_train_batch_end(self, batch, logs=None):
+        # A `val_<name>` monitor needs the compiled metric `<name>`, which the
+        # batch logs already show: fail after one batch, not one generation.
+        # (Other names may be added to the epoch logs by other callbacks.)
         if self._monitor_checked or self.done or not logs:
             return
         self._monitor_checked = True
-        base = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
-        if base not in logs:
+        base = self.monitor[4:]
+        if self.monitor.startswith("val_") and base not in logs:
             raise ValueError(
                 f"EvolutionCallback: monitor {self.monitor!r} needs the metric "
                 f"{base!r}, but the model logs {sorted(logs)}. Compile the model "
@@ -534,15 +537,16 @@ class EvolutionCallback(keras.callbacks.Callback):
         last = accepted[-1]
         path = self.lineage.path(last["checkpoint"])
         try:
-            self.model.load_weights(path)
+            saved = keras.saving.load_model(path, compile=False)
+            self.model.set_weights(saved.get_weights())
         except Exception as error:  # Keras raises several types here
             raise ValueError(
                 f"EvolutionCallback: cannot load the lineage checkpoint {path!r} "
                 f"into model '{self.model.name}': {error}"
             ) from error
-        if last["generation"] > 0 and self.precision is not None:
-            for layer in self._evo_layers():
-                layer.precision = self.precision
+        saved_layers = [layer for layer in _walk(saved) if isinstance(layer, EvoLayer)]
+        for layer, source in zip(self._evo_layers(), saved_layers, strict=True):
+            layer.precision = source.precision
         self._sync_functions()
         self.records = list(records)
         self._parent = self._snapshot()

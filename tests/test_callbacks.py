@@ -1,0 +1,353 @@
+"""EvolutionCallback on a small CNN and scikit-learn's 8x8 digits."""
+
+import hashlib
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_evosynth import evolvable, genetics
+from keras_evosynth.callbacks import (
+    EvolutionCallback,
+    reinitialize_weights,
+    reset_optimizer,
+)
+from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
+
+L = keras.layers
+VOLATILE = ("wall_time", "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    datasets = pytest.importorskip("sklearn.datasets")
+    data = datasets.load_digits()
+    x = (data.images / 16.0).astype("float32")[..., None]
+    y = data.target.astype("int32")
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+def cnn(seed=0, metrics=("accuracy",)):
+    keras.utils.set_random_seed(seed)
+    base = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+        L.Conv2D(32, 3, activation="relu", name="conv2"),
+        L.MaxPooling2D(name="pool"),
+        L.Flatten(name="flat"),
+        L.Dense(10, activation="softmax", name="classifier"),
+    ], name="digits_cnn")
+    model = evolvable(base)
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        "sparse_categorical_crossentropy",
+        metrics=list(metrics),
+    )
+    return model
+
+
+def fit(model, data, callbacks, epochs, **kw):
+    xt, yt, xv, yv = data
+    return model.fit(
+        xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=64,
+        verbose=0, shuffle=False, callbacks=callbacks, **kw,
+    )
+
+
+def stable(records):
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in records]
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def settings(**kw):
+    base = dict(
+        generations=3, epochs_per_generation=2, ancestor_epochs=3,
+        precision="int4", environment=ResourceTarget(fraction=0.6), seed=0,
+        monitor="val_accuracy", verbose=0,
+    )
+    base.update(kw)
+    return base
+
+
+def test_evolves_digits_with_fewer_synapses_each_generation(digits, capsys):
+    model = cnn()
+    evolution = EvolutionCallback(**settings(verbose=1))
+    history = fit(model, digits, [evolution], epochs=30)
+    records = evolution.records
+    assert [r["generation"] for r in records] == [0, 1, 2, 3]
+    synapses = [r["synapses"] for r in records]
+    assert all(a > b for a, b in zip(synapses, synapses[1:], strict=False))
+    assert synapses[-1] < 0.45 * synapses[0]
+    # Stated tolerance: the last offspring keeps val accuracy within 8 points.
+    assert records[-1]["fitness"] >= records[0]["fitness"] - 0.08
+    assert [r["bits"] for r in records] == [32, 4, 4, 4]
+    assert evolution.done and len(history.history["loss"]) == 3 + 3 * 2
+    # The compiled functions were re-traced at int4: evaluate agrees with an
+    # eager forward pass of the evolved model.
+    _, _, xv, yv = digits
+    eager = np.mean(np.argmax(model(xv, training=False), axis=1) == yv)
+    assert model.evaluate(xv, yv, verbose=0)[1] == pytest.approx(eager, abs=1e-6)
+    # The classifier (model output) is protected: all 10 units survive.
+    assert model.get_layer("classifier").count_clusters() == 10
+    out = capsys.readouterr().out
+    assert out.count("EvolutionCallback: generation") == 4
+    assert "lineage complete" in out
+
+
+def test_resume_after_kill_gives_the_identical_lineage(digits, tmp_path):
+    reference = EvolutionCallback(**settings(generations=2, directory=tmp_path / "a"))
+    fit(cnn(), digits, [reference], epochs=30)
+
+    class Killed(Exception):
+        pass
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 5:  # in the middle of generation 2 (epochs 5-6)
+                raise Killed
+
+    run = tmp_path / "b"
+    killed = EvolutionCallback(**settings(generations=2, directory=run))
+    with pytest.raises(Killed):
+        fit(cnn(), digits, [killed, Kill()], 30)
+    files = sorted(os.listdir(run))
+    assert files == [
+        "evolution.json", "generation_000.keras", "generation_001.keras",
+        "lineage.jsonl",
+    ]
+    before = {name: digest(run / name) for name in files if name.endswith(".keras")}
+    log_before = (run / "lineage.jsonl").read_text()
+
+    # A new process would build a fresh model; its weights come from the
+    # checkpoint of generation 1.
+    resumed = EvolutionCallback(**settings(generations=2, directory=run))
+    fit(cnn(seed=123), digits, [resumed], epochs=30)
+    assert stable(resumed.records) == stable(reference.records)
+    assert {n: digest(run / n) for n in before} == before
+    assert (run / "lineage.jsonl").read_text().startswith(log_before)
+    assert os.path.exists(run / "generation_002.keras")
+
+    # A finished lineage resumed again is inert and restores the last model.
+    again = EvolutionCallback(**settings(generations=2, directory=run))
+    model = cnn(seed=7)
+    fit(model, digits, [again], epochs=1)
+    assert again.done and model.get_layer("conv2").count_synapses() < 32 * 144
+
+
+def test_separate_fit_calls_match_one_fit(digits):
+    one = EvolutionCallback(**settings(generations=2))
+    fit(cnn(), digits, [one], epochs=20)
+    split = EvolutionCallback(**settings(generations=2))
+    model = cnn()
+    for epochs in (2, 1, 3, 1):  # boundaries fall inside generations
+        fit(model, digits, [split], epochs=epochs)
+    assert stable(split.records) == stable(one.records)
+
+
+def test_rollback_resamples_milder_then_accepts(digits):
+    state = {}
+
+    class Score(keras.callbacks.Callback):
+        """Fitness 0 for every first attempt of an offspring, 1 otherwise."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            evolution = state["evolution"]
+            first_try = evolution.generation > 0 and evolution.attempt == 0
+            logs["score"] = 0.0 if first_try else 1.0
+
+    evolution = EvolutionCallback(**settings(
+        generations=2, epochs_per_generation=1, ancestor_epochs=1,
+        environment=ConstantEnvironment(0.4, 0.6), monitor="score", mode="max",
+        tolerance=0.5,
+    ))
+    state["evolution"] = evolution
+    fit(cnn(), digits, [Score(), evolution], epochs=20)
+    records = evolution.records
+    assert [(r["generation"], r["attempt"], r["accepted"]) for r in records] == [
+        (0, 0, True), (1, 0, False), (1, 1, True), (2, 0, False), (2, 1, True)
+    ]
+    assert records[1]["cluster_factor"] == pytest.approx(0.4)
+    assert records[2]["cluster_factor"] == pytest.approx(0.7)
+    assert records[2]["synapse_factor"] == pytest.approx(0.8)
+    assert records[1]["checkpoint"] is None
+
+
+def test_rollbacks_exhausted_keep_the_parent(digits):
+    class Score(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            layer = self.model.get_layer("conv2")
+            logs["kept"] = layer.count_synapses() / (32 * 16 * 9)
+
+    evolution = EvolutionCallback(**settings(
+        generations=3, epochs_per_generation=1, ancestor_epochs=1,
+        environment=ConstantEnvironment(0.5, 0.5), monitor="kept",
+        mode="max", tolerance=0.0, max_rollbacks=1,
+    ))
+    model = cnn()
+    history = fit(model, digits, [Score(), evolution], epochs=20)
+    assert [r["accepted"] for r in evolution.records] == [True, False, False]
+    assert evolution.done and len(history.history["loss"]) == 3
+    # The model is the ancestor again: full masks, float32.
+    conv2 = model.get_layer("conv2")
+    assert conv2.get_masks()[0].all() and conv2.precision.bits == 32
+
+
+def test_population_keeps_the_fittest_candidate(digits, tmp_path):
+    xt, yt, xv, yv = digits
+    evolution = EvolutionCallback(**settings(
+        generations=1, epochs_per_generation=1, ancestor_epochs=1,
+        population=3, selection_data=(xv, yv), directory=tmp_path,
+    ))
+    model = cnn()
+    fit(model, digits, [evolution], epochs=5)
+    chosen = evolution.records[1]
+    # Replay the three candidates from the ancestor checkpoint.
+    scores, masks = [], []
+    for candidate in range(3):
+        parent = keras.saving.load_model(tmp_path / "generation_000.keras")
+        genomes, layers = genetics.genomes_from_model(parent, "int4")
+        sampled = genetics.sample_masks(
+            genomes, chosen["cluster_factor"], chosen["synapse_factor"],
+            seed=0, generation=1, candidate=candidate,
+        )
+        genetics.apply_masks(layers, sampled, "int4")
+        parent.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        scores.append(parent.evaluate(xv, yv, verbose=0)[1])
+        masks.append(sampled)
+    assert chosen["candidate"] == int(np.argmax(scores))
+    conv2 = model.get_layer("conv2")
+    np.testing.assert_array_equal(
+        conv2.get_masks()[1], masks[chosen["candidate"]][1][1]
+    )
+
+
+def test_population_with_trial_training_and_stop_when(digits):
+    xt, yt, xv, yv = digits
+    evolution = EvolutionCallback(**settings(
+        generations=5, epochs_per_generation=1, ancestor_epochs=1,
+        population=2, selection_data=(xv, yv), trial_data=(xt, yt),
+        trial_steps=2, stop_when={"synapses": 0.7},
+    ))
+    fit(cnn(), digits, [evolution], epochs=10)
+    assert evolution.done
+    last = evolution.records[-1]
+    assert last["synapses"] <= 0.7 * evolution.records[0]["synapses"]
+    assert all(
+        r["synapses"] > 0.7 * evolution.records[0]["synapses"]
+        for r in evolution.records[:-1]
+    )
+
+
+def test_reinitialize_weights_keeps_masks_and_is_seeded():
+    model = cnn()
+    conv = model.get_layer("conv2")
+    mask = np.random.default_rng(0).random(tuple(conv.kernel.shape)) < 0.5
+    conv.set_masks(synapse_mask=mask)
+    before = keras.ops.convert_to_numpy(conv.kernel)
+    reinitialize_weights(model, seed=1)
+    first = keras.ops.convert_to_numpy(conv.kernel)
+    assert not first[~mask].any()
+    assert not np.allclose(first[mask], before[mask])
+    reinitialize_weights(model, seed=1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel), first)
+
+
+def test_reinitialize_option_trains_newborns(digits):
+    evolution = EvolutionCallback(**settings(
+        generations=1, epochs_per_generation=1, ancestor_epochs=1, reinitialize=True,
+    ))
+    fit(cnn(), digits, [evolution], epochs=3)
+    assert [r["generation"] for r in evolution.records] == [0, 1]
+    assert evolution.records[1]["fitness"] > 0.1  # it learned something
+
+
+def test_reset_optimizer_clears_slots_keeps_learning_rate(digits):
+    model = cnn()
+    fit(model, digits, [], epochs=1)
+    model.optimizer.learning_rate = 0.0123
+    reset_optimizer(model)
+    optimizer = model.optimizer
+    assert int(optimizer.iterations) == 0
+    assert float(optimizer.learning_rate) == pytest.approx(0.0123)
+    slots = [v for v in optimizer.variables if "momentum" in v.path]
+    assert slots and all(not np.any(keras.ops.convert_to_numpy(v)) for v in slots)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"generations": 0}, ValueError, "generations"),
+    ({"generations": 1.5}, TypeError, "generations"),
+    ({"epochs_per_generation": 0}, ValueError, "epochs_per_generation"),
+    ({"ancestor_epochs": 0}, ValueError, "ancestor_epochs"),
+    ({"precision": "int9"}, ValueError, "int9"),
+    ({"environment": 0.5}, TypeError, "environment"),
+    ({"seed": -1}, ValueError, "seed"),
+    ({"mode": "up"}, ValueError, "mode"),
+    ({"monitor": ""}, TypeError, "monitor"),
+    ({"population": 2}, ValueError, "selection_data"),
+    ({"trial_data": ([0], [0])}, ValueError, "trial_data"),
+    ({"tolerance": -0.1}, ValueError, "tolerance"),
+    ({"max_rollbacks": -1}, ValueError, "max_rollbacks"),
+    ({"stop_when": {"latency": 0.5}}, ValueError, "latency"),
+    ({"stop_when": {"synapses": 2.0}}, ValueError, "stop_when"),
+    ({"stop_when": 0.5}, TypeError, "stop_when"),
+    ({"reinitialize": "yes"}, TypeError, "reinitialize"),
+    ({"protect": [1]}, TypeError, "protect"),
+])
+def test_bad_arguments_fail_in_init(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        EvolutionCallback(**{"generations": 2, **kwargs})
+
+
+def test_unwritable_directory_fails_in_init(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not writable"):
+        EvolutionCallback(generations=2, directory=tmp_path / "file" / "run")
+
+
+def test_missing_metric_fails_on_the_first_batch(digits, tmp_path):
+    model = cnn(metrics=())  # no accuracy
+    evolution = EvolutionCallback(**settings(directory=tmp_path))
+    with pytest.raises(ValueError, match="needs the metric 'accuracy'"):
+        fit(model, digits, [evolution], epochs=5)
+    assert int(model.optimizer.iterations) == 1
+    assert sorted(os.listdir(tmp_path)) == ["evolution.json"]
+
+
+def test_missing_validation_fails_on_the_first_epoch(digits):
+    xt, yt, _, _ = digits
+    model = cnn()
+    evolution = EvolutionCallback(**settings(ancestor_epochs=3))
+    with pytest.raises(ValueError, match="pass validation_data"):
+        model.fit(xt, yt, epochs=5, verbose=0, callbacks=[evolution])
+    assert evolution.records == []
+
+
+def test_model_without_evo_layers_fails_before_training(digits):
+    plain = keras.Sequential([keras.Input((8, 8, 1)), L.Flatten(), L.Dense(10)])
+    plain.compile("adam", "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="no evolvable layer"):
+        fit(plain, digits, [EvolutionCallback(generations=1, verbose=0)], 2)
+    assert int(plain.optimizer.iterations) == 0
+
+
+def test_other_settings_in_the_directory_fail_before_training(digits, tmp_path):
+    EvolutionCallback(**settings(directory=tmp_path))
+    assert os.listdir(tmp_path) == []  # __init__ writes nothing
+    first = EvolutionCallback(**settings(generations=1, ancestor_epochs=1,
+                                         epochs_per_generation=1, directory=tmp_path))
+    fit(cnn(), digits, [first], epochs=2)
+    before = {n: digest(tmp_path / n) for n in os.listdir(tmp_path)}
+    model = cnn()
+    other = EvolutionCallback(**settings(generations=1, ancestor_epochs=1,
+                                         epochs_per_generation=1, seed=5,
+                                         directory=tmp_path))
+    with pytest.raises(ValueError, match="seed: stored 0, now 5"):
+        fit(model, digits, [other], epochs=2)
+    assert int(model.optimizer.iterations) == 0
+    assert {n: digest(tmp_path / n) for n in os.listdir(tmp_path)} == before
