@@ -34,7 +34,7 @@ from keras_evosynth import environment as environment_lib
 from keras_evosynth import genetics, quantizers
 from keras_evosynth.conversion import _walk
 from keras_evosynth.layers import EvoLayer
-from keras_evosynth.lineage import Lineage, check_writable
+from keras_evosynth.lineage import Lineage, check_writable, progress_line
 from keras_evosynth.stats import summary
 
 _MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "iou", "map", "f1")
@@ -45,9 +45,7 @@ def _int(value, name, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"EvolutionCallback: {name} must be an int, got {value!r}.")
     if value < minimum:
-        raise ValueError(
-            f"EvolutionCallback: {name} must be >= {minimum}, got {value!r}."
-        )
+        raise ValueError(f"EvolutionCallback: {name} must be >= {minimum}, got {value!r}.")
     return int(value)
 
 
@@ -206,9 +204,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     ):
         super().__init__()
         self.generations = _int(generations, "generations", 1)
-        self.epochs_per_generation = _int(
-            epochs_per_generation, "epochs_per_generation", 1
-        )
+        self.epochs_per_generation = _int(epochs_per_generation, "epochs_per_generation", 1)
         self.ancestor_epochs = (
             self.epochs_per_generation
             if ancestor_epochs is None
@@ -218,9 +214,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.environment = environment_lib.get(environment)
         self.seed = _int(seed, "seed", 0)
         if not isinstance(monitor, str) or not monitor:
-            raise TypeError(
-                f"EvolutionCallback: monitor must be a metric name, got {monitor!r}."
-            )
+            raise TypeError(f"EvolutionCallback: monitor must be a metric name, got {monitor!r}.")
         self.monitor = monitor
         if mode not in ("auto", "min", "max"):
             raise ValueError(
@@ -237,22 +231,16 @@ class EvolutionCallback(keras.callbacks.Callback):
                 "to score the candidates."
             )
         if trial_data is not None and self.population == 1:
-            raise ValueError(
-                "EvolutionCallback: trial_data is only used with population > 1."
-            )
+            raise ValueError("EvolutionCallback: trial_data is only used with population > 1.")
         self.selection_data, self.trial_data = selection_data, trial_data
-        self.trial_steps = (
-            None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
-        )
+        self.trial_steps = None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
         if tolerance is not None:
             if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
                 raise TypeError(
                     f"EvolutionCallback: tolerance must be a number, got {tolerance!r}."
                 )
             if not tolerance >= 0:
-                raise ValueError(
-                    f"EvolutionCallback: tolerance must be >= 0, got {tolerance!r}."
-                )
+                raise ValueError(f"EvolutionCallback: tolerance must be >= 0, got {tolerance!r}.")
         self.tolerance = None if tolerance is None else float(tolerance)
         self.max_rollbacks = _int(max_rollbacks, "max_rollbacks", 0)
         self.stop_when = self._check_stop_when(stop_when)
@@ -262,12 +250,9 @@ class EvolutionCallback(keras.callbacks.Callback):
             )
         self.reinitialize = reinitialize
         if protect is not None and not (
-            isinstance(protect, str)
-            or all(isinstance(p, str) for p in protect)
+            isinstance(protect, str) or all(isinstance(p, str) for p in protect)
         ):
-            raise TypeError(
-                f"EvolutionCallback: protect must be layer names, got {protect!r}."
-            )
+            raise TypeError(f"EvolutionCallback: protect must be layer names, got {protect!r}.")
         self.protect = [protect] if isinstance(protect, str) else protect
         self.lineage = None
         if directory is not None:
@@ -354,9 +339,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             return
         logs = logs or {}
         self._epochs_done += 1
-        wanted = (
-            self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
-        )
+        wanted = self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
         first = not self._monitor_seen
         if (first or self._epochs_done >= wanted) and self.monitor not in logs:
             raise ValueError(
@@ -370,14 +353,10 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     # ---------------------------------------------------------------- state
     def _evo_layers(self):
-        return [
-            layer for layer in _walk(self.model) if isinstance(layer, EvoLayer)
-        ]
+        return [layer for layer in _walk(self.model) if isinstance(layer, EvoLayer)]
 
     def _start(self):
-        genomes, _ = genetics.genomes_from_model(
-            self.model, self.precision, self.protect
-        )
+        genomes, _ = genetics.genomes_from_model(self.model, self.precision, self.protect)
         if self.environment.resource == "macs" or (
             isinstance(self.stop_when, dict) and "macs" in self.stop_when
         ):
@@ -437,9 +416,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             return bool(self.stop_when(record))
         ancestor = self.records[0] if self.records else record
         return any(
-            record.get(k) is not None
-            and ancestor.get(k)
-            and record[k] <= v * ancestor[k]
+            record.get(k) is not None and ancestor.get(k) and record[k] <= v * ancestor[k]
             for k, v in self.stop_when.items()
         )
 
@@ -502,7 +479,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.records.append(record)
         if self.lineage is not None:
             self.lineage.append(record)
-        self._say(self._progress(record))
+        self._say(progress_line(record, self.records[0], self.generations))
         if accepted:
             self._parent = self._snapshot()
             if self.generation >= self.generations or self._stop_reached(record):
@@ -552,9 +529,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._parent = self._snapshot()
         self.generation = last["generation"]
         failures = sum(
-            1
-            for r in records
-            if r["generation"] == last["generation"] + 1 and not r["accepted"]
+            1 for r in records if r["generation"] == last["generation"] + 1 and not r["accepted"]
         )
         self._say(
             f"EvolutionCallback: resuming the lineage in {self.lineage.directory} "
@@ -573,9 +548,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     def _synthesize(self):
         """Turns the model (holding the parent) into the next offspring."""
         self._clock = time.perf_counter()
-        genomes, layers = genetics.genomes_from_model(
-            self.model, self.precision, self.protect
-        )
+        genomes, layers = genetics.genomes_from_model(self.model, self.precision, self.protect)
         resource = self.environment.resource
         ancestor = self.records[0]["genome_" + resource]
         self._factors = self.environment.factors(
@@ -627,9 +600,7 @@ class EvolutionCallback(keras.callbacks.Callback):
                 steps_per_epoch=self.trial_steps,
                 verbose=0,
             )
-        scores = self.model.evaluate(
-            **_unpack(self.selection_data), verbose=0, return_dict=True
-        )
+        scores = self.model.evaluate(**_unpack(self.selection_data), verbose=0, return_dict=True)
         name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
         if name not in scores:
             raise ValueError(
@@ -637,25 +608,3 @@ class EvolutionCallback(keras.callbacks.Callback):
                 f"{name!r} (from monitor {self.monitor!r})."
             )
         return float(scores[name])
-
-    def _progress(self, r):
-        ancestor = self.records[0]
-        parts = [
-            f"generation {r['generation']}/{self.generations}"
-            + (f" (attempt {r['attempt'] + 1})" if r["attempt"] else ""),
-            f"synapses {r['synapses']:,}/{r['total_synapses']:,}"
-            f" ({r.get('synaptic_efficiency', 1.0):.2f}x)",
-            f"clusters {r['clusters']}/{r['total_clusters']}",
-        ]
-        if r["macs"] is not None:
-            parts.append(f"MACs {r['macs']:,} ({r.get('mac_efficiency', 1.0):.2f}x)")
-        metric = f"{self.monitor} {r['fitness']:.4f}"
-        if r["generation"]:
-            metric += f" (ancestor {ancestor['fitness']:.4f})"
-        parts.append(metric)
-        if "cluster_factor" in r:
-            parts.append(f"R_c={r['cluster_factor']:.3g} R_s={r['synapse_factor']:.3g}")
-        parts.append(f"{r['wall_time']:.1f}s")
-        if not r["accepted"]:
-            parts.append("ROLLED BACK")
-        return "EvolutionCallback: " + ", ".join(parts)

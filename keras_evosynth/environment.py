@@ -80,9 +80,7 @@ class Environment:
 
     resource = "synapses"
 
-    def factors(
-        self, expected, current, ancestor, generation, generations, mildness=0
-    ):
+    def factors(self, expected, current, ancestor, generation, generations, mildness=0):
         """Returns the `Factors` for one offspring.
 
         Args:
@@ -133,9 +131,7 @@ class ConstantEnvironment(Environment):
             synapse_factor, "ConstantEnvironment synapse_factor", maximum=1.0
         )
 
-    def factors(
-        self, expected, current, ancestor, generation, generations, mildness=0
-    ):
+    def factors(self, expected, current, ancestor, generation, generations, mildness=0):
         r_c = _milder(self.cluster_factor, mildness)
         r_s = _milder(self.synapse_factor, mildness)
         kept = None
@@ -246,23 +242,16 @@ class ResourceTarget(Environment):
             else _check_fraction(fraction, "ResourceTarget fraction", False)
         )
         self.budget = (
-            None
-            if budget is None
-            else _check_fraction(budget, "ResourceTarget budget", False)
+            None if budget is None else _check_fraction(budget, "ResourceTarget budget", False)
         )
         if resource not in genetics.RESOURCES:
             raise ValueError(
-                f"ResourceTarget: resource must be one of {genetics.RESOURCES}, "
-                f"got {resource!r}."
+                f"ResourceTarget: resource must be one of {genetics.RESOURCES}, got {resource!r}."
             )
         if solve not in _SOLVE:
-            raise ValueError(
-                f"ResourceTarget: solve must be one of {_SOLVE}, got {solve!r}."
-            )
+            raise ValueError(f"ResourceTarget: solve must be one of {_SOLVE}, got {solve!r}.")
         if not 0.0 < float(tolerance) < 0.5:
-            raise ValueError(
-                f"ResourceTarget: tolerance must be in (0, 0.5), got {tolerance!r}."
-            )
+            raise ValueError(f"ResourceTarget: tolerance must be in (0, 0.5), got {tolerance!r}.")
         self.resource = resource
         self.solve = solve
         self.tolerance = float(tolerance)
@@ -276,18 +265,14 @@ class ResourceTarget(Environment):
             return 1.0
         return min(1.0, (self.budget * ancestor / current) ** (1.0 / left))
 
-    def factors(
-        self, expected, current, ancestor, generation, generations, mildness=0
-    ):
+    def factors(self, expected, current, ancestor, generation, generations, mildness=0):
         wanted = _milder(
             self.target_fraction(current, ancestor, generation, generations),
             mildness,
         )
         if current <= 0:
             return Factors(1.0, 1.0, wanted, None)
-        r_c, r_s = solve_factor(
-            expected, wanted * current, self.solve, self.tolerance
-        )
+        r_c, r_s = solve_factor(expected, wanted * current, self.solve, self.tolerance)
         return Factors(r_c, r_s, wanted, expected(r_c, r_s) / current)
 
     def get_config(self):

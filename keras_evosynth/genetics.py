@@ -53,9 +53,7 @@ def _bool_mask(mask, shape, what):
 
 def _cluster_shape(kernel_shape, channel_axes):
     """Broadcast shape of a flat cluster vector against the kernel."""
-    return (1,) * (len(kernel_shape) - channel_axes) + tuple(
-        kernel_shape[-channel_axes:]
-    )
+    return (1,) * (len(kernel_shape) - channel_axes) + tuple(kernel_shape[-channel_axes:])
 
 
 def synapse_probability(kernel, synapse_mask=None):
@@ -280,10 +278,7 @@ class Genome:
     def probabilities(self):
         """`(cluster p, synapse p)` before environmental factors."""
         if self.protected:
-            return (
-                self.cluster_mask.astype(np.float64),
-                self.synapse_mask.astype(np.float64),
-            )
+            return self.cluster_mask * 1.0, self.synapse_mask * 1.0
         p_c = cluster_probability(
             self.kernel,
             self.precision,
@@ -307,9 +302,7 @@ class Genome:
 
 def _check_genomes(genomes):
     for g in genomes:
-        if g.inputs is not None and (
-            g.inputs.channels != g.kernel.shape[g.input_axis]
-        ):
+        if g.inputs is not None and g.inputs.channels != g.kernel.shape[g.input_axis]:
             raise ValueError(
                 f"Layer '{g.name}': its input sources list {g.inputs.channels} "
                 f"channels, the kernel expects {g.kernel.shape[g.input_axis]}."
@@ -317,20 +310,20 @@ def _check_genomes(genomes):
 
 
 def _revive(genome, synapses, clusters, p_c, dead_in):
-    """Keeps at least one cluster: the most probable one of the parent."""
+    """Keeps at least one cluster: the parent's most probable one, with at
+    least its strongest parent synapse that still has a live input."""
+    n = clusters.size
     best = int(np.argmax(np.where(genome.cluster_mask, p_c, -1.0)))
     clusters[best] = True
-    per_cluster = synapses.reshape(-1, clusters.size)
-    if per_cluster[:, best].any():
+    if synapses.reshape(-1, n)[:, best].any():
         return
     parent = genome.live_synapses()
     if dead_in is not None:
         parent = parent & ~genome._input_view(dead_in)
-    candidates = np.abs(genome.kernel) * parent
-    column = candidates.reshape(-1, clusters.size)[:, best]
-    if column.max() > 0 or parent.reshape(-1, clusters.size)[:, best].any():
-        flat = synapses.reshape(-1, clusters.size)
-        flat[int(np.argmax(column)), best] = True
+    column = parent.reshape(-1, n)[:, best]
+    if column.any():
+        strength = np.abs(genome.kernel).reshape(-1, n)[:, best]
+        synapses.reshape(-1, n)[int(np.argmax(np.where(column, strength, -1.0))), best] = True
 
 
 def sample_masks(
@@ -436,47 +429,22 @@ def expectation(genomes, resource="synapses"):
     def expected(cluster_factor=1.0, synapse_factor=1.0):
         r_c = check_factor(cluster_factor, "cluster_factor")
         r_s = check_factor(synapse_factor, "synapse_factor")
-        odds = [
-            p_c if g.protected else np.minimum(1.0, r_c * p_c)
-            for g, p_c, *_ in parts
-        ]
+        odds = [p_c if g.protected else np.minimum(1.0, r_c * p_c) for g, p_c, *_ in parts]
         total = 0.0
         for (g, _, p_s, pair, weight), p_c in zip(parts, odds, strict=True):
             if not g.protected:
-                pair = (
-                    r_s * pair
-                    if r_s <= 1.0
-                    else _pair_sum(np.minimum(1.0, r_s * p_s)) * weight
-                )
+                pair = r_s * pair if r_s <= 1.0 else _pair_sum(np.minimum(1.0, r_s * p_s)) * weight
             p_in = (
-                np.ones(pair.shape[0])
-                if g.inputs is None
-                else _alive_probability(g.inputs, odds)
+                np.ones(pair.shape[0]) if g.inputs is None else _alive_probability(g.inputs, odds)
             )
-            total += float(
-                np.sum(p_in[:, None] * p_c.reshape(-1, pair.shape[1]) * pair)
-            )
+            total += float(np.sum(p_in[:, None] * p_c.reshape(-1, pair.shape[1]) * pair))
         return total
 
     return expected
 
 
-def expected_kept(genomes, cluster_factor=1.0, synapse_factor=1.0, resource="synapses"):
-    """Expected synapses (or MACs) of the offspring; see `expectation`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> g = Genome("d", np.ones((2, 2)), np.ones((2, 2), bool),
-    ...            np.ones(2, bool), quantizers.get(32), input_axis=0)
-    >>> expected_kept([g], 1.0, 0.5)
-    2.0
-    """
-    return expectation(genomes, resource)(cluster_factor, synapse_factor)
-
-
 def amount(genomes, resource="synapses"):
-    """The parent's live synapses (or MACs) as counted by `expected_kept`.
+    """The parent's live synapses (or MACs) as counted by `expectation`.
 
     Example:
 
@@ -489,8 +457,7 @@ def amount(genomes, resource="synapses"):
     """
     _check_resource(genomes, resource)
     return sum(
-        int(g.live_synapses().sum()) * (g.positions if resource == "macs" else 1)
-        for g in genomes
+        int(g.live_synapses().sum()) * (g.positions if resource == "macs" else 1) for g in genomes
     )
 
 
@@ -555,9 +522,7 @@ def genomes_from_model(model, precision=None, protect=None):
                 kernel=kernel * synapses,
                 synapse_mask=synapses,
                 cluster_mask=clusters,
-                precision=quantizers.get(
-                    layer.precision if precision is None else precision
-                ),
+                precision=quantizers.get(layer.precision if precision is None else precision),
                 channel_axes=layer._channel_axes,
                 input_axis=kernel.ndim - 2 if kernel.ndim > 2 else 0,
                 positions=layer.output_positions(),

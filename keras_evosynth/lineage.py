@@ -54,8 +54,7 @@ def check_writable(directory):
         probe = parent
     if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
         raise ValueError(
-            f"Lineage directory {path!r} is not writable ({probe!r} does not "
-            "allow creating files)."
+            f"Lineage directory {path!r} is not writable ({probe!r} does not allow creating files)."
         )
 
 
@@ -133,14 +132,11 @@ class Lineage:
             with open(self.config_path, encoding="utf-8") as f:
                 stored = json.load(f)
             diff = sorted(
-                key
-                for key in set(stored) | set(config)
-                if stored.get(key) != config.get(key)
+                key for key in set(stored) | set(config) if stored.get(key) != config.get(key)
             )
             if diff:
                 details = "; ".join(
-                    f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}"
-                    for k in diff
+                    f"{k}: stored {stored.get(k)!r}, now {config.get(k)!r}" for k in diff
                 )
                 raise ValueError(
                     f"Lineage directory {self.directory!r} holds a lineage with "
@@ -190,6 +186,43 @@ class Lineage:
         return os.path.join(self.directory, name)
 
 
+def progress_line(record, ancestor, generations):
+    """The one-line summary `EvolutionCallback` prints for a record.
+
+    Example:
+
+    >>> r = {"generation": 1, "attempt": 0, "accepted": True, "synapses": 500,
+    ...      "total_synapses": 1000, "synaptic_efficiency": 2.0, "clusters": 9,
+    ...      "total_clusters": 12, "macs": None, "monitor": "val_loss",
+    ...      "fitness": 0.25, "wall_time": 1.5}
+    >>> line = progress_line(r, {"fitness": 0.2}, 3).split(", ")
+    >>> line[:3]
+    ['EvolutionCallback: generation 1/3', 'synapses 500/1,000 (2.00x)', 'clusters 9/12']
+    >>> line[3:]
+    ['val_loss 0.2500 (ancestor 0.2000)', '1.5s']
+    """
+    r = record
+    parts = [
+        f"generation {r['generation']}/{generations}"
+        + (f" (attempt {r['attempt'] + 1})" if r["attempt"] else ""),
+        f"synapses {r['synapses']:,}/{r['total_synapses']:,}"
+        f" ({r.get('synaptic_efficiency', 1.0):.2f}x)",
+        f"clusters {r['clusters']}/{r['total_clusters']}",
+    ]
+    if r["macs"] is not None:
+        parts.append(f"MACs {r['macs']:,} ({r.get('mac_efficiency', 1.0):.2f}x)")
+    metric = f"{r['monitor']} {r['fitness']:.4f}"
+    if r["generation"]:
+        metric += f" (ancestor {ancestor['fitness']:.4f})"
+    parts.append(metric)
+    if "cluster_factor" in r:
+        parts.append(f"R_c={r['cluster_factor']:.3g} R_s={r['synapse_factor']:.3g}")
+    parts.append(f"{r['wall_time']:.1f}s")
+    if not r["accepted"]:
+        parts.append("ROLLED BACK")
+    return "EvolutionCallback: " + ", ".join(parts)
+
+
 def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
     """Plots a metric against synapses (or MACs) for each generation.
 
@@ -220,9 +253,7 @@ def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
         raise ImportError(
             "plot_lineage needs matplotlib: pip install keras-evosynth[plot]"
         ) from error
-    records = (
-        read_lineage(lineage) if isinstance(lineage, (str, os.PathLike)) else lineage
-    )
+    records = read_lineage(lineage) if isinstance(lineage, (str, os.PathLike)) else lineage
     if not records:
         raise ValueError("plot_lineage: the lineage has no records.")
 
@@ -235,9 +266,7 @@ def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
         _, ax = plt.subplots(figsize=(6, 4))
     kept = [r for r in records if r.get("accepted", True)]
     dropped = [r for r in records if not r.get("accepted", True)]
-    ax.plot(
-        [r[resource] for r in kept], [value(r) for r in kept], "o-", label="accepted"
-    )
+    ax.plot([r[resource] for r in kept], [value(r) for r in kept], "o-", label="accepted")
     for r in kept:
         ax.annotate(
             str(r["generation"]),

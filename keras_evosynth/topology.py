@@ -122,9 +122,7 @@ class Sources:
 
     @classmethod
     def of_layer(cls, index, channels):
-        return cls(
-            np.full((1, channels), index), np.arange(channels)[None, :].copy()
-        )
+        return cls(np.full((1, channels), index), np.arange(channels)[None, :].copy())
 
 
 @dataclasses.dataclass
@@ -158,12 +156,8 @@ def _stack_alternatives(parts):
     producers, clusters = [], []
     for p in parts:
         pad = depth - p.producer.shape[0]
-        producers.append(
-            np.concatenate([p.producer, np.full((pad, p.channels), NONE)], axis=0)
-        )
-        clusters.append(
-            np.concatenate([p.cluster, np.zeros((pad, p.channels), np.int64)], 0)
-        )
+        producers.append(np.concatenate([p.producer, np.full((pad, p.channels), NONE)], axis=0))
+        clusters.append(np.concatenate([p.cluster, np.zeros((pad, p.channels), np.int64)], 0))
     return Sources(np.concatenate(producers, 1), np.concatenate(clusters, 1))
 
 
@@ -194,9 +188,7 @@ def _propagate(layer, index_of, in_sources, in_shapes):
             and None not in shape[1:]
         ):
             repeats = int(np.prod(shape[1:-1], dtype=np.int64))
-            return Sources(
-                np.tile(src.producer, (1, repeats)), np.tile(src.cluster, (1, repeats))
-            )
+            return Sources(np.tile(src.producer, (1, repeats)), np.tile(src.cluster, (1, repeats)))
         return None
     if isinstance(layer, keras.layers.Concatenate):
         rank = len(in_shapes[0])
@@ -277,11 +269,7 @@ class _Tracer:
                 in_shapes.append(shape)
             if any(s is None for s in in_sources):
                 continue
-            if (
-                isinstance(layer, EvoLayer)
-                and len(in_sources) == 1
-                and _channels_last(layer)
-            ):
+            if isinstance(layer, EvoLayer) and len(in_sources) == 1 and _channels_last(layer):
                 self._record_input(layer, in_sources[0])
             out = _propagate(layer, self.index_of, in_sources, in_shapes)
             if out is not None:
@@ -306,9 +294,7 @@ class _Tracer:
                 shape = tuple(layer.input.shape)
             except (AttributeError, ValueError):
                 shape = None
-            refs = [((previous, 0), shape)] if previous is not None else [
-                (("__input__", 0), shape)
-            ]
+            refs = [((previous, 0), shape)] if previous is not None else [(("__input__", 0), shape)]
             nodes.append((layer, (layer.name, 0), refs))
             previous = layer.name
         return nodes

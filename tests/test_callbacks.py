@@ -30,14 +30,17 @@ def digits():
 
 def cnn(seed=0, metrics=("accuracy",)):
     keras.utils.set_random_seed(seed)
-    base = keras.Sequential([
-        keras.Input((8, 8, 1)),
-        L.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
-        L.Conv2D(32, 3, activation="relu", name="conv2"),
-        L.MaxPooling2D(name="pool"),
-        L.Flatten(name="flat"),
-        L.Dense(10, activation="softmax", name="classifier"),
-    ], name="digits_cnn")
+    base = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            L.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            L.Conv2D(32, 3, activation="relu", name="conv2"),
+            L.MaxPooling2D(name="pool"),
+            L.Flatten(name="flat"),
+            L.Dense(10, activation="softmax", name="classifier"),
+        ],
+        name="digits_cnn",
+    )
     model = evolvable(base)
     model.compile(
         keras.optimizers.Adam(3e-3),
@@ -50,8 +53,15 @@ def cnn(seed=0, metrics=("accuracy",)):
 def fit(model, data, callbacks, epochs, **kw):
     xt, yt, xv, yv = data
     return model.fit(
-        xt, yt, validation_data=(xv, yv), epochs=epochs, batch_size=64,
-        verbose=0, shuffle=False, callbacks=callbacks, **kw,
+        xt,
+        yt,
+        validation_data=(xv, yv),
+        epochs=epochs,
+        batch_size=64,
+        verbose=0,
+        shuffle=False,
+        callbacks=callbacks,
+        **kw,
     )
 
 
@@ -66,9 +76,14 @@ def digest(path):
 
 def settings(**kw):
     base = dict(
-        generations=3, epochs_per_generation=2, ancestor_epochs=3,
-        precision="int4", environment=ResourceTarget(fraction=0.6), seed=0,
-        monitor="val_accuracy", verbose=0,
+        generations=3,
+        epochs_per_generation=2,
+        ancestor_epochs=3,
+        precision="int4",
+        environment=ResourceTarget(fraction=0.6),
+        seed=0,
+        monitor="val_accuracy",
+        verbose=0,
     )
     base.update(kw)
     return base
@@ -117,7 +132,9 @@ def test_resume_after_kill_gives_the_identical_lineage(digits, tmp_path):
         fit(cnn(), digits, [killed, Kill()], 30)
     files = sorted(os.listdir(run))
     assert files == [
-        "evolution.json", "generation_000.keras", "generation_001.keras",
+        "evolution.json",
+        "generation_000.keras",
+        "generation_001.keras",
         "lineage.jsonl",
     ]
     before = {name: digest(run / name) for name in files if name.endswith(".keras")}
@@ -160,16 +177,26 @@ def test_rollback_resamples_milder_then_accepts(digits):
             first_try = evolution.generation > 0 and evolution.attempt == 0
             logs["score"] = 0.0 if first_try else 1.0
 
-    evolution = EvolutionCallback(**settings(
-        generations=2, epochs_per_generation=1, ancestor_epochs=1,
-        environment=ConstantEnvironment(0.4, 0.6), monitor="score", mode="max",
-        tolerance=0.5,
-    ))
+    evolution = EvolutionCallback(
+        **settings(
+            generations=2,
+            epochs_per_generation=1,
+            ancestor_epochs=1,
+            environment=ConstantEnvironment(0.4, 0.6),
+            monitor="score",
+            mode="max",
+            tolerance=0.5,
+        )
+    )
     state["evolution"] = evolution
     fit(cnn(), digits, [Score(), evolution], epochs=20)
     records = evolution.records
     assert [(r["generation"], r["attempt"], r["accepted"]) for r in records] == [
-        (0, 0, True), (1, 0, False), (1, 1, True), (2, 0, False), (2, 1, True)
+        (0, 0, True),
+        (1, 0, False),
+        (1, 1, True),
+        (2, 0, False),
+        (2, 1, True),
     ]
     assert records[1]["cluster_factor"] == pytest.approx(0.4)
     assert records[2]["cluster_factor"] == pytest.approx(0.7)
@@ -183,11 +210,18 @@ def test_rollbacks_exhausted_keep_the_parent(digits):
             layer = self.model.get_layer("conv2")
             logs["kept"] = layer.count_synapses() / (32 * 16 * 9)
 
-    evolution = EvolutionCallback(**settings(
-        generations=3, epochs_per_generation=1, ancestor_epochs=1,
-        environment=ConstantEnvironment(0.5, 0.5), monitor="kept",
-        mode="max", tolerance=0.0, max_rollbacks=1,
-    ))
+    evolution = EvolutionCallback(
+        **settings(
+            generations=3,
+            epochs_per_generation=1,
+            ancestor_epochs=1,
+            environment=ConstantEnvironment(0.5, 0.5),
+            monitor="kept",
+            mode="max",
+            tolerance=0.0,
+            max_rollbacks=1,
+        )
+    )
     model = cnn()
     history = fit(model, digits, [Score(), evolution], epochs=20)
     assert [r["accepted"] for r in evolution.records] == [True, False, False]
@@ -199,10 +233,16 @@ def test_rollbacks_exhausted_keep_the_parent(digits):
 
 def test_population_keeps_the_fittest_candidate(digits, tmp_path):
     xt, yt, xv, yv = digits
-    evolution = EvolutionCallback(**settings(
-        generations=1, epochs_per_generation=1, ancestor_epochs=1,
-        population=3, selection_data=(xv, yv), directory=tmp_path,
-    ))
+    evolution = EvolutionCallback(
+        **settings(
+            generations=1,
+            epochs_per_generation=1,
+            ancestor_epochs=1,
+            population=3,
+            selection_data=(xv, yv),
+            directory=tmp_path,
+        )
+    )
     model = cnn()
     fit(model, digits, [evolution], epochs=5)
     chosen = evolution.records[1]
@@ -212,8 +252,12 @@ def test_population_keeps_the_fittest_candidate(digits, tmp_path):
         parent = keras.saving.load_model(tmp_path / "generation_000.keras")
         genomes, layers = genetics.genomes_from_model(parent, "int4")
         sampled = genetics.sample_masks(
-            genomes, chosen["cluster_factor"], chosen["synapse_factor"],
-            seed=0, generation=1, candidate=candidate,
+            genomes,
+            chosen["cluster_factor"],
+            chosen["synapse_factor"],
+            seed=0,
+            generation=1,
+            candidate=candidate,
         )
         genetics.apply_masks(layers, sampled, "int4")
         parent.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -221,25 +265,29 @@ def test_population_keeps_the_fittest_candidate(digits, tmp_path):
         masks.append(sampled)
     assert chosen["candidate"] == int(np.argmax(scores))
     conv2 = model.get_layer("conv2")
-    np.testing.assert_array_equal(
-        conv2.get_masks()[1], masks[chosen["candidate"]][1][1]
-    )
+    np.testing.assert_array_equal(conv2.get_masks()[1], masks[chosen["candidate"]][1][1])
 
 
 def test_population_with_trial_training_and_stop_when(digits):
     xt, yt, xv, yv = digits
-    evolution = EvolutionCallback(**settings(
-        generations=5, epochs_per_generation=1, ancestor_epochs=1,
-        population=2, selection_data=(xv, yv), trial_data=(xt, yt),
-        trial_steps=2, stop_when={"synapses": 0.7},
-    ))
+    evolution = EvolutionCallback(
+        **settings(
+            generations=5,
+            epochs_per_generation=1,
+            ancestor_epochs=1,
+            population=2,
+            selection_data=(xv, yv),
+            trial_data=(xt, yt),
+            trial_steps=2,
+            stop_when={"synapses": 0.7},
+        )
+    )
     fit(cnn(), digits, [evolution], epochs=10)
     assert evolution.done
     last = evolution.records[-1]
     assert last["synapses"] <= 0.7 * evolution.records[0]["synapses"]
     assert all(
-        r["synapses"] > 0.7 * evolution.records[0]["synapses"]
-        for r in evolution.records[:-1]
+        r["synapses"] > 0.7 * evolution.records[0]["synapses"] for r in evolution.records[:-1]
     )
 
 
@@ -258,9 +306,14 @@ def test_reinitialize_weights_keeps_masks_and_is_seeded():
 
 
 def test_reinitialize_option_trains_newborns(digits):
-    evolution = EvolutionCallback(**settings(
-        generations=1, epochs_per_generation=1, ancestor_epochs=1, reinitialize=True,
-    ))
+    evolution = EvolutionCallback(
+        **settings(
+            generations=1,
+            epochs_per_generation=1,
+            ancestor_epochs=1,
+            reinitialize=True,
+        )
+    )
     fit(cnn(), digits, [evolution], epochs=3)
     assert [r["generation"] for r in evolution.records] == [0, 1]
     assert evolution.records[1]["fitness"] > 0.1  # it learned something
@@ -279,26 +332,29 @@ def test_reset_optimizer_clears_slots_keeps_learning_rate(digits):
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"generations": 0}, ValueError, "generations"),
-    ({"generations": 1.5}, TypeError, "generations"),
-    ({"epochs_per_generation": 0}, ValueError, "epochs_per_generation"),
-    ({"ancestor_epochs": 0}, ValueError, "ancestor_epochs"),
-    ({"precision": "int9"}, ValueError, "int9"),
-    ({"environment": 0.5}, TypeError, "environment"),
-    ({"seed": -1}, ValueError, "seed"),
-    ({"mode": "up"}, ValueError, "mode"),
-    ({"monitor": ""}, TypeError, "monitor"),
-    ({"population": 2}, ValueError, "selection_data"),
-    ({"trial_data": ([0], [0])}, ValueError, "trial_data"),
-    ({"tolerance": -0.1}, ValueError, "tolerance"),
-    ({"max_rollbacks": -1}, ValueError, "max_rollbacks"),
-    ({"stop_when": {"latency": 0.5}}, ValueError, "latency"),
-    ({"stop_when": {"synapses": 2.0}}, ValueError, "stop_when"),
-    ({"stop_when": 0.5}, TypeError, "stop_when"),
-    ({"reinitialize": "yes"}, TypeError, "reinitialize"),
-    ({"protect": [1]}, TypeError, "protect"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"generations": 0}, ValueError, "generations"),
+        ({"generations": 1.5}, TypeError, "generations"),
+        ({"epochs_per_generation": 0}, ValueError, "epochs_per_generation"),
+        ({"ancestor_epochs": 0}, ValueError, "ancestor_epochs"),
+        ({"precision": "int9"}, ValueError, "int9"),
+        ({"environment": 0.5}, TypeError, "environment"),
+        ({"seed": -1}, ValueError, "seed"),
+        ({"mode": "up"}, ValueError, "mode"),
+        ({"monitor": ""}, TypeError, "monitor"),
+        ({"population": 2}, ValueError, "selection_data"),
+        ({"trial_data": ([0], [0])}, ValueError, "trial_data"),
+        ({"tolerance": -0.1}, ValueError, "tolerance"),
+        ({"max_rollbacks": -1}, ValueError, "max_rollbacks"),
+        ({"stop_when": {"latency": 0.5}}, ValueError, "latency"),
+        ({"stop_when": {"synapses": 2.0}}, ValueError, "stop_when"),
+        ({"stop_when": 0.5}, TypeError, "stop_when"),
+        ({"reinitialize": "yes"}, TypeError, "reinitialize"),
+        ({"protect": [1]}, TypeError, "protect"),
+    ],
+)
 def test_bad_arguments_fail_in_init(kwargs, error, match):
     with pytest.raises(error, match=match):
         EvolutionCallback(**{"generations": 2, **kwargs})
@@ -339,14 +395,17 @@ def test_model_without_evo_layers_fails_before_training(digits):
 def test_other_settings_in_the_directory_fail_before_training(digits, tmp_path):
     EvolutionCallback(**settings(directory=tmp_path))
     assert os.listdir(tmp_path) == []  # __init__ writes nothing
-    first = EvolutionCallback(**settings(generations=1, ancestor_epochs=1,
-                                         epochs_per_generation=1, directory=tmp_path))
+    first = EvolutionCallback(
+        **settings(generations=1, ancestor_epochs=1, epochs_per_generation=1, directory=tmp_path)
+    )
     fit(cnn(), digits, [first], epochs=2)
     before = {n: digest(tmp_path / n) for n in os.listdir(tmp_path)}
     model = cnn()
-    other = EvolutionCallback(**settings(generations=1, ancestor_epochs=1,
-                                         epochs_per_generation=1, seed=5,
-                                         directory=tmp_path))
+    other = EvolutionCallback(
+        **settings(
+            generations=1, ancestor_epochs=1, epochs_per_generation=1, seed=5, directory=tmp_path
+        )
+    )
     with pytest.raises(ValueError, match="seed: stored 0, now 5"):
         fit(model, digits, [other], epochs=2)
     assert int(model.optimizer.iterations) == 0

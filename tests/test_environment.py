@@ -11,13 +11,22 @@ from keras_evosynth.topology import Sources
 def two_layer_genomes():
     rng = np.random.default_rng(0)
     conv = genetics.Genome(
-        "conv", rng.normal(size=(3, 3, 3, 16)), np.ones((3, 3, 3, 16), bool),
-        np.ones(16, bool), quantizers.get("int4"), positions=64,
+        "conv",
+        rng.normal(size=(3, 3, 3, 16)),
+        np.ones((3, 3, 3, 16), bool),
+        np.ones(16, bool),
+        quantizers.get("int4"),
+        positions=64,
     )
     sources = Sources(np.zeros((1, 16), int), np.arange(16)[None, :])
     conv2 = genetics.Genome(
-        "conv2", rng.normal(size=(3, 3, 16, 32)), np.ones((3, 3, 16, 32), bool),
-        np.ones(32, bool), quantizers.get("int4"), positions=16, inputs=sources,
+        "conv2",
+        rng.normal(size=(3, 3, 16, 32)),
+        np.ones((3, 3, 16, 32), bool),
+        np.ones(32, bool),
+        quantizers.get("int4"),
+        positions=16,
+        inputs=sources,
     )
     return [conv, conv2]
 
@@ -41,9 +50,14 @@ def test_constant_environment_rejects_factors_outside_the_paper_range(value):
         ConstantEnvironment(synapse_factor="0.5")
 
 
-@pytest.mark.parametrize("solve, want", [
-    ("both", (0.5, 0.5)), ("cluster", (0.25, 1.0)), ("synapse", (1.0, 0.25)),
-])
+@pytest.mark.parametrize(
+    "solve, want",
+    [
+        ("both", (0.5, 0.5)),
+        ("cluster", (0.25, 1.0)),
+        ("synapse", (1.0, 0.25)),
+    ],
+)
 def test_solve_factor_modes(solve, want):
     got = environment.solve_factor(lambda c, s: 40.0 * c * s, 10.0, solve, 1e-6)
     np.testing.assert_allclose(got, want, rtol=1e-4)
@@ -88,16 +102,19 @@ def test_budget_is_reached_in_equal_ratios():
     assert f.target == pytest.approx(1 - (1 - 0.1**0.5) / 2)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({}, "exactly one"),
-    ({"fraction": 0.5, "budget": 0.2}, "exactly one"),
-    ({"fraction": 1.0}, "fraction"),
-    ({"fraction": 0.0}, "fraction"),
-    ({"budget": 1.5}, "budget"),
-    ({"fraction": 0.5, "resource": "latency"}, "resource"),
-    ({"fraction": 0.5, "solve": "neither"}, "solve"),
-    ({"fraction": 0.5, "tolerance": 0.0}, "tolerance"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({}, "exactly one"),
+        ({"fraction": 0.5, "budget": 0.2}, "exactly one"),
+        ({"fraction": 1.0}, "fraction"),
+        ({"fraction": 0.0}, "fraction"),
+        ({"budget": 1.5}, "budget"),
+        ({"fraction": 0.5, "resource": "latency"}, "resource"),
+        ({"fraction": 0.5, "solve": "neither"}, "solve"),
+        ({"fraction": 0.5, "tolerance": 0.0}, "tolerance"),
+    ],
+)
 def test_resource_target_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResourceTarget(**kwargs)

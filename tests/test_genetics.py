@@ -54,9 +54,7 @@ def test_cluster_probability_precision_restriction_golden():
     # int2 has levels {-1, 0, 1} x max|w_c|: 0.2 (< half of 1.0) and 0.1
     # (< half of 0.3) round to zero and add nothing: sums 1.0 and 0.3.
     kernel = [[1.0, 0.1], [-0.2, -0.3]]
-    np.testing.assert_allclose(
-        genetics.cluster_strength(kernel, "int2"), [1.0, 0.3], rtol=1e-6
-    )
+    np.testing.assert_allclose(genetics.cluster_strength(kernel, "int2"), [1.0, 0.3], rtol=1e-6)
     p = genetics.cluster_probability(kernel, "int2")
     np.testing.assert_allclose(p, [1.0, np.exp(0.3 - 1)], rtol=1e-6)
 
@@ -82,8 +80,13 @@ def test_cluster_probability_dead_clusters_and_synapses():
 
 @pytest.mark.parametrize(
     "value, error",
-    [(0.0, ValueError), (-0.5, ValueError), (3.0, ValueError), (True, TypeError),
-     ("0.5", TypeError)],
+    [
+        (0.0, ValueError),
+        (-0.5, ValueError),
+        (3.0, ValueError),
+        (True, TypeError),
+        ("0.5", TypeError),
+    ],
 )
 def test_check_factor_rejects(value, error):
     with pytest.raises(error, match="R_s"):
@@ -115,7 +118,7 @@ def test_sample_masks_follows_the_formula_exactly():
     rng = np.random.default_rng(1)
     kernel = rng.normal(size=(6, 5))
     g = dense_genome(kernel, precision="int4")
-    (syn, clu), = genetics.sample_masks([g], 0.8, 0.6, seed=11, generation=2)
+    ((syn, clu),) = genetics.sample_masks([g], 0.8, 0.6, seed=11, generation=2)
     draws = genetics.genome_rng(11, 2, 0, 0, 0)
     u_c, u_s = draws.random(5), draws.random((6, 5))
     p_c = genetics.cluster_probability(kernel, "int4")
@@ -143,7 +146,7 @@ def test_dropped_cluster_drops_all_its_synapses_and_dead_stay_dead():
     parent_syn = np.random.default_rng(3).random((10, 8)) < 0.7
     g = dense_genome(kernel, synapse_mask=parent_syn)
     for seed in range(5):
-        (syn, clu), = genetics.sample_masks([g], 0.5, 0.9, seed=seed)
+        ((syn, clu),) = genetics.sample_masks([g], 0.5, 0.9, seed=seed)
         assert not syn[:, ~clu].any()
         assert not (syn & ~parent_syn).any()
 
@@ -151,7 +154,7 @@ def test_dropped_cluster_drops_all_its_synapses_and_dead_stay_dead():
 def test_guard_keeps_one_cluster_per_layer():
     kernel = np.array([[0.1, 3.0, 0.2], [0.1, 2.0, 0.1]])
     g = dense_genome(kernel)
-    (syn, clu), = genetics.sample_masks([g], 1e-6, 1e-6, seed=0)
+    ((syn, clu),) = genetics.sample_masks([g], 1e-6, 1e-6, seed=0)
     assert clu.tolist() == [False, True, False]  # the most probable cluster
     assert syn[:, 1].sum() == 1 and syn[0, 1]  # and its strongest synapse
 
@@ -160,9 +163,7 @@ def test_protected_layer_is_not_sampled_but_loses_dead_inputs():
     producer = dense_genome(np.eye(4) * [1.0, 0.01, 1.0, 0.01], name="p")
     sources = Sources(np.zeros((1, 4), int), np.arange(4)[None, :])
     head = dense_genome(np.ones((4, 3)), name="head", inputs=sources, protected=True)
-    (p_syn, p_clu), (h_syn, h_clu) = genetics.sample_masks(
-        [producer, head], 1e-3, 1e-3, seed=0
-    )
+    (p_syn, p_clu), (h_syn, h_clu) = genetics.sample_masks([producer, head], 1e-3, 1e-3, seed=0)
     assert h_clu.all()
     np.testing.assert_array_equal(h_syn, np.repeat(p_clu[:, None], 3, axis=1))
 
@@ -192,9 +193,7 @@ def test_dead_channels_propagate_and_orphan_clusters_die():
 def test_dead_inputs_needs_every_alternative_dead():
     sources = Sources(np.array([[0, 0, -1], [1, -2, 1]]), np.array([[0, 1, 0], [0, 0, 1]]))
     alive = [np.array([False, False]), np.array([True, False])]
-    np.testing.assert_array_equal(
-        genetics.dead_inputs(sources, alive), [False, True, False]
-    )
+    np.testing.assert_array_equal(genetics.dead_inputs(sources, alive), [False, True, False])
     assert genetics.dead_inputs(None, alive) is None
 
 
@@ -220,21 +219,26 @@ def test_expectation_golden_with_producer_odds():
 def test_expectation_matches_monte_carlo():
     rng = np.random.default_rng(4)
     producer = Genome(
-        "conv", rng.normal(size=(3, 3, 2, 8)), np.ones((3, 3, 2, 8), bool),
-        np.ones(8, bool), quantizers.get("int4"), positions=16,
+        "conv",
+        rng.normal(size=(3, 3, 2, 8)),
+        np.ones((3, 3, 2, 8), bool),
+        np.ones(8, bool),
+        quantizers.get("int4"),
+        positions=16,
     )
     sources = Sources(np.zeros((1, 32), int), np.tile(np.arange(8), 4)[None, :])
-    head = dense_genome(rng.normal(size=(32, 5)), name="head", inputs=sources,
-                        positions=1)
+    head = dense_genome(rng.normal(size=(32, 5)), name="head", inputs=sources, positions=1)
     genomes = [producer, head]
     for resource in ("synapses", "macs"):
         f = genetics.expectation(genomes, resource)
         totals = []
         for seed in range(400):
             masks = genetics.sample_masks(genomes, 0.9, 0.9, seed=seed)
-            totals.append(sum(
-                m[0].sum() * g.positions for m, g in zip(masks, genomes, strict=True)
-            ) if resource == "macs" else sum(m[0].sum() for m in masks))
+            totals.append(
+                sum(m[0].sum() * g.positions for m, g in zip(masks, genomes, strict=True))
+                if resource == "macs"
+                else sum(m[0].sum() for m in masks)
+            )
         assert np.mean(totals) == pytest.approx(f(0.9, 0.9), rel=0.05)
 
 
@@ -249,14 +253,16 @@ def test_macs_need_known_positions():
 # --------------------------------------------------------------- Keras side
 def small_model():
     keras.utils.set_random_seed(0)
-    base = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        keras.layers.Conv2D(8, 3, name="conv"),
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.ReLU(name="relu"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(4, name="head"),
-    ])
+    base = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(8, 3, name="conv"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
     return evolvable(base)
 
 

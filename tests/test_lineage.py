@@ -96,12 +96,27 @@ def test_check_writable_read_only(tmp_path):
 def test_plot_lineage(tmp_path):
     pytest.importorskip("matplotlib")
     records = [
-        {"generation": 0, "synapses": 1000, "fitness": 0.9, "accepted": True,
-         "metrics": {"val_accuracy": 0.9}},
-        {"generation": 1, "synapses": 600, "fitness": 0.88, "accepted": True,
-         "metrics": {"val_accuracy": 0.88}},
-        {"generation": 2, "synapses": 200, "fitness": 0.5, "accepted": False,
-         "metrics": {"val_accuracy": 0.5}},
+        {
+            "generation": 0,
+            "synapses": 1000,
+            "fitness": 0.9,
+            "accepted": True,
+            "metrics": {"val_accuracy": 0.9},
+        },
+        {
+            "generation": 1,
+            "synapses": 600,
+            "fitness": 0.88,
+            "accepted": True,
+            "metrics": {"val_accuracy": 0.88},
+        },
+        {
+            "generation": 2,
+            "synapses": 200,
+            "fitness": 0.5,
+            "accepted": False,
+            "metrics": {"val_accuracy": 0.5},
+        },
     ]
     lin = Lineage(tmp_path)
     lin.open({})

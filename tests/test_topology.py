@@ -133,13 +133,17 @@ def test_nested_model_boundary_is_opaque_but_outputs_are_traced():
 
 
 def test_sequential_and_global_pooling():
-    model = evolvable(keras.Sequential([
-        keras.Input((5, 5, 1)),
-        L.Conv2D(4, 3, name="c1"),
-        L.GlobalAveragePooling2D(),
-        L.Dense(3, name="d1"),
-        L.Dense(2, activation="softmax", name="d2"),
-    ]))
+    model = evolvable(
+        keras.Sequential(
+            [
+                keras.Input((5, 5, 1)),
+                L.Conv2D(4, 3, name="c1"),
+                L.GlobalAveragePooling2D(),
+                L.Dense(3, name="d1"),
+                L.Dense(2, activation="softmax", name="d2"),
+            ]
+        )
+    )
     g = channel_sources(model)
     assert g.inputs[1].producer.tolist() == [[0] * 4]
     assert g.inputs[2].producer.tolist() == [[1] * 3]
