@@ -89,6 +89,11 @@ def settings(**kw):
     return base
 
 
+def quick(**kw):
+    """Settings with one epoch per generation (ancestor included)."""
+    return settings(epochs_per_generation=1, ancestor_epochs=1, **kw)
+
+
 def test_evolves_digits_with_fewer_synapses_each_generation(digits, capsys):
     model = cnn()
     evolution = EvolutionCallback(**settings(verbose=1))
@@ -178,10 +183,8 @@ def test_rollback_resamples_milder_then_accepts(digits):
             logs["score"] = 0.0 if first_try else 1.0
 
     evolution = EvolutionCallback(
-        **settings(
+        **quick(
             generations=2,
-            epochs_per_generation=1,
-            ancestor_epochs=1,
             environment=ConstantEnvironment(0.4, 0.6),
             monitor="score",
             mode="max",
@@ -211,10 +214,8 @@ def test_rollbacks_exhausted_keep_the_parent(digits):
             logs["kept"] = layer.count_synapses() / (32 * 16 * 9)
 
     evolution = EvolutionCallback(
-        **settings(
+        **quick(
             generations=3,
-            epochs_per_generation=1,
-            ancestor_epochs=1,
             environment=ConstantEnvironment(0.5, 0.5),
             monitor="kept",
             mode="max",
@@ -234,10 +235,8 @@ def test_rollbacks_exhausted_keep_the_parent(digits):
 def test_population_keeps_the_fittest_candidate(digits, tmp_path):
     xt, yt, xv, yv = digits
     evolution = EvolutionCallback(
-        **settings(
+        **quick(
             generations=1,
-            epochs_per_generation=1,
-            ancestor_epochs=1,
             population=3,
             selection_data=(xv, yv),
             directory=tmp_path,
@@ -271,10 +270,8 @@ def test_population_keeps_the_fittest_candidate(digits, tmp_path):
 def test_population_with_trial_training_and_stop_when(digits):
     xt, yt, xv, yv = digits
     evolution = EvolutionCallback(
-        **settings(
+        **quick(
             generations=5,
-            epochs_per_generation=1,
-            ancestor_epochs=1,
             population=2,
             selection_data=(xv, yv),
             trial_data=(xt, yt),
@@ -307,10 +304,8 @@ def test_reinitialize_weights_keeps_masks_and_is_seeded():
 
 def test_reinitialize_option_trains_newborns(digits):
     evolution = EvolutionCallback(
-        **settings(
+        **quick(
             generations=1,
-            epochs_per_generation=1,
-            ancestor_epochs=1,
             reinitialize=True,
         )
     )
@@ -395,18 +390,12 @@ def test_model_without_evo_layers_fails_before_training(digits):
 def test_other_settings_in_the_directory_fail_before_training(digits, tmp_path):
     EvolutionCallback(**settings(directory=tmp_path))
     assert os.listdir(tmp_path) == []  # __init__ writes nothing
-    first = EvolutionCallback(
-        **settings(generations=1, ancestor_epochs=1, epochs_per_generation=1, directory=tmp_path)
-    )
+    first = EvolutionCallback(**quick(generations=1, directory=tmp_path))
     fit(cnn(), digits, [first], epochs=2)
     before = {n: digest(tmp_path / n) for n in os.listdir(tmp_path)}
     model = cnn()
-    other = EvolutionCallback(
-        **settings(
-            generations=1, ancestor_epochs=1, epochs_per_generation=1, seed=5, directory=tmp_path
-        )
-    )
-    with pytest.raises(ValueError, match="seed: stored 0, now 5"):
+    other = EvolutionCallback(**quick(generations=1, seed=5, directory=tmp_path))
+    with pytest.raises(ValueError, match=r"settings \(seed: stored 0, now 5\)"):
         fit(model, digits, [other], epochs=2)
     assert int(model.optimizer.iterations) == 0
     assert {n: digest(tmp_path / n) for n in os.listdir(tmp_path)} == before
