@@ -1,6 +1,7 @@
 import keras
 import numpy as np
 import pytest
+from conftest import roundtrip_model
 
 from keras_evosynth import EvoLayer, FakeQuantActivation, evolvable
 from keras_evosynth.compact import compact, to_plain
@@ -306,7 +307,7 @@ def test_unknown_layers_and_softmax_stay_whole_and_are_reported():
     _assert_same(evo, small, x)
 
 
-def test_to_plain_keeps_every_channel_and_drops_fake_quant():
+def test_to_plain_keeps_every_channel_and_drops_fake_quant(tmp_path):
     inputs = keras.Input((6, 6, 2))
     x = L.Conv2D(4, 3, name="conv")(inputs)
     x = FakeQuantActivation(8, name="fq")(x)
@@ -327,6 +328,8 @@ def test_to_plain_keeps_every_channel_and_drops_fake_quant():
     evo.get_layer("fq").bits = 32  # the reference: activations unquantized
     _assert_same(evo, plain, data)
     _assert_same(evo, small, data)
+    # A plain Keras model: saves and loads without keras_evosynth objects.
+    _assert_same(small, roundtrip_model(small, tmp_path), data, rtol=0)
 
 
 def test_bad_input():
