@@ -1,0 +1,208 @@
+"""Classifier recipe: evolve a CNN on Fashion-MNIST (or digits) and tabulate it.
+
+Trains a float32 ancestor, then for each synaptic precision of the sweep runs
+the evolutionary synthesis (`EvolutionCallback`, a resource target per
+generation), and finally compacts, exports to int8 LiteRT and benchmarks every
+generation against the float32 and int8 ancestors (`recipes.lineage_table`).
+
+    python -m recipes.classifier --out_dir runs/fashion_mnist
+    python -m recipes.classifier --dataset digits --generations 3 --out_dir runs/digits
+
+Everything is written under `--out_dir`: `ancestor.keras`, one lineage
+directory per precision (`lineage_int4/`, ...), the .tflite files and
+`lineage.md` / `lineage.json` / `lineage.png`. A killed run resumes where it
+stopped when started again with the same flags.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from keras_evosynth import (  # noqa: E402
+    EvolutionCallback,
+    ResourceTarget,
+    evolvable,
+    quantizers,
+    summary,
+)
+from recipes import datasets, lineage_table  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "digits"], "Data set.")
+flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions to evolve at (sweep).")
+flags.DEFINE_integer("generations", 6, "Offspring generations per precision.", lower_bound=1)
+flags.DEFINE_integer("ancestor_epochs", 4, "Epochs of the float32 ancestor.", lower_bound=1)
+flags.DEFINE_integer("epochs_per_generation", 2, "Retraining epochs per offspring.", lower_bound=1)
+flags.DEFINE_float("keep", 0.6, "Fraction of synapses each offspring keeps (resource target).")
+flags.DEFINE_enum(
+    "solve",
+    "cluster",
+    ["cluster", "synapse", "both"],
+    "Which environmental factor the resource target solves for: 'cluster' drops whole "
+    "filters (what makes the compacted model faster), 'synapse' single weights.",
+)
+flags.DEFINE_integer("width", 32, "Filters of the first conv block.", lower_bound=1)
+flags.DEFINE_integer("limit_train", 20000, "Training examples used (0 = all).", lower_bound=0)
+flags.DEFINE_integer("limit_test", 2000, "Test examples used (0 = all).", lower_bound=0)
+flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the ancestor.", lower_bound=0)
+flags.DEFINE_float(
+    "finetune_learning_rate",
+    2e-4,
+    "Adam learning rate of the offspring (their optimizer starts fresh each generation, "
+    "so a smaller rate keeps it from disturbing the inherited weights).",
+    lower_bound=0,
+)
+flags.DEFINE_integer("seed", 0, "Seed of the ancestor and of the lineages.", lower_bound=0)
+flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1)
+flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.")
+
+
+def _valid_precisions(values):
+    try:
+        return all(quantizers.get(v) is not None for v in values) and bool(values)
+    except (ValueError, TypeError):
+        return False
+
+
+flags.register_validator(
+    "precisions", _valid_precisions, "--precisions: use aliases like int8,int4,int2,float32"
+)
+
+
+def build_cnn(input_shape, num_classes, width):
+    """The ancestor: conv-BN-ReLU blocks, global pooling, a dense head."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, filters in enumerate((width, 2 * width, 4 * width)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        if i < 2 and x.shape[1] >= 4:
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(4 * width, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def compile_classifier(model, learning_rate=1e-3):
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def tflite_accuracy(x, y):
+    """`evaluate(path)` for the lineage table: top-1 of the flatbuffer."""
+    import tflite_bench
+
+    def evaluate(path):
+        report = tflite_bench.compare(
+            [path], runs=1, warmup=0, data=(x, y), memory=False, progress=False
+        )
+        return report.rows[0].accuracy
+
+    return evaluate
+
+
+def train_ancestor(data, out_dir):
+    path = os.path.join(out_dir, "ancestor.keras")
+    if os.path.exists(path):
+        print(f"ancestor: loading {path}")
+        return keras.models.load_model(path)
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = compile_classifier(
+        build_cnn(data.x_train.shape[1:], data.num_classes, FLAGS.width), FLAGS.learning_rate
+    )
+    print(f"ancestor: training {FLAGS.ancestor_epochs} epochs on {len(data.x_train)} images")
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=FLAGS.batch_size,
+        epochs=FLAGS.ancestor_epochs,
+        validation_data=(data.x_test, data.y_test),
+        verbose=2,
+    )
+    tmp = path + ".part.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    return model
+
+
+def evolve(ancestor, data, precision, directory):
+    """One lineage at `precision`; resumes from `directory` when it exists."""
+    model = compile_classifier(
+        evolvable(ancestor, precision=precision), FLAGS.finetune_learning_rate
+    )
+    callback = EvolutionCallback(
+        generations=FLAGS.generations,
+        epochs_per_generation=FLAGS.epochs_per_generation,
+        ancestor_epochs=1,  # the float ancestor fine-tuned at this precision
+        precision=precision,
+        environment=ResourceTarget(fraction=FLAGS.keep, solve=FLAGS.solve),
+        monitor="val_accuracy",
+        tolerance=0.03,
+        seed=FLAGS.seed,
+        directory=directory,
+    )
+    epochs = 1 + (FLAGS.generations + 2) * FLAGS.epochs_per_generation * 3
+    model.fit(
+        data.x_train,
+        data.y_train,
+        batch_size=FLAGS.batch_size,
+        epochs=epochs,
+        validation_data=(data.x_test, data.y_test),
+        callbacks=[callback],
+        verbose=0,
+    )
+    summary(model)
+    return callback
+
+
+def quiet_tensorflow():
+    """Keeps the converter's INFO chatter out of the recipe's progress output."""
+    import tensorflow as tf
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    tf.get_logger().setLevel("ERROR")
+
+
+def main(argv):
+    del argv
+    quiet_tensorflow()
+    os.makedirs(FLAGS.out_dir, exist_ok=True)
+    data = datasets.load_classification(
+        FLAGS.dataset, FLAGS.limit_train or None, FLAGS.limit_test or None
+    )
+    print(f"data: {data.name}, train {data.x_train.shape}, test {data.x_test.shape}")
+    ancestor = train_ancestor(data, FLAGS.out_dir)
+    lineages = {}
+    for precision in FLAGS.precisions:
+        directory = os.path.join(FLAGS.out_dir, f"lineage_{precision}")
+        print(f"--- evolving at {precision} -> {directory}")
+        evolve(ancestor, data, precision, directory)
+        lineages[precision] = directory
+    rng = np.random.default_rng(FLAGS.seed)
+    representative = data.x_train[rng.choice(len(data.x_train), 200, replace=False)]
+    rows = lineage_table.build_table(
+        ancestor,
+        lineages,
+        representative,
+        FLAGS.out_dir,
+        evaluate=tflite_accuracy(data.x_test, data.y_test),
+        runs=FLAGS.runs,
+    )
+    print(lineage_table.markdown_table(rows))
+    print(f"wrote {FLAGS.out_dir}/lineage.md, lineage.json, lineage.png")
+
+
+if __name__ == "__main__":
+    app.run(main)

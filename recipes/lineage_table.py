@@ -1,0 +1,197 @@
+"""The lineage table: every generation compacted, exported and benchmarked.
+
+Shared by the recipes. Given the float32 ancestor (a plain Keras model) and
+one or more lineage directories written by `EvolutionCallback`, it exports
+the ancestor to float32 and int8 LiteRT and every accepted generation,
+compacted, to int8; measures them side by side with `tflite_bench.compare`
+(one process, one thread, batch 1); and writes one row per generation:
+synapses, filters, MACs, synaptic efficiency, the task metric measured on the
+*converted* flatbuffer, latency, and speedups vs the float32 and the int8
+ancestor. Output: `lineage.md`, `lineage.json` and `lineage.png`.
+
+Example (see `recipes/classifier.py` for a complete run):
+
+>>> rows = [{"lineage": "int4", "generation": 1, "synapses": 10}]
+>>> print(markdown_table(rows, [("lineage", "{}"), ("synapses", "{:,}")]))
+| lineage | synapses |
+|---|---|
+| int4 | 10 |
+"""
+
+import json
+import os
+
+import keras
+import numpy as np
+
+import tflite_bench
+from keras_evosynth.export import export_tflite
+from keras_evosynth.lineage import read_lineage
+from keras_evosynth.stats import summary
+
+COLUMNS = [
+    ("lineage", "{}"),
+    ("generation", "{}"),
+    ("bits", "{}"),
+    ("synapses", "{:,}"),
+    ("filters", "{:,}"),
+    ("macs", "{:,}"),
+    ("synaptic_efficiency", "{:.2f}x"),
+    ("metric", "{:.4f}"),
+    ("latency_ms", "{:.4f}"),
+    ("speedup_vs_float32", "{:.2f}x"),
+    ("speedup_vs_int8", "{:.2f}x"),
+    ("size_bytes", "{:,}"),
+]
+
+
+def markdown_table(rows, columns=COLUMNS):
+    """Rows (dicts) as a Markdown table; missing values print as `-`."""
+
+    def cell(row, key, spec):
+        value = row.get(key)
+        return "-" if value is None else spec.format(value)
+
+    lines = ["| " + " | ".join(key for key, _ in columns) + " |"]
+    lines.append("|" + "---|" * len(columns))
+    for row in rows:
+        lines.append("| " + " | ".join(cell(row, k, s) for k, s in columns) + " |")
+    return "\n".join(lines)
+
+
+def accepted_generations(directory):
+    """`(generation, checkpoint path, record)` of every accepted generation."""
+    out = []
+    for record in read_lineage(directory):
+        if record.get("accepted", True) and record.get("checkpoint"):
+            out.append(
+                (record["generation"], os.path.join(directory, record["checkpoint"]), record)
+            )
+    return sorted(out, key=lambda item: item[0])
+
+
+def _stats(model):
+    stats = summary(model, print_fn=None)
+    return {"synapses": stats.synapses, "filters": stats.clusters, "macs": stats.macs}
+
+
+def build_table(
+    ancestor,
+    lineages,
+    representative,
+    out_dir,
+    evaluate,
+    eval_data=None,
+    runs=100,
+    threads=1,
+    log=print,
+):
+    """Exports, measures and tabulates the ancestor and the lineages.
+
+    Args:
+        ancestor: The float32 ancestor (plain Keras model).
+        lineages: `{label: lineage directory}`.
+        representative: Input samples for int8 calibration.
+        out_dir: Where the .tflite files and the table go.
+        evaluate: `evaluate(tflite_path) -> float`, the task metric computed
+            on the converted flatbuffer (accuracy, mAP, ...).
+        eval_data: Optional `(x, y)`; tflite_bench then also reports top-1.
+        runs: Timed invokes per model.
+        threads: LiteRT threads.
+        log: Progress printer.
+
+    Returns:
+        The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    rows, paths = [], []
+
+    def add(row, model, mode, remove_channels=True):
+        path = os.path.join(out_dir, f"{row['lineage']}_g{row['generation']:03d}_{mode}.tflite")
+        report = export_tflite(
+            model, representative, path=path, mode=mode, remove_channels=remove_channels
+        )
+        row.update(size_bytes=report.size_bytes, metric=evaluate(path), tflite=path)
+        log(
+            f"exported {os.path.basename(path)}: {report.size_bytes:,} bytes, "
+            f"metric {row['metric']:.4f}"
+        )
+        rows.append(row)
+        paths.append(path)
+
+    base = _stats(ancestor)
+    for mode in ("float32", "int8"):
+        add({"lineage": f"ancestor-{mode}", "generation": 0, "bits": 32, **base}, ancestor, mode)
+    for label, directory in lineages.items():
+        for generation, checkpoint, record in accepted_generations(directory):
+            model = keras.models.load_model(checkpoint)
+            stats = _stats(model)
+            bits = sorted({layer.bits for layer in summary(model, print_fn=None).layers})
+            add(
+                {
+                    "lineage": label,
+                    "generation": generation,
+                    "bits": bits[0] if len(bits) == 1 else bits,
+                    "keras_fitness": record.get("fitness"),
+                    **stats,
+                },
+                model,
+                "int8",
+            )
+            keras.backend.clear_session()
+    log(f"benchmarking {len(paths)} flatbuffers ({runs} runs, {threads} thread(s))")
+    report = tflite_bench.compare(
+        paths, threads=(threads,), runs=runs, warmup=10, data=eval_data, memory=False
+    )
+    latency = {row.path: row.median_ms for row in report.rows}
+    float_ms, int8_ms = latency[paths[0]], latency[paths[1]]
+    for row in rows:
+        row["latency_ms"] = latency.get(row["tflite"])
+        row["synaptic_efficiency"] = base["synapses"] / max(row["synapses"], 1)
+        if row["latency_ms"]:
+            row["speedup_vs_float32"] = float_ms / row["latency_ms"]
+            row["speedup_vs_int8"] = int8_ms / row["latency_ms"]
+    write_table(rows, out_dir, report)
+    return rows
+
+
+def write_table(rows, out_dir, report=None):
+    """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`."""
+    with open(os.path.join(out_dir, "lineage.md"), "w") as f:
+        f.write(markdown_table(rows) + "\n")
+    payload = {"rows": rows}
+    if report is not None:
+        payload["benchmark"] = report.to_dict()
+    with open(os.path.join(out_dir, "lineage.json"), "w") as f:
+        json.dump(payload, f, indent=1, default=_json_default)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    evolved = [r["lineage"] for r in rows if not r["lineage"].startswith("ancestor")]
+    for label in dict.fromkeys(evolved):
+        mine = [r for r in rows if r["lineage"] == label]
+        left.plot([r["synapses"] for r in mine], [r["metric"] for r in mine], "o-", label=label)
+        right.plot(
+            [r["generation"] for r in mine],
+            [r.get("speedup_vs_float32") or np.nan for r in mine],
+            "o-",
+            label=label,
+        )
+    left.set(xscale="log", xlabel="synapses", ylabel="metric (LiteRT)", title="metric vs synapses")
+    right.set(xlabel="generation", ylabel="speedup vs float32 ancestor", title="LiteRT speedup")
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "lineage.png"), dpi=100)
+    plt.close(fig)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
