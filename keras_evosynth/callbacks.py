@@ -79,11 +79,16 @@ def reset_optimizer(model):
         return
     fresh = type(optimizer).from_config(optimizer.get_config())
     fresh.build(model.trainable_variables)
-    by_path = {v.path: v for v in fresh.variables}
-    for variable in optimizer.variables:
-        new = by_path.get(variable.path)
-        if new is not None and tuple(new.shape) == tuple(variable.shape):
-            variable.assign(new)
+    old, new = optimizer.variables, fresh.variables
+    same_order = len(old) == len(new) and all(
+        tuple(a.shape) == tuple(b.shape) for a, b in zip(old, new, strict=True)
+    )
+    if not same_order:  # e.g. a schedule instead of a learning-rate variable
+        by_path = {v.path.split("/", 1)[-1]: v for v in new}
+        new = [by_path.get(v.path.split("/", 1)[-1]) for v in old]
+    for variable, value in zip(old, new, strict=True):
+        if value is not None and tuple(value.shape) == tuple(variable.shape):
+            variable.assign(value)
 
 
 def reinitialize_weights(model, seed):
