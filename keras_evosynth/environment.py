@@ -149,7 +149,7 @@ class ConstantEnvironment(Environment):
 _SOLVE = ("both", "cluster", "synapse")
 
 
-def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60):
+def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60, fixed=1.0):
     """Bisection for the factor whose expectation hits `target`.
 
     Args:
@@ -157,9 +157,10 @@ def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60):
             in both factors.
         target: The amount wanted.
         solve: Which factor varies: `"both"` (`R_c = R_s = R`), `"cluster"`
-            (`R_s = 1`) or `"synapse"` (`R_c = 1`).
+            (`R_s = fixed`) or `"synapse"` (`R_c = fixed`).
         tolerance: Stop when within this relative error of `target`.
         iterations: Maximum bisection steps.
+        fixed: The value of the factor that is not solved for.
 
     Returns:
         `(cluster_factor, synapse_factor)`; the nearest bound when `target`
@@ -175,7 +176,7 @@ def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60):
         raise ValueError(f"solve must be one of {_SOLVE}, got {solve!r}.")
 
     def pair(r):
-        return (r if solve != "synapse" else 1.0, r if solve != "cluster" else 1.0)
+        return (r if solve != "synapse" else fixed, r if solve != "cluster" else fixed)
 
     low, high = 1e-6, genetics.MAX_FACTOR
     if expected(*pair(high)) <= target:
@@ -211,8 +212,13 @@ class ResourceTarget(Environment):
         budget: Final fraction of the ancestor in (0, 1).
         resource: `"synapses"` or `"macs"`.
         solve: `"both"` (`R_c = R_s`), `"cluster"` or `"synapse"`: which
-            factor is solved for (the other stays 1).
+            factor is solved for (the other stays at `fixed_factor`).
         tolerance: Relative tolerance of the bisection.
+        fixed_factor: With `solve="cluster"` or `"synapse"`, the value of the
+            other factor, in (0, e]. 1 is the paper's probability; `math.e`
+            with `solve="cluster"` keeps every synapse of a surviving cluster
+            (p clipped at 1), i.e. pure filter-level synthesis: the kind of
+            pruning that compaction turns into speed.
 
     Example:
 
@@ -230,6 +236,7 @@ class ResourceTarget(Environment):
         resource="synapses",
         solve="both",
         tolerance=1e-3,
+        fixed_factor=1.0,
     ):
         if (fraction is None) == (budget is None):
             raise ValueError(
@@ -252,6 +259,12 @@ class ResourceTarget(Environment):
             raise ValueError(f"ResourceTarget: solve must be one of {_SOLVE}, got {solve!r}.")
         if not 0.0 < float(tolerance) < 0.5:
             raise ValueError(f"ResourceTarget: tolerance must be in (0, 0.5), got {tolerance!r}.")
+        self.fixed_factor = genetics.check_factor(fixed_factor, "ResourceTarget fixed_factor")
+        if solve == "both" and self.fixed_factor != 1.0:
+            raise ValueError(
+                "ResourceTarget: fixed_factor only applies with solve='cluster' or "
+                f"'synapse', got solve='both' and fixed_factor={fixed_factor!r}."
+            )
         self.resource = resource
         self.solve = solve
         self.tolerance = float(tolerance)
@@ -272,7 +285,9 @@ class ResourceTarget(Environment):
         )
         if current <= 0:
             return Factors(1.0, 1.0, wanted, None)
-        r_c, r_s = solve_factor(expected, wanted * current, self.solve, self.tolerance)
+        r_c, r_s = solve_factor(
+            expected, wanted * current, self.solve, self.tolerance, fixed=self.fixed_factor
+        )
         return Factors(r_c, r_s, wanted, expected(r_c, r_s) / current)
 
     def get_config(self):
@@ -282,6 +297,7 @@ class ResourceTarget(Environment):
             "resource": self.resource,
             "solve": self.solve,
             "tolerance": self.tolerance,
+            "fixed_factor": self.fixed_factor,
         }
 
 
@@ -292,8 +308,9 @@ def get(identifier):
 
     Example:
 
-    >>> get(None)
-    ResourceTarget(fraction=0.7, budget=None, resource='synapses', solve='both', tolerance=0.001)
+    >>> env = get(None)
+    >>> type(env).__name__, env.fraction, env.solve
+    ('ResourceTarget', 0.7, 'both')
     >>> get(serialize(ConstantEnvironment(0.5, 0.5))) == ConstantEnvironment(0.5, 0.5)
     True
     """

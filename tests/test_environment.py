@@ -63,6 +63,23 @@ def test_solve_factor_modes(solve, want):
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
+def test_fixed_factor_holds_the_other_factor():
+    got = environment.solve_factor(
+        lambda c, s: 40.0 * c * min(s, 1.0), 10.0, "cluster", 1e-6, fixed=np.e
+    )
+    np.testing.assert_allclose(got, (0.25, np.e), rtol=1e-4)
+    env = environment.ResourceTarget(fraction=0.5, solve="cluster", fixed_factor=np.e)
+    factors = env.factors(
+        lambda c, s: 100 * c, current=100, ancestor=100, generation=1, generations=2
+    )
+    assert factors.synapse_factor == np.e and factors.cluster_factor == pytest.approx(0.5, rel=1e-3)
+    assert environment.get(environment.serialize(env)) == env
+    with pytest.raises(ValueError, match="fixed_factor"):
+        environment.ResourceTarget(fraction=0.5, fixed_factor=2.0)
+    with pytest.raises(ValueError, match="fixed_factor"):
+        environment.ResourceTarget(fraction=0.5, solve="cluster", fixed_factor=3.5)
+
+
 def test_solve_factor_out_of_reach_returns_bounds():
     assert environment.solve_factor(lambda c, s: 1.0, 5.0) == (np.e, np.e)
     low = environment.solve_factor(lambda c, s: 5.0, 1.0)
