@@ -30,6 +30,8 @@ from keras_evosynth import (  # noqa: E402
     summary,
 )
 from recipes import datasets, lineage_table  # noqa: E402
+from recipes.apputil import quiet_tensorflow  # noqa: E402
+from recipes.classification import build_cnn, compile_classifier, tflite_accuracy  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "digits"], "Data set.")
@@ -72,44 +74,6 @@ def _valid_precisions(values):
 flags.register_validator(
     "precisions", _valid_precisions, "--precisions: use aliases like int8,int4,int2,float32"
 )
-
-
-def build_cnn(input_shape, num_classes, width):
-    """The ancestor: conv-BN-ReLU blocks, global pooling, a dense head."""
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for i, filters in enumerate((width, 2 * width, 4 * width)):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization()(x)
-        x = keras.layers.ReLU()(x)
-        if i < 2 and x.shape[1] >= 4:
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(4 * width, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
-    return keras.Model(inputs, outputs, name="cnn")
-
-
-def compile_classifier(model, learning_rate=1e-3):
-    model.compile(
-        keras.optimizers.Adam(learning_rate),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def tflite_accuracy(x, y):
-    """`evaluate(path)` for the lineage table: top-1 of the flatbuffer."""
-    import tflite_bench
-
-    def evaluate(path):
-        report = tflite_bench.compare(
-            [path], runs=1, warmup=0, data=(x, y), memory=False, progress=False
-        )
-        return report.rows[0].accuracy
-
-    return evaluate
 
 
 def train_ancestor(data, out_dir):
@@ -164,15 +128,6 @@ def evolve(ancestor, data, precision, directory):
     )
     summary(model)
     return callback
-
-
-def quiet_tensorflow():
-    """Keeps the converter's INFO chatter out of the recipe's progress output."""
-    import tensorflow as tf
-    from absl import logging
-
-    logging.set_verbosity(logging.WARNING)
-    tf.get_logger().setLevel("ERROR")
 
 
 def main(argv):

@@ -46,7 +46,7 @@ class EvoDepthwiseConv2D(EvoLayer, keras.layers.DepthwiseConv2D):
     >>> import numpy as np
     >>> layer = EvoDepthwiseConv2D(3, depth_multiplier=2, precision="int8")
     >>> y = layer(np.ones((1, 8, 8, 3), "float32"))
-    >>> layer.cluster_mask.shape
+    >>> tuple(layer.cluster_mask.shape)
     (6,)
     """
 

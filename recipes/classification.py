@@ -1,0 +1,48 @@
+"""The classifier the recipes evolve, and its LiteRT accuracy.
+
+Example:
+
+>>> model = compile_classifier(build_cnn((8, 8, 1), num_classes=10, width=4))
+>>> model.output_shape
+(None, 10)
+"""
+
+import keras
+
+
+def build_cnn(input_shape, num_classes, width):
+    """The ancestor: conv-BN-ReLU blocks, global pooling, a dense head."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for i, filters in enumerate((width, 2 * width, 4 * width)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        if i < 2 and x.shape[1] >= 4:
+            x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(4 * width, activation="relu")(x)
+    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def compile_classifier(model, learning_rate=1e-3):
+    model.compile(
+        keras.optimizers.Adam(learning_rate),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def tflite_accuracy(x, y):
+    """`evaluate(path)` for the lineage table: top-1 of the flatbuffer."""
+    import tflite_bench
+
+    def evaluate(path):
+        report = tflite_bench.compare(
+            [path], runs=1, warmup=0, data=(x, y), memory=False, progress=False
+        )
+        return report.rows[0].accuracy
+
+    return evaluate
