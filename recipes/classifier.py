@@ -24,13 +24,12 @@ from absl import app, flags  # noqa: E402
 
 from keras_evosynth import (  # noqa: E402
     EvolutionCallback,
-    ResourceTarget,
     evolvable,
     quantizers,
     summary,
 )
 from recipes import datasets, lineage_table  # noqa: E402
-from recipes.apputil import quiet_tensorflow  # noqa: E402
+from recipes.apputil import SYNTHESIS, environment_for, quiet_tensorflow  # noqa: E402
 from recipes.classification import build_cnn, compile_classifier, tflite_accuracy  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -39,14 +38,10 @@ flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions to evolve
 flags.DEFINE_integer("generations", 6, "Offspring generations per precision.", lower_bound=1)
 flags.DEFINE_integer("ancestor_epochs", 4, "Epochs of the float32 ancestor.", lower_bound=1)
 flags.DEFINE_integer("epochs_per_generation", 2, "Retraining epochs per offspring.", lower_bound=1)
-flags.DEFINE_float("keep", 0.6, "Fraction of synapses each offspring keeps (resource target).")
-flags.DEFINE_enum(
-    "solve",
-    "cluster",
-    ["cluster", "synapse", "both"],
-    "Which environmental factor the resource target solves for: 'cluster' drops whole "
-    "filters (what makes the compacted model faster), 'synapse' single weights.",
+flags.DEFINE_float(
+    "keep", 0.6, "Fraction of the parent's MACs (filters) or synapses each offspring keeps."
 )
+flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "Which resource shrinks; see apputil.")
 flags.DEFINE_integer("width", 32, "Filters of the first conv block.", lower_bound=1)
 flags.DEFINE_integer("limit_train", 20000, "Training examples used (0 = all).", lower_bound=0)
 flags.DEFINE_integer("limit_test", 2000, "Test examples used (0 = all).", lower_bound=0)
@@ -110,7 +105,7 @@ def evolve(ancestor, data, precision, directory):
         epochs_per_generation=FLAGS.epochs_per_generation,
         ancestor_epochs=1,  # the float ancestor fine-tuned at this precision
         precision=precision,
-        environment=ResourceTarget(fraction=FLAGS.keep, solve=FLAGS.solve),
+        environment=environment_for(FLAGS.synthesis, FLAGS.keep),
         monitor="val_accuracy",
         tolerance=0.03,
         seed=FLAGS.seed,

@@ -56,7 +56,7 @@ def main(argv):
         precision="int4",
         environment=ke.ResourceTarget(
             fraction=0.65, resource="macs", solve="cluster", fixed_factor=math.e
-        ),
+        ),  # = recipes.apputil.environment_for("filters", 0.65)
         monitor="val_accuracy",
         tolerance=0.02,
         seed=0,
