@@ -17,13 +17,14 @@ import contextlib
 import dataclasses
 import io
 import os
-import tempfile
 import warnings
 
 import keras
 import numpy as np
 
+from keras_evosynth._io import write_atomic
 from keras_evosynth.compact import _Compactor
+from tflite_bench.host import from_model_output, to_model_input
 
 MODES = ("int8", "float16", "float32")
 
@@ -285,25 +286,13 @@ def _run_litert(flatbuffer, keras_model, arrays, input_names):
     for i in range(len(arrays[0])):
         feed = {}
         for name, x in zip(input_names, arrays, strict=True):
-            feed[name] = _quantize(x[i : i + 1], in_details[name])
+            feed[name] = to_model_input(x[i : i + 1], in_details[name])
         outputs = runner(**feed)
         for j, name in enumerate(out_names):
-            results[j].append(_dequantize(outputs[name], out_details[name]))
+            results[j].append(
+                from_model_output(outputs[name], out_details[name]).astype(np.float32)
+            )
     return [np.concatenate(r) for r in results]
-
-
-def _quantize(x, details):
-    if details["dtype"] != np.int8:
-        return x.astype(details["dtype"])
-    scale, zero = details["quantization"]
-    return np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-
-
-def _dequantize(y, details):
-    if details["dtype"] != np.int8:
-        return np.asarray(y, np.float32)
-    scale, zero = details["quantization"]
-    return (np.asarray(y, np.float32) - zero) * scale
 
 
 def _compare(keras_outputs, litert_outputs):
@@ -314,23 +303,6 @@ def _compare(keras_outputs, litert_outputs):
         if k.ndim >= 2 and k.shape[-1] > 1:
             agreements.append(float(np.mean(k.argmax(-1) == t.argmax(-1))))
     return max_error, (min(agreements) if agreements else None)
-
-
-def _write_atomically(path, data):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, temp = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
 
 
 def export_tflite(
@@ -421,7 +393,7 @@ def export_tflite(
     litert = _run_litert(flatbuffer, compacted, checks, input_names)
     max_error, top1 = _compare(keras.tree.flatten(reference), litert)
     if path is not None:
-        _write_atomically(path, flatbuffer)
+        write_atomic(path, flatbuffer)
     return ExportReport(
         path=path,
         mode=mode,

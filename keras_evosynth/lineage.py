@@ -31,6 +31,8 @@ import math
 import os
 import tempfile
 
+from keras_evosynth._io import write_atomic
+
 CONFIG_NAME = "evolution.json"
 LOG_NAME = "lineage.jsonl"
 
@@ -69,21 +71,6 @@ def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def _write_atomic(path, text):
-    directory = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def read_lineage(directory):
@@ -144,7 +131,7 @@ class Lineage:
                     "it, or a new directory."
                 )
         else:
-            _write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
+            write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
         return self.records()
 
     def records(self):
@@ -160,7 +147,7 @@ class Lineage:
             if existing and not existing.endswith("\n"):
                 existing += "\n"
         line = json.dumps(_clean(record), sort_keys=True)
-        _write_atomic(self.log_path, existing + line + "\n")
+        write_atomic(self.log_path, existing + line + "\n")
 
     def save_model(self, model, generation):
         """Saves `model` as `generation_<g>.keras` (atomically, never over an
