@@ -132,3 +132,27 @@ def test_cluster_batch():
     detections = cluster_batch(outputs)
     assert [len(d) for d in detections] == [0, 1, 0]
     np.testing.assert_allclose(detections[1], [[0, 0, 30, 30, math.log(4)]])
+
+
+def _grid(absolute_boxes, rows=2, cols=2, stride=16):
+    coverage, bboxes = np.zeros((rows, cols)), np.zeros((rows, cols, 4))
+    for (gy, gx), box in absolute_boxes.items():
+        coverage[gy, gx] = 1.0
+        bboxes[gy, gx] = np.subtract(box, [stride * gx, stride * gy] * 2)
+    return coverage, bboxes
+
+
+def test_digits_corner_quirk_sets_the_tolerance():
+    # Four 30 x 25 proposals 1 px apart. DIGITS passes corners as (x, y, w, h):
+    # tolerance 0.02 * (330 + 85) / 2 = 4.15 px, and x1 + x2 differ by <= 2:
+    # one detection. As true (x, y, w, h) the tolerance is 0.02 * (30 + 25) / 2
+    # = 0.55 px: no two proposals agree.
+    boxes = {(0, 0): (300, 60, 330, 85), (0, 1): (301, 60, 331, 85),
+             (1, 0): (300, 61, 330, 86), (1, 1): (301, 61, 331, 86)}  # fmt: skip
+    coverage, bboxes = _grid(boxes)
+    np.testing.assert_allclose(cluster(coverage, bboxes), [[300.5, 60.5, 330.5, 85.5, math.log(4)]])
+    assert cluster(coverage, bboxes, digits_corners=False).shape == (0, 5)
+    np.testing.assert_allclose(
+        cluster(coverage, bboxes, digits_corners=False, eps=0.2),
+        [[300.5, 60.5, 330.5, 85.5, math.log(4)]],
+    )

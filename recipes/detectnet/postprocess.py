@@ -11,11 +11,17 @@ are dropped.
 dependency). By default it works on float rectangles; OpenCV rounds the
 averaged rectangles and the inclusion margins to whole pixels, which
 `integer=True` reproduces (then the output equals OpenCV 4's, checked
-against `cv2.groupRectangles` on thousands of random cases). DIGITS hands
-OpenCV corner boxes `(x1, y1, x2, y2)` where OpenCV expects `(x, y, w, h)`,
-which makes OpenCV's tolerance grow with the position in the image; this
-module converts to `(x, y, w, h)` first, so the tolerance is, as OpenCV
-intends, `eps` times the mean of the two boxes' smaller width and height.
+against `cv2.groupRectangles` on thousands of random cases).
+
+DIGITS hands OpenCV corner boxes `(x1, y1, x2, y2)` where OpenCV expects
+`(x, y, w, h)`. OpenCV's similarity tolerance, `eps * (min w + min h) / 2`,
+then becomes `eps * (min x2 + min y2) / 2`: it grows with the position in
+the image (about 8 px on KITTI's 1248x384 images, 3 px at 384x128) instead
+of being 2 % of the box size (under 1 px for a 40-px car, which trained
+networks rarely meet: they then find almost nothing). DetectNet's
+`eps = 0.02` was tuned with that behaviour, so `cluster` reproduces DIGITS'
+call by default (`digits_corners=True`); `digits_corners=False` clusters
+true `(x, y, w, h)` rectangles, which needs a larger `eps` (e.g. 0.2).
 """
 
 import numpy as np
@@ -164,6 +170,7 @@ def cluster(
     eps=0.02,
     min_height=22.0,
     integer=False,
+    digits_corners=True,
 ):
     """DetectNet detections of one image.
 
@@ -178,6 +185,9 @@ def cluster(
         min_height: Drop detections lower than this many pixels (22).
         integer: Round clusters to whole pixels as OpenCV does (see
             `group_rectangles`).
+        digits_corners: Pass corners `(x1, y1, x2, y2)` where OpenCV
+            expects `(x, y, w, h)`, exactly as DIGITS does (see the module
+            docstring); False converts to `(x, y, w, h)` first.
 
     Returns:
         (M, 5) array `x1, y1, x2, y2, confidence`, confidence = log(number
@@ -195,12 +205,13 @@ def cluster(
     [[10.0, 8.0, 50.0, 40.0, 1.386]]
     """
     boxes, _ = grid_boxes(coverage, bboxes, stride, threshold)
-    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    grouped, weights = group_rectangles(xywh, group_threshold, eps, integer)
-    detections = np.concatenate(
-        [grouped[:, :2], grouped[:, :2] + grouped[:, 2:], np.log(weights)[:, None]],
-        axis=1,
-    ).reshape(-1, 5)
+    if digits_corners:
+        corners, weights = group_rectangles(boxes, group_threshold, eps, integer)
+    else:
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+        grouped, weights = group_rectangles(xywh, group_threshold, eps, integer)
+        corners = np.concatenate([grouped[:, :2], grouped[:, :2] + grouped[:, 2:]], axis=1)
+    detections = np.concatenate([corners, np.log(weights)[:, None]], axis=1).reshape(-1, 5)
     detections = detections[detections[:, 3] - detections[:, 1] >= min_height]
     return detections[np.argsort(-detections[:, 4], kind="stable")]
 

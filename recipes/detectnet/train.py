@@ -1,0 +1,151 @@
+"""Trains one DetectNet and scores it (DIGITS mAP, KITTI AP).
+
+    python -m recipes.detectnet.train                      # CPU default, a few minutes
+    python -m recipes.detectnet.train --kitti_root=/data/kitti --image_height=384 \\
+        --image_width=1248 --width=1.0 --learning_rate=2e-4 --epochs=30   # GPU
+
+Without `--kitti_root` it trains on generated KITTI-format scenes
+(`scenes.generate`, seeds `--seed` for training and `--seed + 1` for
+validation). With it, the first `--num_train` images of
+`training/image_2` train and the next `--num_val` validate (padded to the
+image size, as DIGITS pads KITTI to 1248x384). Prints the scores after every
+epoch; writes `metrics.json` (per-epoch scores and the settings) and
+`model.keras` to `--out_dir`.
+"""
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags
+
+_FLAGS = flags.FLAGS
+flags.DEFINE_string("kitti_root", None, "KITTI root (training/image_2, label_2); "
+                    "default: generated scenes.")  # fmt: skip
+flags.DEFINE_integer("image_height", 128, "Input height, a multiple of 16.")
+flags.DEFINE_integer("image_width", 384, "Input width, a multiple of 16.")
+flags.DEFINE_float("width", 0.25, "Width multiplier of the GoogLeNet trunk, in (0, 4].")
+flags.DEFINE_enum("batch_norm", "all", ["lrn", "all", "none"], "Where to normalise.")
+flags.DEFINE_integer("num_train", 1000, "Training images.")
+flags.DEFINE_integer("num_val", 200, "Validation images.")
+flags.DEFINE_integer("epochs", 15, "Training epochs.")
+flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4, pretrained).")
+flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.")
+flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write the results.")
+
+
+def check_flags(values):
+    """Raises ValueError for out-of-range settings (before any work starts).
+
+    Args:
+        values: An object with the flag attributes (e.g. `absl.flags.FLAGS`).
+
+    Example:
+
+    >>> import types
+    >>> check_flags(types.SimpleNamespace(image_height=100, image_width=384,
+    ...     width=0.25, num_train=10, num_val=10, epochs=1, batch_size=2,
+    ...     learning_rate=1e-3, kitti_root=None))
+    Traceback (most recent call last):
+    ...
+    ValueError: --image_height=100 and --image_width=384 must be positive multiples of 16.
+    """
+    if min(values.image_height, values.image_width) < 16 or (
+        values.image_height % 16 or values.image_width % 16
+    ):
+        raise ValueError(
+            f"--image_height={values.image_height} and --image_width={values.image_width} "
+            f"must be positive multiples of 16."
+        )
+    if not 0 < values.width <= 4:
+        raise ValueError(f"--width must be in (0, 4], got {values.width}.")
+    for name in ("num_train", "num_val", "epochs", "batch_size"):
+        if getattr(values, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(values, name)}.")
+    if not 0 < values.learning_rate < 1:
+        raise ValueError(f"--learning_rate must be in (0, 1), got {values.learning_rate}.")
+    if values.kitti_root is not None and not os.path.isdir(values.kitti_root):
+        raise ValueError(f"--kitti_root={values.kitti_root!r} is not a directory.")
+
+
+def load_data(kitti_root, image_size, num_train, num_val, seed):
+    """`(train_images, train_labels, val_images, val_labels)`, images uint8.
+
+    From `kitti_root` (first `num_train` images, then `num_val`, padded to
+    `image_size`) or, when it is None, generated scenes.
+
+    Example:
+
+    >>> x, y, xv, yv = load_data(None, (64, 96), 3, 2, seed=0)
+    >>> x.shape, len(yv)
+    ((3, 64, 96, 3), 2)
+    """
+    from recipes.detectnet import kitti, scenes
+
+    if kitti_root is None:
+        train = list(scenes.generate(num_train, seed=seed, image_size=image_size))
+        val = list(scenes.generate(num_val, seed=seed + 1, image_size=image_size))
+        return (np.stack([s.image for s in train]), [s.objects for s in train],
+                np.stack([s.image for s in val]), [s.objects for s in val])  # fmt: skip
+    images, labels, _ = kitti.load_split(kitti_root, limit=num_train + num_val, pad_to=image_size)
+    if len(images) < num_train + num_val:
+        raise ValueError(
+            f"--kitti_root={kitti_root!r} has {len(images)} images, fewer than "
+            f"--num_train + --num_val = {num_train + num_val}."
+        )
+    return images[:num_train], labels[:num_train], images[num_train:], labels[num_train:]
+
+
+def main(argv):
+    del argv
+    try:
+        check_flags(_FLAGS)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    import keras
+
+    from recipes.detectnet import evaluate, losses, targets
+    from recipes.detectnet.model import detectnet
+
+    size = (_FLAGS.image_height, _FLAGS.image_width)
+    x, y, xv, yv = load_data(_FLAGS.kitti_root, size, _FLAGS.num_train, _FLAGS.num_val,
+                             _FLAGS.seed)  # fmt: skip
+    grid = targets.encode_batch(y, size)
+    print(f"data: {len(x)} training, {len(xv)} validation images of {size[1]}x{size[0]}")
+    keras.utils.set_random_seed(_FLAGS.seed)
+    model = detectnet(
+        size, _FLAGS.width, None if _FLAGS.batch_norm == "none" else _FLAGS.batch_norm
+    )
+    model.compile(keras.optimizers.Adam(_FLAGS.learning_rate), loss=losses.losses(),
+                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    scale = evaluate.kitti_scale(size[0])
+    history = []
+    for epoch in range(1, _FLAGS.epochs + 1):
+        start = time.time()
+        fit = model.fit(x.astype("float32"), {"coverage": grid, "bboxes": grid},
+                        batch_size=_FLAGS.batch_size, epochs=1, verbose=0)  # fmt: skip
+        seconds = time.time() - start
+        outputs = model.predict(xv.astype("float32"), batch_size=20, verbose=0)
+        result = evaluate.score(outputs, yv, scale=scale)
+        result.update(epoch=epoch, loss=float(fit.history["loss"][-1]), seconds=seconds)
+        history.append(result)
+        print(f"epoch {epoch}/{_FLAGS.epochs}: loss {result['loss']:.3f}, "
+              f"DIGITS mAP {result['mAP']:.1f} (P {result['precision']:.1f}, "
+              f"R {result['recall']:.1f}), AP easy/mod/hard {result['ap_easy']:.1f}/"
+              f"{result['ap_moderate']:.1f}/{result['ap_hard']:.1f}, {seconds:.0f} s",
+              flush=True)  # fmt: skip
+    os.makedirs(_FLAGS.out_dir, exist_ok=True)
+    model.save(os.path.join(_FLAGS.out_dir, "model.keras"))
+    settings = {name: _FLAGS[name].value for name in (
+        "kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
+        "num_val", "epochs", "batch_size", "learning_rate", "seed")}  # fmt: skip
+    history = [{k: None if v != v else v for k, v in row.items()} for row in history]  # NaN
+    with open(os.path.join(_FLAGS.out_dir, "metrics.json"), "w") as handle:
+        json.dump({"settings": settings, "epochs": history}, handle, indent=1)
+    print(f"wrote {_FLAGS.out_dir}/model.keras and metrics.json")
+
+
+if __name__ == "__main__":
+    app.run(main)
