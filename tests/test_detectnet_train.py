@@ -10,14 +10,16 @@ import numpy as np
 import pytest
 
 from recipes.detectnet import kitti, scenes
-from recipes.detectnet.train import check_flags, load_data
+from recipes.detectnet.train import SETTINGS, check_flags, load_data, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _flags(**overrides):
     values = dict(image_height=64, image_width=96, width=0.25, num_train=4, num_val=2,
-                  epochs=1, batch_size=2, learning_rate=1e-3, kitti_root=None)  # fmt: skip
+                  epochs=1, batch_size=2, learning_rate=1e-3, kitti_root=None,
+                  batch_norm="all", seed=0, out_dir="unused")  # fmt: skip
+    assert set(values) == set(SETTINGS)
     values.update(overrides)
     return types.SimpleNamespace(**values)
 
@@ -63,18 +65,27 @@ def test_bad_flags_fail_before_training(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
-@pytest.mark.slow
+def test_help_lists_the_flags():
+    result = _run("--help")  # absl exits 1 after printing the help
+    for flag in SETTINGS:
+        assert f"--{flag}" in result.stdout
+
+
 def test_tiny_run_writes_model_and_metrics(tmp_path):
     out = tmp_path / "out"
-    result = _run("--image_height=64", "--image_width=96", "--width=0.0625", "--num_train=6",
-                  "--num_val=3", "--epochs=2", "--batch_size=3", f"--out_dir={out}")  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "epoch 2/2: loss" in result.stdout
+    lines = []
+    settings = _flags(width=0.0625, num_train=6, num_val=3, epochs=2, batch_size=3,
+                      out_dir=str(out))  # fmt: skip
+    model, history = run(settings, print_fn=lines.append)
+    assert lines[0] == "data: 6 training, 3 validation images of 96x64"
+    assert lines[2].startswith("epoch 2/2: loss")
     with open(out / "metrics.json") as handle:
         metrics = json.load(handle)
     assert metrics["settings"]["width"] == 0.0625
     assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
-    for row in metrics["epochs"]:
-        assert np.isfinite(row["loss"]) and 0 <= row["mAP"] <= 100
+    for row, kept in zip(metrics["epochs"], history, strict=True):
+        assert row["loss"] == pytest.approx(kept["loss"]) and np.isfinite(row["loss"])
+        assert 0 <= row["mAP"] <= 100
         assert set(row) >= {"precision", "recall", "ap_easy", "ap_moderate", "ap_hard"}
     assert (out / "model.keras").exists()
+    assert model.get_layer("conv1_7x7_s2").filters == 4

@@ -20,20 +20,26 @@ import time
 import numpy as np
 from absl import app, flags
 
-_FLAGS = flags.FLAGS
-flags.DEFINE_string("kitti_root", None, "KITTI root (training/image_2, label_2); "
-                    "default: generated scenes.")  # fmt: skip
-flags.DEFINE_integer("image_height", 128, "Input height, a multiple of 16.")
-flags.DEFINE_integer("image_width", 384, "Input width, a multiple of 16.")
-flags.DEFINE_float("width", 0.25, "Width multiplier of the GoogLeNet trunk, in (0, 4].")
-flags.DEFINE_enum("batch_norm", "all", ["lrn", "all", "none"], "Where to normalise.")
-flags.DEFINE_integer("num_train", 1000, "Training images.")
-flags.DEFINE_integer("num_val", 200, "Validation images.")
-flags.DEFINE_integer("epochs", 15, "Training epochs.")
-flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4, pretrained).")
-flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.")
-flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write the results.")
+SETTINGS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
+            "num_val", "epochs", "batch_size", "learning_rate", "seed", "out_dir")  # fmt: skip
+
+
+def define_flags():
+    """Defines the app's absl flags (called by `__main__` only, so importing
+    this module defines nothing)."""
+    flags.DEFINE_string("kitti_root", None, "KITTI root (training/image_2, label_2); "
+                        "default: generated scenes.")  # fmt: skip
+    flags.DEFINE_integer("image_height", 128, "Input height, a multiple of 16.")
+    flags.DEFINE_integer("image_width", 384, "Input width, a multiple of 16.")
+    flags.DEFINE_float("width", 0.25, "Width multiplier of the GoogLeNet trunk, in (0, 4].")
+    flags.DEFINE_enum("batch_norm", "all", ["lrn", "all", "none"], "Where to normalise.")
+    flags.DEFINE_integer("num_train", 1000, "Training images.")
+    flags.DEFINE_integer("num_val", 200, "Validation images.")
+    flags.DEFINE_integer("epochs", 15, "Training epochs.")
+    flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).")
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4, pretrained).")
+    flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.")
+    flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write the results.")
 
 
 def check_flags(values):
@@ -98,54 +104,72 @@ def load_data(kitti_root, image_size, num_train, num_val, seed):
     return images[:num_train], labels[:num_train], images[num_train:], labels[num_train:]
 
 
-def main(argv):
-    del argv
-    try:
-        check_flags(_FLAGS)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+def run(settings, print_fn=print):
+    """Trains and scores one DetectNet; writes `model.keras` and `metrics.json`.
+
+    Args:
+        settings: An object with the attributes named in `SETTINGS` (the
+            flags, or e.g. a `types.SimpleNamespace`); checked first.
+        print_fn: Called with one progress line per epoch.
+
+    Returns:
+        `(model, history)`: the trained model and one score dict per epoch
+        (`evaluate.score` plus `epoch`, `loss`, `seconds`).
+    """
+    check_flags(settings)
     import keras
 
     from recipes.detectnet import evaluate, losses, targets
     from recipes.detectnet.model import detectnet
 
-    size = (_FLAGS.image_height, _FLAGS.image_width)
-    x, y, xv, yv = load_data(_FLAGS.kitti_root, size, _FLAGS.num_train, _FLAGS.num_val,
-                             _FLAGS.seed)  # fmt: skip
+    size = (settings.image_height, settings.image_width)
+    x, y, xv, yv = load_data(settings.kitti_root, size, settings.num_train, settings.num_val,
+                             settings.seed)  # fmt: skip
     grid = targets.encode_batch(y, size)
-    print(f"data: {len(x)} training, {len(xv)} validation images of {size[1]}x{size[0]}")
-    keras.utils.set_random_seed(_FLAGS.seed)
-    model = detectnet(
-        size, _FLAGS.width, None if _FLAGS.batch_norm == "none" else _FLAGS.batch_norm
-    )
-    model.compile(keras.optimizers.Adam(_FLAGS.learning_rate), loss=losses.losses(),
+    print_fn(f"data: {len(x)} training, {len(xv)} validation images of {size[1]}x{size[0]}")
+    keras.utils.set_random_seed(settings.seed)
+    batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
+    model = detectnet(size, settings.width, batch_norm)
+    model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
                   loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
     scale = evaluate.kitti_scale(size[0])
     history = []
-    for epoch in range(1, _FLAGS.epochs + 1):
+    for epoch in range(1, settings.epochs + 1):
         start = time.time()
         fit = model.fit(x.astype("float32"), {"coverage": grid, "bboxes": grid},
-                        batch_size=_FLAGS.batch_size, epochs=1, verbose=0)  # fmt: skip
+                        batch_size=settings.batch_size, epochs=1, verbose=0)  # fmt: skip
         seconds = time.time() - start
         outputs = model.predict(xv.astype("float32"), batch_size=20, verbose=0)
         result = evaluate.score(outputs, yv, scale=scale)
         result.update(epoch=epoch, loss=float(fit.history["loss"][-1]), seconds=seconds)
         history.append(result)
-        print(f"epoch {epoch}/{_FLAGS.epochs}: loss {result['loss']:.3f}, "
-              f"DIGITS mAP {result['mAP']:.1f} (P {result['precision']:.1f}, "
-              f"R {result['recall']:.1f}), AP easy/mod/hard {result['ap_easy']:.1f}/"
-              f"{result['ap_moderate']:.1f}/{result['ap_hard']:.1f}, {seconds:.0f} s",
-              flush=True)  # fmt: skip
-    os.makedirs(_FLAGS.out_dir, exist_ok=True)
-    model.save(os.path.join(_FLAGS.out_dir, "model.keras"))
-    settings = {name: _FLAGS[name].value for name in (
-        "kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
-        "num_val", "epochs", "batch_size", "learning_rate", "seed")}  # fmt: skip
-    history = [{k: None if v != v else v for k, v in row.items()} for row in history]  # NaN
-    with open(os.path.join(_FLAGS.out_dir, "metrics.json"), "w") as handle:
-        json.dump({"settings": settings, "epochs": history}, handle, indent=1)
-    print(f"wrote {_FLAGS.out_dir}/model.keras and metrics.json")
+        aps = "/".join(f"{result[f'ap_{level}']:.1f}" for level in ("easy", "moderate", "hard"))
+        print_fn(
+            f"epoch {epoch}/{settings.epochs}: loss {result['loss']:.3f}, DIGITS mAP "
+            f"{result['mAP']:.1f} (P {result['precision']:.1f}, R {result['recall']:.1f}), "
+            f"AP easy/mod/hard {aps}, {seconds:.0f} s"
+        )
+    os.makedirs(settings.out_dir, exist_ok=True)
+    model.save(os.path.join(settings.out_dir, "model.keras"))
+    record = {
+        "settings": {name: getattr(settings, name) for name in SETTINGS},
+        "epochs": [{k: None if v != v else v for k, v in row.items()} for row in history],
+    }  # NaN (no box at a difficulty) -> null
+    with open(os.path.join(settings.out_dir, "metrics.json"), "w") as handle:
+        json.dump(record, handle, indent=1)
+    print_fn(f"wrote {settings.out_dir}/model.keras and metrics.json")
+    return model, history
+
+
+def main(argv):
+    del argv
+    try:
+        check_flags(flags.FLAGS)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+    run(flags.FLAGS, print_fn=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
