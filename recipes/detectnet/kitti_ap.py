@@ -44,6 +44,11 @@ class Difficulty:
         min_height: Boxes must be taller than this (pixels).
         max_occlusion: Largest KITTI occlusion level (0, 1, 2).
         max_truncation: Largest truncation (0..1).
+
+    Example:
+
+    >>> Difficulty(min_height=25, max_occlusion=1, max_truncation=0.3) == DIFFICULTIES["moderate"]
+    True
     """
 
     min_height: float

@@ -93,6 +93,11 @@ class DigitsScore:
         precision: Percent.
         recall: Percent.
         mAP: `precision * recall / 100`, percent.
+
+    Example:
+
+    >>> DigitsScore(3, 1, 1, 75.0, 75.0, 56.25).to_dict()["mAP"]
+    56.25
     """
 
     true_positives: int

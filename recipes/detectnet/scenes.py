@@ -41,6 +41,13 @@ class Scene:
         objects: `KittiObject` labels (Car, Pedestrian, DontCare).
         instance_map: int32 (height, width): `k + 1` where the visible
             pixel belongs to `objects[k]`, else 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> scene = render_scene(np.random.default_rng(0))
+    >>> int(scene.instance_map.max()) == len(scene.objects)
+    True
     """
 
     image: np.ndarray

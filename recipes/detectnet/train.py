@@ -24,22 +24,34 @@ SETTINGS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", 
             "num_val", "epochs", "batch_size", "learning_rate", "seed", "out_dir")  # fmt: skip
 
 
-def define_flags():
+def define_flags(flag_values=flags.FLAGS):
     """Defines the app's absl flags (called by `__main__` only, so importing
-    this module defines nothing)."""
+    this module defines nothing).
+
+    Args:
+        flag_values: Where to define them (absl's global `FLAGS` by default).
+
+    Example:
+
+    >>> values = flags.FlagValues()
+    >>> define_flags(values)
+    >>> values["num_train"].default, values["batch_norm"].default
+    (1000, 'all')
+    """
+    define = {"flag_values": flag_values}
     flags.DEFINE_string("kitti_root", None, "KITTI root (training/image_2, label_2); "
-                        "default: generated scenes.")  # fmt: skip
-    flags.DEFINE_integer("image_height", 128, "Input height, a multiple of 16.")
-    flags.DEFINE_integer("image_width", 384, "Input width, a multiple of 16.")
-    flags.DEFINE_float("width", 0.25, "Width multiplier of the GoogLeNet trunk, in (0, 4].")
-    flags.DEFINE_enum("batch_norm", "all", ["lrn", "all", "none"], "Where to normalise.")
-    flags.DEFINE_integer("num_train", 1000, "Training images.")
-    flags.DEFINE_integer("num_val", 200, "Validation images.")
-    flags.DEFINE_integer("epochs", 15, "Training epochs.")
-    flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).")
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4, pretrained).")
-    flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.")
-    flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write the results.")
+                        "default: generated scenes.", **define)  # fmt: skip
+    flags.DEFINE_integer("image_height", 128, "Input height, a multiple of 16.", **define)
+    flags.DEFINE_integer("image_width", 384, "Input width, a multiple of 16.", **define)
+    flags.DEFINE_float("width", 0.25, "Width multiplier of the trunk, in (0, 4].", **define)
+    flags.DEFINE_enum("batch_norm", "all", ["lrn", "all", "none"], "Where to normalise.", **define)
+    flags.DEFINE_integer("num_train", 1000, "Training images.", **define)
+    flags.DEFINE_integer("num_val", 200, "Validation images.", **define)
+    flags.DEFINE_integer("epochs", 15, "Training epochs.", **define)
+    flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).", **define)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4).", **define)
+    flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.", **define)
+    flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write results.", **define)
 
 
 def check_flags(values):
@@ -110,13 +122,22 @@ def run(settings, print_fn=print):
     Args:
         settings: An object with the attributes named in `SETTINGS` (the
             flags, or e.g. a `types.SimpleNamespace`); checked first.
-        print_fn: Called with one progress line per epoch.
+        print_fn: Called with one progress line per epoch (None: silent).
 
     Returns:
         `(model, history)`: the trained model and one score dict per epoch
         (`evaluate.score` plus `epoch`, `loss`, `seconds`).
+
+    Example (trains for a few seconds):
+
+    >>> import types
+    >>> settings = types.SimpleNamespace(kitti_root=None, image_height=64,
+    ...     image_width=96, width=0.0625, batch_norm="all", num_train=4, num_val=2,
+    ...     epochs=1, batch_size=2, learning_rate=1e-3, seed=0, out_dir="/tmp/dn")
+    >>> model, history = run(settings, print_fn=None)  # doctest: +SKIP
     """
     check_flags(settings)
+    print_fn = print_fn or (lambda line: None)
     import keras
 
     from recipes.detectnet import evaluate, losses, targets
