@@ -218,9 +218,13 @@ def _tensor_refs(obj):
 
 
 def _as_triples(refs):
+    """`[layer name, node index, tensor index]` triples of a config's
+    `input_layers`/`output_layers` (a triple, a list, or a dict of them)."""
+    if isinstance(refs, dict):
+        return [t for value in refs.values() for t in _as_triples(value)]
     if refs and isinstance(refs[0], str):
         return [refs]
-    return list(refs)
+    return [t for ref in refs for t in _as_triples(ref)]
 
 
 class _Tracer:

@@ -43,6 +43,6 @@ def tflite_accuracy(x, y):
         report = tflite_bench.compare(
             [path], runs=1, warmup=0, data=(x, y), memory=False, progress=False
         )
-        return report.rows[0].accuracy
+        return {"metric": report.rows[0].accuracy}
 
     return evaluate

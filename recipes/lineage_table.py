@@ -45,8 +45,13 @@ COLUMNS = [
 ]
 
 
-def markdown_table(rows, columns=COLUMNS):
-    """Rows (dicts) as a Markdown table; missing values print as `-`."""
+def markdown_table(rows, columns=COLUMNS, extra=()):
+    """Rows (dicts) as a Markdown table; missing values print as `-`.
+
+    `extra` adds `(key, format)` columns after `metric`.
+    """
+    at = [key for key, _ in columns].index("metric") + 1 if extra else 0
+    columns = list(columns[:at]) + list(extra) + list(columns[at:]) if extra else columns
 
     def cell(row, key, spec):
         value = row.get(key)
@@ -85,6 +90,7 @@ def build_table(
     runs=100,
     threads=1,
     log=print,
+    extra_columns=(),
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -93,12 +99,15 @@ def build_table(
         lineages: `{label: lineage directory}`.
         representative: Input samples for int8 calibration.
         out_dir: Where the .tflite files and the table go.
-        evaluate: `evaluate(tflite_path) -> float`, the task metric computed
-            on the converted flatbuffer (accuracy, mAP, ...).
+        evaluate: `evaluate(tflite_path) -> dict`, the task metrics computed
+            on the converted flatbuffer; its `"metric"` entry is the headline
+            (accuracy, DIGITS mAP, ...), the others become extra columns.
         eval_data: Optional `(x, y)`; tflite_bench then also reports top-1.
         runs: Timed invokes per model.
         threads: LiteRT threads.
         log: Progress printer.
+        extra_columns: `(key, format)` of metrics from `evaluate` to show in
+            `lineage.md` next to `metric`.
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -111,7 +120,7 @@ def build_table(
         report = export_tflite(
             model, representative, path=path, mode=mode, remove_channels=remove_channels
         )
-        row.update(size_bytes=report.size_bytes, metric=evaluate(path), tflite=path)
+        row.update(size_bytes=report.size_bytes, tflite=path, **evaluate(path))
         log(
             f"exported {os.path.basename(path)}: {report.size_bytes:,} bytes, "
             f"metric {row['metric']:.4f}"
@@ -151,14 +160,14 @@ def build_table(
         if row["latency_ms"]:
             row["speedup_vs_float32"] = float_ms / row["latency_ms"]
             row["speedup_vs_int8"] = int8_ms / row["latency_ms"]
-    write_table(rows, out_dir, report)
+    write_table(rows, out_dir, report, extra_columns)
     return rows
 
 
-def write_table(rows, out_dir, report=None):
+def write_table(rows, out_dir, report=None, extra_columns=()):
     """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`."""
     with open(os.path.join(out_dir, "lineage.md"), "w") as f:
-        f.write(markdown_table(rows) + "\n")
+        f.write(markdown_table(rows, extra=extra_columns) + "\n")
     payload = {"rows": rows}
     if report is not None:
         payload["benchmark"] = report.to_dict()

@@ -149,3 +149,15 @@ def test_sequential_and_global_pooling():
     assert g.inputs[2].producer.tolist() == [[1] * 3]
     assert g.output_producers == {2}
     assert np.array_equal(g.inputs[1].cluster, [[0, 1, 2, 3]])
+
+
+def test_dict_outputs_two_heads_are_both_output_producers():
+    x = keras.Input((8, 8, 3))
+    trunk = L.Conv2D(4, 3, padding="same", name="trunk")(x)
+    outputs = {
+        "coverage": L.Conv2D(1, 1, name="coverage")(trunk),
+        "bboxes": L.Conv2D(4, 1, name="bboxes")(trunk),
+    }
+    g = graph_of(x, outputs)
+    assert g.output_producers == {index(g, "coverage"), index(g, "bboxes")}
+    assert sources(g, "bboxes") == ([[index(g, "trunk")] * 4], [[0, 1, 2, 3]])

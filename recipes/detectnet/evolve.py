@@ -1,0 +1,199 @@
+"""The experiment: evolutionary synthesis of DetectNet under precision sweeps.
+
+    python -m recipes.detectnet.evolve                      # CPU default, ~20 min on 2 cores
+    python -m recipes.detectnet.evolve --precisions=int4 --generations=6 --out_dir=runs/dn4
+
+1. Trains the float32 ancestor (`recipes.detectnet.train.run`: width-0.25
+   GoogLeNet DetectNet on generated 384x128 KITTI-format scenes by default,
+   or `--kitti_root`), or loads it from `--out_dir/ancestor/model.keras`.
+2. For each precision of `--precisions`, evolves it with `EvolutionCallback`
+   (fitness: DIGITS mAP on the validation images, computed every epoch;
+   rollback past `--tolerance` mAP points; the coverage/bbox heads protected),
+   each offspring keeping `--keep` of its parent's MACs (`--synthesis`).
+3. Compacts and exports every accepted generation to int8 LiteRT, scores the
+   *converted* flatbuffer (DIGITS mAP, KITTI AP) and benchmarks all of them
+   against the float32 and int8 ancestors (`recipes.lineage_table`):
+   `--out_dir/lineage.{md,json,png}`.
+
+Resumable: rerun with the same flags and it continues where it stopped.
+Full KITTI on a GPU (the paper's setting; documented, not run here):
+
+    python -m recipes.detectnet.evolve --kitti_root=/data/kitti --image_height=384 \\
+        --image_width=1248 --width=1.0 --learning_rate=1e-4 --epochs=30 \\
+        --num_train=6000 --num_val=1481 --generations=8 --epochs_per_generation=4
+"""
+
+import os
+import types
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from recipes.detectnet import evaluate as scoring  # noqa: E402
+from recipes.detectnet import losses, targets, train  # noqa: E402
+
+EXTRA_COLUMNS = [("ap_easy", "{:.1f}"), ("ap_moderate", "{:.1f}"), ("ap_hard", "{:.1f}")]
+
+
+def define_flags(flag_values=flags.FLAGS):
+    """Defines the app's flags: `train`'s plus the evolution's.
+
+    Example:
+
+    >>> values = flags.FlagValues()
+    >>> define_flags(values)
+    >>> values["precisions"].default, values["epochs"].default
+    (['float32', 'int8', 'int4', 'int2'], 15)
+    """
+    from recipes.apputil import SYNTHESIS
+
+    train.define_flags(flag_values)
+    flag_values.set_default("out_dir", "runs/detectnet_evolve")
+    define = {"flag_values": flag_values}
+    flags.DEFINE_list("precisions", ["float32", "int8", "int4", "int2"],
+                      "Synaptic precisions, one lineage each.", **define)  # fmt: skip
+    flags.DEFINE_integer("generations", 4, "Offspring per lineage.", **define)
+    flags.DEFINE_integer("epochs_per_generation", 2, "Retraining epochs per offspring.", **define)
+    flags.DEFINE_float("finetune_learning_rate", 3e-4, "Adam rate of the offspring.", **define)
+    flags.DEFINE_float("keep", 0.55, "Fraction of the parent's MACs each offspring keeps.",
+                       **define)  # fmt: skip
+    flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "See recipes.apputil.", **define)
+    flags.DEFINE_float("tolerance", 5.0, "Rollback past this loss of DIGITS mAP points.", **define)
+    flags.DEFINE_integer("runs", 50, "Timed LiteRT invokes per model.", **define)
+
+
+def check_evolution_flags(values):
+    """Raises ValueError for out-of-range evolution settings, before any work."""
+    from keras_evosynth import quantizers
+
+    for precision in values.precisions:
+        quantizers.get(precision)
+    for name in ("generations", "epochs_per_generation", "runs"):
+        if getattr(values, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(values, name)}.")
+    if not 0 < values.keep < 1:
+        raise ValueError(f"--keep must be in (0, 1), got {values.keep}.")
+    if not 0 < values.finetune_learning_rate < 1:
+        raise ValueError(f"--finetune_learning_rate must be in (0, 1), got "
+                         f"{values.finetune_learning_rate}.")  # fmt: skip
+    if values.tolerance < 0:
+        raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
+
+
+class DetectionScore(keras.callbacks.Callback):
+    """Adds `detection_mAP` (DIGITS, on the validation images) to the epoch
+    logs so that `EvolutionCallback(monitor="detection_mAP")` can use it; put
+    it before the `EvolutionCallback` in the callback list."""
+
+    def __init__(self, images, labels, scale):
+        super().__init__()
+        self.images, self.labels, self.scale = images, labels, scale
+
+    def on_epoch_end(self, epoch, logs=None):
+        outputs = self.model.predict(self.images, batch_size=20, verbose=0)
+        if logs is not None:
+            logs["detection_mAP"] = scoring.score(outputs, self.labels, scale=self.scale)["mAP"]
+
+
+def tflite_scores(images, labels, scale):
+    """`evaluate(path)` for the lineage table: DIGITS mAP and KITTI AP of the
+    flatbuffer's outputs on the validation images (batch 1)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tflite_bench.host import from_model_output, to_model_input
+
+    def evaluate(path):
+        runner = Interpreter(model_path=path, num_threads=1).get_signature_runner()
+        ((name, detail),) = runner.get_input_details().items()
+        out_details = runner.get_output_details()
+        outputs = {"coverage": [], "bboxes": []}
+        for image in images:
+            result = runner(**{name: to_model_input(image[None], detail)})
+            for key in outputs:
+                outputs[key].append(from_model_output(result[key], out_details[key]))
+        outputs = {key: np.concatenate(value) for key, value in outputs.items()}
+        result = scoring.score(outputs, labels, scale=scale)
+        return {"metric": result["mAP"], **{k: result[k] for k, _ in EXTRA_COLUMNS}}
+
+    return evaluate
+
+
+def ancestor_model(values, print_fn=print):
+    """Trains the ancestor into `out_dir/ancestor` or loads it from there."""
+    path = os.path.join(values.out_dir, "ancestor", "model.keras")
+    if os.path.exists(path):
+        print_fn(f"ancestor: loading {path}")
+        return keras.models.load_model(path)
+    settings = types.SimpleNamespace(
+        **{name: getattr(values, name) for name in train.SETTINGS},
+    )
+    settings.out_dir = os.path.dirname(path)
+    print_fn(f"ancestor: training {values.epochs} epochs -> {path}")
+    model, _ = train.run(settings, print_fn=print_fn)
+    return model
+
+
+def evolve(ancestor, precision, data, directory, values):
+    """One lineage at `precision`, resumed from `directory` when it exists."""
+    import keras_evosynth as ke
+    from recipes.apputil import environment_for
+
+    x, grid, xv, yv, scale = data
+    model = ke.evolvable(ancestor, precision=precision)
+    model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
+                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    evolution = ke.EvolutionCallback(
+        generations=values.generations,
+        epochs_per_generation=values.epochs_per_generation,
+        ancestor_epochs=1,
+        precision=precision,
+        environment=environment_for(values.synthesis, values.keep),
+        monitor="detection_mAP",
+        mode="max",
+        tolerance=values.tolerance,
+        seed=values.seed,
+        directory=directory,
+    )
+    epochs = 1 + 3 * (values.generations + 1) * values.epochs_per_generation
+    model.fit(x, {"coverage": grid, "bboxes": grid}, batch_size=values.batch_size, epochs=epochs,
+              callbacks=[DetectionScore(xv, yv, scale), evolution], verbose=0)  # fmt: skip
+    return evolution
+
+
+def main(argv):
+    del argv
+    from recipes import lineage_table
+    from recipes.apputil import quiet_tensorflow
+
+    values = flags.FLAGS
+    train.check_flags(values)
+    check_evolution_flags(values)
+    quiet_tensorflow()
+    os.makedirs(values.out_dir, exist_ok=True)
+    ancestor = ancestor_model(values)
+    size = (values.image_height, values.image_width)
+    x, y, xv, yv = train.load_data(values.kitti_root, size, values.num_train, values.num_val,
+                                   values.seed)  # fmt: skip
+    x, xv = x.astype("float32"), xv.astype("float32")
+    scale = scoring.kitti_scale(size[0])
+    data = (x, targets.encode_batch(y, size), xv, yv, scale)
+    lineages = {}
+    for precision in values.precisions:
+        directory = os.path.join(values.out_dir, f"lineage_{precision}")
+        print(f"--- evolving at {precision} -> {directory}")
+        evolve(ancestor, precision, data, directory, values)
+        lineages[precision] = directory
+    rows = lineage_table.build_table(
+        ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
+        evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
+    )  # fmt: skip
+    print(lineage_table.markdown_table(rows, extra=EXTRA_COLUMNS))
+    print(f"wrote {values.out_dir}/lineage.md, lineage.json, lineage.png")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
