@@ -10,19 +10,26 @@ Example:
 import keras
 
 
-def build_cnn(input_shape, num_classes, width):
-    """The ancestor: conv-BN-ReLU blocks, global pooling, a dense head."""
-    inputs = keras.Input(input_shape)
+def build_cnn(input_shape, num_classes, width=32, keras=keras):
+    """The ancestor: conv-BN-ReLU blocks, global pooling, a dense head.
+
+    `keras` is the Keras module to build with: the same function builds the
+    tf_keras model of the tfmot baseline
+    (`--arch recipes.classification:build_cnn`), the same architecture on
+    both sides of the comparison.
+    """
+    layers = keras.layers
+    inputs = keras.Input(tuple(input_shape))
     x = inputs
     for i, filters in enumerate((width, 2 * width, 4 * width)):
-        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = keras.layers.BatchNormalization(momentum=0.9)(x)  # short runs: fresh statistics
-        x = keras.layers.ReLU()(x)
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=0.9)(x)  # short runs: fresh statistics
+        x = layers.ReLU()(x)
         if i < 2 and x.shape[1] >= 4:
-            x = keras.layers.MaxPooling2D()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(4 * width, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, name="classifier")(x)
+            x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(4 * width, activation="relu")(x)
+    outputs = layers.Dense(num_classes, name="classifier")(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 

@@ -57,6 +57,13 @@ flags.DEFINE_float(
 flags.DEFINE_integer("seed", 0, "Seed of the ancestor and of the lineages.", lower_bound=0)
 flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1)
 flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.")
+flags.DEFINE_enum(
+    "tfmot",
+    "auto",
+    ["auto", "on", "off"],
+    "Add the tfmot baseline (magnitude pruning + QAT, own process) at the synapse count of the "
+    "smallest evolved generation; needs the `baselines` extra. auto: when it is installed.",
+)
 
 
 def _valid_precisions(values):
@@ -125,6 +132,66 @@ def evolve(ancestor, data, precision, directory):
     return callback
 
 
+def tfmot_baseline(data, ancestor, lineages, out_dir):
+    """Trains the tfmot baseline at the smallest offspring's synapse count;
+    returns `build_table` baseline rows (none when tfmot is not wanted)."""
+    import importlib.util
+    import json
+
+    installed = importlib.util.find_spec("tensorflow_model_optimization") is not None
+    if FLAGS.tfmot == "off" or (FLAGS.tfmot == "auto" and not installed):
+        print("tfmot baseline: skipped (tensorflow-model-optimization not installed)")
+        return []
+    if FLAGS.width != 32:
+        print("tfmot baseline: skipped (the shared architecture is built at --width=32)")
+        return []
+    from tflite_bench.baselines.tfmot import train_baseline
+
+    stats = summary(ancestor, print_fn=None)
+    smallest = min(
+        record["synapses"]
+        for directory in lineages.values()
+        for _, _, record in lineage_table.accepted_generations(directory)
+    )
+    sparsity = round(1.0 - smallest / stats.synapses, 4)
+    out = os.path.join(out_dir, "tfmot_int8.tflite")
+    summary_path = out + ".json"
+    if not os.path.exists(summary_path):
+        print(f"tfmot baseline: pruning the same CNN to {sparsity:.1%} sparsity + QAT")
+        paths = {}
+        for split, x, y in (
+            ("train", data.x_train, data.y_train),
+            ("test", data.x_test, data.y_test),
+        ):
+            paths[split] = os.path.join(out_dir, f"{split}.npz")
+            np.savez(paths[split], x=x, y=y)
+        result = train_baseline(
+            paths["train"],
+            out,
+            val_data=paths["test"],
+            arch="recipes.classification:build_cnn",
+            sparsity=sparsity,
+            epochs=FLAGS.ancestor_epochs,
+            prune_epochs=2,
+            qat_epochs=1,
+            batch_size=FLAGS.batch_size,
+        )
+        with open(summary_path, "w") as f:
+            json.dump(result, f, indent=1)
+    with open(summary_path) as f:
+        result = json.load(f)
+    return [
+        {
+            "lineage": "tfmot-pruned+QAT",
+            "tflite": out,
+            "bits": 8,
+            "synapses": round((1 - result["kernel_sparsity"]) * stats.total_synapses),
+            "filters": stats.clusters,
+            "macs": stats.macs,  # zeros stay in dense kernels
+        }
+    ]
+
+
 def main(argv):
     del argv
     quiet_tensorflow()
@@ -149,6 +216,7 @@ def main(argv):
         FLAGS.out_dir,
         evaluate=tflite_accuracy(data.x_test, data.y_test),
         runs=FLAGS.runs,
+        baselines=tfmot_baseline(data, ancestor, lineages, FLAGS.out_dir),
     )
     print(lineage_table.markdown_table(rows))
     print(f"wrote {FLAGS.out_dir}/lineage.md, lineage.json, lineage.png")

@@ -91,6 +91,7 @@ def build_table(
     threads=1,
     log=print,
     extra_columns=(),
+    baselines=(),
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -108,6 +109,9 @@ def build_table(
         log: Progress printer.
         extra_columns: `(key, format)` of metrics from `evaluate` to show in
             `lineage.md` next to `metric`.
+        baselines: Already exported models to measure in the same table
+            (e.g. the tfmot baseline): dicts with `lineage`, `tflite` and the
+            resource columns (`synapses`, `filters`, `macs`, `bits`).
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -148,6 +152,11 @@ def build_table(
                 "int8",
             )
             keras.backend.clear_session()
+    for baseline in baselines:
+        row = {"generation": 0, **baseline}
+        row.update(size_bytes=os.path.getsize(row["tflite"]), **evaluate(row["tflite"]))
+        rows.append(row)
+        paths.append(row["tflite"])
     log(f"benchmarking {len(paths)} flatbuffers ({runs} runs, {threads} thread(s))")
     report = tflite_bench.compare(
         paths, threads=(threads,), runs=runs, warmup=10, data=eval_data, memory=False
