@@ -1,0 +1,72 @@
+"""The recipe apps end to end (subprocesses): bad flags fail before any work;
+tiny runs produce the lineage table and resume (slow)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_app(module, *args, timeout=600):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "module, args, message",
+    [
+        ("recipes.detectnet.evolve", ["--keep=1.5"], "--keep must be in (0, 1)"),
+        ("recipes.detectnet.evolve", ["--precisions=int9"], "int9"),
+        ("recipes.detectnet.evolve", ["--image_height=100"], "multiples of 16"),
+        ("recipes.detectnet.evolve", ["--kitti_root=/nonexistent"], "is not a directory"),
+        ("recipes.classifier", ["--precisions=int1"], "--precisions"),
+        ("recipes.classifier", ["--generations=0"], "generations"),
+    ],
+)
+def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
+    result = run_app(module, f"--out_dir={tmp_path}/out", *args, timeout=120)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+    assert not os.path.exists(tmp_path / "out" / "ancestor")
+
+
+@pytest.mark.slow
+def test_classifier_app_tiny_run_and_resume(tmp_path):
+    args = ["--dataset=digits", "--generations=1", "--ancestor_epochs=2",
+            "--epochs_per_generation=1", "--batch_size=32", "--precisions=int8",
+            "--runs=5", "--tfmot=off", f"--out_dir={tmp_path}"]  # fmt: skip
+    first = run_app("recipes.classifier", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    with open(tmp_path / "lineage.json") as f:
+        rows = json.load(f)["rows"]
+    assert [r["lineage"] for r in rows][:2] == ["ancestor-float32", "ancestor-int8"]
+    assert all(0.0 <= r["metric"] <= 1.0 and r["latency_ms"] > 0 for r in rows)
+    second = run_app("recipes.classifier", *args)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "ancestor: loading" in second.stdout
+    assert "lineage is complete" in second.stdout + second.stderr
+
+
+@pytest.mark.slow
+def test_detectnet_evolve_tiny_run(tmp_path):
+    result = run_app(
+        "recipes.detectnet.evolve", "--num_train=20", "--num_val=6", "--epochs=1",
+        "--generations=1", "--epochs_per_generation=1", "--precisions=int4",
+        "--image_height=64", "--image_width=96", "--width=0.125", "--runs=5",
+        f"--out_dir={tmp_path}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with open(tmp_path / "lineage.json") as f:
+        rows = json.load(f)["rows"]
+    assert [(r["lineage"], r["generation"]) for r in rows] == [
+        ("ancestor-float32", 0), ("ancestor-int8", 0), ("int4", 0), ("int4", 1)
+    ]  # fmt: skip
+    assert rows[3]["macs"] < rows[2]["macs"]
+    assert {"ap_easy", "ap_moderate", "ap_hard"} <= set(rows[3])

@@ -1,0 +1,102 @@
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_evosynth import Lineage, evolvable, summary
+from recipes import lineage_table
+from recipes.apputil import environment_for
+from recipes.classification import build_cnn, compile_classifier
+
+
+def test_markdown_table_formats_and_extra_columns():
+    rows = [
+        {"lineage": "int4", "generation": 2, "synapses": 12345, "metric": 0.5, "ap_easy": 71.25},
+        {"lineage": "int8", "generation": 0, "synapses": 7},
+    ]
+    columns = [("lineage", "{}"), ("synapses", "{:,}"), ("metric", "{:.3f}")]
+    text = lineage_table.markdown_table(rows, columns, extra=[("ap_easy", "{:.1f}")])
+    assert text.splitlines() == [
+        "| lineage | synapses | metric | ap_easy |",
+        "|---|---|---|---|",
+        "| int4 | 12,345 | 0.500 | 71.2 |",
+        "| int8 | 7 | - | - |",
+    ]
+
+
+def test_environment_for_synthesis_modes():
+    filters = environment_for("filters", 0.6)
+    assert (filters.solve, filters.resource, filters.fixed_factor) == ("cluster", "macs", math.e)
+    synapses = environment_for("synapses", 0.6)
+    assert (synapses.solve, synapses.resource, synapses.fixed_factor) == ("both", "synapses", 1.0)
+    with pytest.raises(ValueError, match="synthesis"):
+        environment_for("weights", 0.6)
+
+
+def test_build_cnn_builds_the_same_architecture_with_any_keras_module():
+    model = build_cnn((28, 28, 1), 10, width=8, keras=keras)
+    assert [type(layer).__name__ for layer in model.layers].count("Conv2D") == 3
+    assert summary(model, print_fn=None).total_synapses == 9 * 8 + 9 * 8 * 16 + 9 * 16 * 32 + (
+        32 * 32 + 32 * 10
+    )
+
+
+def test_build_table_exports_measures_and_writes_the_table(tmp_path):
+    ancestor = compile_classifier(build_cnn((8, 8, 1), 10, width=4))
+    evo = evolvable(ancestor, precision="int4")
+    lineage = Lineage(str(tmp_path / "lineage"))
+    lineage.open({"seed": 0})
+    records = []
+    for generation, dead in ((0, 0), (1, 2)):
+        conv = evo.layers[1]
+        mask = np.ones(4, bool)
+        mask[:dead] = False
+        conv.set_masks(cluster_mask=mask)
+        name = lineage.save_model(evo, generation)
+        records.append({"generation": generation, "checkpoint": name, "accepted": True})
+    records.append({"generation": 2, "checkpoint": None, "accepted": False})
+    for record in records:
+        lineage.append(record)
+    assert [g for g, _, _ in lineage_table.accepted_generations(lineage.directory)] == [0, 1]
+
+    calls = []
+
+    def evaluate(path):
+        calls.append(os.path.basename(path))
+        return {"metric": 0.5, "ap_easy": 1.0}
+
+    x = np.random.default_rng(0).random((16, 8, 8, 1), "float32")
+    out = str(tmp_path / "out")
+    rows = lineage_table.build_table(
+        ancestor,
+        {"int4": lineage.directory},
+        x,
+        out,
+        evaluate,
+        runs=3,
+        log=lambda _: None,
+        extra_columns=[("ap_easy", "{:.1f}")],
+    )
+    assert [(r["lineage"], r["generation"]) for r in rows] == [
+        ("ancestor-float32", 0),
+        ("ancestor-int8", 0),
+        ("int4", 0),
+        ("int4", 1),
+    ]
+    assert calls == [os.path.basename(r["tflite"]) for r in rows]
+    assert rows[0]["speedup_vs_float32"] == pytest.approx(1.0)
+    assert rows[1]["speedup_vs_int8"] == pytest.approx(1.0)
+    # Two of four first-layer filters removed: fewer synapses, smaller file.
+    assert rows[3]["filters"] == rows[2]["filters"] - 2
+    assert rows[3]["synapses"] < rows[2]["synapses"]
+    assert rows[3]["size_bytes"] < rows[2]["size_bytes"]
+    assert rows[0]["synaptic_efficiency"] == 1.0
+    with open(os.path.join(out, "lineage.json")) as f:
+        saved = json.load(f)
+    assert [r["generation"] for r in saved["rows"]] == [0, 0, 0, 1]
+    table = open(os.path.join(out, "lineage.md")).read()
+    assert "ap_easy" in table.splitlines()[0] and len(table.splitlines()) == 6
+    assert os.path.exists(os.path.join(out, "lineage.png"))
