@@ -15,7 +15,6 @@ median over all timed invokes. Prints a table and writes JSON.
     python -m benchmarks.compaction_speed --model mobilenet_v2 --image_size 128
 """
 
-import json
 import os
 import tempfile
 import time
@@ -26,9 +25,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
+from benchmarks.common import save_result  # noqa: E402
 from keras_evosynth import EvoLayer, evolvable  # noqa: E402
 from keras_evosynth.export import export_tflite  # noqa: E402
-from tflite_bench.bench import host_facts  # noqa: E402
 from tflite_bench.host import fill_inputs, latency_stats, make_interpreter  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -206,13 +205,9 @@ def main(argv):
             "seed": FLAGS.seed,
             "keras": keras.__version__,
         },
-        "host": host_facts(),
         "rows": list(rows.values()),
     }
-    os.makedirs(os.path.dirname(FLAGS.json) or ".", exist_ok=True)
-    with open(FLAGS.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {FLAGS.json}")
+    save_result(FLAGS.json, result)
 
 
 if __name__ == "__main__":

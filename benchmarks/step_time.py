@@ -8,7 +8,6 @@ JSON. The issue's target is an Evo/plain ratio <= 1.2.
     python -m benchmarks.step_time --json bench_out/step_time.json
 """
 
-import json
 import os
 import statistics
 import time
@@ -19,6 +18,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.common import save_result  # noqa: E402
 from keras_evosynth import evolvable  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -99,10 +99,7 @@ def main(argv):
         },
         "rows": rows,
     }
-    os.makedirs(os.path.dirname(FLAGS.json) or ".", exist_ok=True)
-    with open(FLAGS.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"wrote {FLAGS.json}")
+    save_result(FLAGS.json, result)
 
 
 if __name__ == "__main__":
