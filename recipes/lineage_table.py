@@ -200,6 +200,8 @@ def write_table(rows, out_dir, report=None, extra_columns=()):
             "o-",
             label=label,
         )
+    if rows and rows[0]["lineage"] == "ancestor-float32":
+        left.axhline(rows[0]["metric"], ls="--", color="gray", label="float32 ancestor")
     left.set(xscale="log", xlabel="synapses", ylabel="metric (LiteRT)", title="metric vs synapses")
     right.set(xlabel="generation", ylabel="speedup vs float32 ancestor", title="LiteRT speedup")
     left.legend()
