@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_evosynth.conversion import _walk
 from keras_evosynth.layers import EvoLayer
+from keras_evosynth.layers.base import output_positions
 
 _PLAIN_SYNAPTIC = (
     keras.layers.Conv2D,
@@ -132,18 +133,6 @@ class ModelStats:
         return self.table()
 
 
-def _positions(layer, output_shape):
-    if output_shape is None:
-        return None
-    if getattr(layer, "data_format", "channels_last") == "channels_first":
-        spatial = output_shape[2:]
-    else:
-        spatial = output_shape[1:-1]
-    if any(d is None for d in spatial):
-        return None
-    return math.prod(spatial)
-
-
 def _plain_output_shape(layer):
     try:
         return tuple(layer.output.shape)
@@ -162,7 +151,7 @@ def layer_stats(layer):
         kernel = keras.ops.convert_to_numpy(layer.kernel)
         bias = layer.bias
         bits = 32
-        positions = _positions(layer, _plain_output_shape(layer))
+        positions = output_positions(layer, _plain_output_shape(layer))
     channel_axes = 2 if isinstance(layer, keras.layers.DepthwiseConv2D) else 1
     per_cluster = kernel.reshape(-1, math.prod(kernel.shape[-channel_axes:]))
     if isinstance(layer, EvoLayer):

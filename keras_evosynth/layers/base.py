@@ -23,6 +23,20 @@ from keras import ops
 from keras_evosynth import quantizers
 
 
+def output_positions(layer, output_shape):
+    """Output positions of `layer` (spatial size; 1 for a 2-D Dense output),
+    i.e. how often each synapse is used per example; None when unknown."""
+    if output_shape is None:
+        return None
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        spatial = output_shape[2:]
+    else:
+        spatial = output_shape[1:-1]
+    if any(d is None for d in spatial):
+        return None
+    return math.prod(spatial)
+
+
 class _KeepMasked:
     """Variable constraint: multiply by the layer's masks, then the user's."""
 
@@ -193,14 +207,7 @@ class EvoLayer:
         for convolutions, leading non-batch positions for Dense); None when
         the spatial input size is unknown."""
         self._check_built("counting MACs")
-        output_shape = self.compute_output_shape(self._evo_input_shape)
-        if getattr(self, "data_format", "channels_last") == "channels_first":
-            spatial = output_shape[2:]
-        else:
-            spatial = output_shape[1:-1]
-        if any(d is None for d in spatial):
-            return None
-        return math.prod(spatial)
+        return output_positions(self, self.compute_output_shape(self._evo_input_shape))
 
     def count_macs(self):
         """Multiply-accumulates per example: live synapses x output positions
