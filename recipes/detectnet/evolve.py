@@ -15,6 +15,10 @@
    *converted* flatbuffer (DIGITS mAP, KITTI AP) and benchmarks all of them
    against the float32 and int8 ancestors (`recipes.lineage_table`):
    `--out_dir/lineage.{md,json,png}`.
+4. With `--tfmot` (auto: when tensorflow-model-optimization is installed),
+   adds the tfmot baseline to the same table: the ancestor magnitude-pruned
+   by tfmot to the synapse count of the smallest evolved generation, then
+   int8 (`recipes.detectnet.tfmot_baseline`, its own process).
 
 Resumable: rerun with the same flags and it continues where it stopped.
 Full KITTI on a GPU (the paper's setting; documented, not run here):
@@ -36,6 +40,7 @@ from absl import app, flags  # noqa: E402
 from recipes.detectnet import evaluate as scoring  # noqa: E402
 from recipes.detectnet import losses, targets, train  # noqa: E402
 
+TFMOT_MAX_EPOCHS = 6
 EXTRA_COLUMNS = [("ap_easy", "{:.1f}"), ("ap_moderate", "{:.1f}"), ("ap_hard", "{:.1f}")]
 
 
@@ -64,6 +69,13 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "See recipes.apputil.", **define)
     flags.DEFINE_float("tolerance", 5.0, "Rollback past this loss of DIGITS mAP points.", **define)
     flags.DEFINE_integer("runs", 50, "Timed LiteRT invokes per model.", **define)
+    flags.DEFINE_enum("tfmot", "auto", ["auto", "on", "off"], "Add the tfmot baseline (magnitude "
+                      "pruning + int8, own process) at the synapse count of the smallest evolved "
+                      "generation; auto: when tensorflow-model-optimization is installed.",
+                      **define)  # fmt: skip
+    flags.DEFINE_integer("tfmot_epochs", 0, "Pruning epochs of the tfmot baseline; 0: one "
+                         "lineage's retraining (generations x epochs_per_generation), at most "
+                         f"{TFMOT_MAX_EPOCHS}.", **define)  # fmt: skip
 
 
 def check_evolution_flags(values):
@@ -82,6 +94,17 @@ def check_evolution_flags(values):
                          f"{values.finetune_learning_rate}.")  # fmt: skip
     if values.tolerance < 0:
         raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
+    if values.tfmot_epochs < 0:
+        raise ValueError(f"--tfmot_epochs must be >= 0, got {values.tfmot_epochs}.")
+    if values.tfmot == "on" and not _tfmot_installed():
+        raise ValueError("--tfmot=on needs tensorflow-model-optimization and tf-keras: "
+                         "pip install 'keras-evosynth[baselines]'.")  # fmt: skip
+
+
+def _tfmot_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow_model_optimization") is not None
 
 
 class DetectionScore(keras.callbacks.Callback):
@@ -164,6 +187,62 @@ def evolve(ancestor, precision, data, directory, values):
     return evolution
 
 
+def tfmot_baseline(ancestor, lineages, values):
+    """Runs (or, on resume, reuses) the tfmot baseline at the synapse count of
+    the smallest accepted generation; returns `build_table` baseline rows
+    (none when `--tfmot` does not ask for it)."""
+    import json
+
+    from keras_evosynth.stats import summary
+    from recipes import lineage_table
+    from recipes.detectnet.tfmot_baseline import run_baseline
+
+    if values.tfmot == "off" or (values.tfmot == "auto" and not _tfmot_installed()):
+        print("tfmot baseline: skipped (--tfmot=off or tensorflow-model-optimization missing)")
+        return []
+    stats = summary(ancestor, print_fn=None)
+    smallest = min(
+        record["synapses"]
+        for directory in lineages.values()
+        for _, _, record in lineage_table.accepted_generations(directory)
+    )
+    sparsity = round(1.0 - smallest / stats.synapses, 4)
+    if sparsity <= 0:
+        print("tfmot baseline: skipped (no generation has fewer synapses than the ancestor)")
+        return []
+    epochs = values.tfmot_epochs or min(
+        values.generations * values.epochs_per_generation, TFMOT_MAX_EPOCHS
+    )
+    out = os.path.join(values.out_dir, "tfmot_int8.tflite")
+    summary_path = out + ".json"
+    result = None
+    if os.path.exists(summary_path) and os.path.exists(out):
+        with open(summary_path) as f:
+            result = json.load(f)
+        if result.get("sparsity_target") != sparsity or result.get("epochs") != epochs:
+            result = None  # other lineages or settings: redo it
+    if result is None:
+        print(f"tfmot baseline: pruning the ancestor to {sparsity:.1%} sparsity ({smallest:,} "
+              f"synapses), {epochs} epoch(s), then int8")  # fmt: skip
+        settings = {name: getattr(values, name) for name in (
+            "image_height", "image_width", "width", "batch_norm", "kitti_root", "num_train",
+            "seed", "batch_size")}  # fmt: skip
+        settings["learning_rate"] = values.finetune_learning_rate
+        result = run_baseline(ancestor, out, summary_path, sparsity, epochs, settings)
+    else:
+        print(f"tfmot baseline: reusing {out}")
+    return [
+        {
+            "lineage": f"tfmot-pruned+{result['method']}",
+            "tflite": out,
+            "bits": 8,
+            "synapses": result["kernel_nonzero"],
+            "filters": stats.clusters,
+            "macs": stats.macs,  # zeros stay in dense kernels
+        }
+    ]
+
+
 def main(argv):
     del argv
     from recipes import lineage_table
@@ -190,6 +269,7 @@ def main(argv):
     rows = lineage_table.build_table(
         ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
+        baselines=tfmot_baseline(ancestor, lineages, values),
     )  # fmt: skip
     print(lineage_table.markdown_table(rows, extra=EXTRA_COLUMNS))
     print(f"wrote {values.out_dir}/lineage.md, lineage.json, lineage.png")

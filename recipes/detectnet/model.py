@@ -24,9 +24,11 @@ At width 1.0 and a 1248x384 input the network has 5,971,392 kernel weights
 + 1 + 4) and 18,605,223,936 multiply-accumulates per image, the figures of
 DESIGN.md section 3. Biases (7,285) and BatchNormalization parameters are not
 counted as weights.
-"""
 
-import keras
+`keras` argument: `detectnet(..., keras=tf_keras)` builds the same network
+with another Keras module (the tfmot baseline's `tf_keras`); the default is
+Keras 3, imported only when a model is built.
+"""
 
 STRIDE = 16
 
@@ -65,7 +67,14 @@ def scaled(filters, width):
     return max(1, int(round(filters * width)))
 
 
-def _conv(x, filters, kernel_size, name, batch_norm, strides=1):
+def _keras(keras):
+    if keras is None:
+        import keras
+    return keras
+
+
+def _conv(x, filters, kernel_size, name, batch_norm, strides=1, keras=None):
+    keras = _keras(keras)
     every = batch_norm == "all"
     x = keras.layers.Conv2D(
         filters,
@@ -80,7 +89,7 @@ def _conv(x, filters, kernel_size, name, batch_norm, strides=1):
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def inception(x, channels, name, batch_norm="lrn"):
+def inception(x, channels, name, batch_norm="lrn", keras=None):
     """One GoogLeNet inception block (1x1, 3x3, 5x5 and pool branches).
 
     Args:
@@ -88,6 +97,7 @@ def inception(x, channels, name, batch_norm="lrn"):
         channels: `(1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj)`.
         name: Block name prefix, e.g. `"inception_3a"`.
         batch_norm: `"all"` adds BatchNormalization after every conv.
+        keras: The Keras module to build with (default: Keras 3).
 
     Returns:
         The concatenation of the four branches.
@@ -101,14 +111,16 @@ def inception(x, channels, name, batch_norm="lrn"):
     """
     if len(channels) != 6 or any(int(c) < 1 for c in channels):
         raise ValueError(f"inception '{name}': channels must be 6 positive ints, got {channels}.")
+    keras = _keras(keras)
     c1, c3r, c3, c5r, c5, cp = (int(c) for c in channels)
-    b1 = _conv(x, c1, 1, f"{name}_1x1", batch_norm)
-    b3 = _conv(x, c3r, 1, f"{name}_3x3_reduce", batch_norm)
-    b3 = _conv(b3, c3, 3, f"{name}_3x3", batch_norm)
-    b5 = _conv(x, c5r, 1, f"{name}_5x5_reduce", batch_norm)
-    b5 = _conv(b5, c5, 5, f"{name}_5x5", batch_norm)
+    conv = {"batch_norm": batch_norm, "keras": keras}
+    b1 = _conv(x, c1, 1, f"{name}_1x1", **conv)
+    b3 = _conv(x, c3r, 1, f"{name}_3x3_reduce", **conv)
+    b3 = _conv(b3, c3, 3, f"{name}_3x3", **conv)
+    b5 = _conv(x, c5r, 1, f"{name}_5x5_reduce", **conv)
+    b5 = _conv(b5, c5, 5, f"{name}_5x5", **conv)
     bp = keras.layers.MaxPooling2D(3, 1, padding="same", name=f"{name}_pool")(x)
-    bp = _conv(bp, cp, 1, f"{name}_pool_proj", batch_norm)
+    bp = _conv(bp, cp, 1, f"{name}_pool_proj", **conv)
     return keras.layers.Concatenate(name=f"{name}_output")([b1, b3, b5, bp])
 
 
@@ -139,6 +151,7 @@ def detectnet(
     batch_norm="lrn",
     dropout=0.4,
     name="detectnet",
+    keras=None,
 ):
     """Builds the GoogLeNet-based DetectNet.
 
@@ -157,6 +170,8 @@ def detectnet(
             `"all"` (after every conv) or None.
         dropout: Dropout rate before the heads (DetectNet: 0.4).
         name: Model name.
+        keras: The Keras module to build with: None (Keras 3) or e.g.
+            `tf_keras` (same layers, same names, same weight shapes).
 
     Returns:
         A functional `keras.Model`.
@@ -168,14 +183,16 @@ def detectnet(
     {'coverage': (None, 8, 24, 1), 'bboxes': (None, 8, 24, 4)}
     """
     height, image_width = _check_args(input_size, width, batch_norm, dropout)
+    keras = _keras(keras)
+    conv = {"batch_norm": batch_norm, "keras": keras}
     inputs = keras.Input((height, image_width, 3), name="image")
     x = keras.layers.Rescaling(1.0, offset=-127.0, name="mean_subtract")(inputs)
-    x = _conv(x, scaled(64, width), 7, "conv1_7x7_s2", batch_norm, strides=2)
+    x = _conv(x, scaled(64, width), 7, "conv1_7x7_s2", strides=2, **conv)
     x = keras.layers.MaxPooling2D(3, 2, padding="same", name="pool1_3x3_s2")(x)
     if batch_norm == "lrn":
         x = keras.layers.BatchNormalization(name="pool1_norm1")(x)
-    x = _conv(x, scaled(64, width), 1, "conv2_3x3_reduce", batch_norm)
-    x = _conv(x, scaled(192, width), 3, "conv2_3x3", batch_norm)
+    x = _conv(x, scaled(64, width), 1, "conv2_3x3_reduce", **conv)
+    x = _conv(x, scaled(192, width), 3, "conv2_3x3", **conv)
     if batch_norm == "lrn":
         x = keras.layers.BatchNormalization(name="conv2_norm2")(x)
     x = keras.layers.MaxPooling2D(3, 2, padding="same", name="pool2_3x3_s2")(x)
@@ -184,7 +201,7 @@ def detectnet(
             x = keras.layers.MaxPooling2D(3, 2, padding="same", name="pool3_3x3_s2")(x)
         # DetectNet drops GoogLeNet's pool4 (between 4e and 5a): stride 16.
         channels = [scaled(c, width) for c in channels]
-        x = inception(x, channels, f"inception_{block}", batch_norm)
+        x = inception(x, channels, f"inception_{block}", **conv)
     x = keras.layers.Dropout(dropout, name="pool5_drop")(x)
     coverage = keras.layers.Conv2D(1, 1, activation="sigmoid", name="coverage")(x)
     bboxes = keras.layers.Conv2D(4, 1, name="bboxes")(x)

@@ -1,0 +1,333 @@
+"""The tfmot baseline for DetectNet: magnitude pruning of the ancestor -> int8.
+
+Run it as its own process (tensorflow-model-optimization works on `tf_keras`
+only, and importing it switches TensorFlow to legacy Keras; this process never
+imports Keras 3 or keras_evosynth):
+
+    python -m recipes.detectnet.tfmot_baseline --weights ancestor.npz \\
+        --out tfmot.tflite --json tfmot.json --sparsity 0.9 --epochs 6 \\
+        --image_height 128 --image_width 384 --width 0.25
+
+or from a Keras 3 program through `run_baseline(ancestor, ...)`, which saves
+the ancestor's weights (`save_weights`) and starts that process.
+
+Steps: build the same DetectNet with `tf_keras` (`model.detectnet(...,
+keras=tf_keras)`), load the ancestor's weights layer by layer (names and
+shapes must match), regenerate the same training scenes (`train.load_data`,
+`targets.encode_batch`), fine-tune with `prune_low_magnitude` (polynomial
+decay from 0 to `--sparsity` over all `--epochs`) on the DetectNet loss
+(tf-op copies of `losses.coverage_loss` and `losses.bbox_loss`, weights 1
+and 2), strip the pruning wrappers and convert to full-integer int8 with
+float32 input/output, calibrated on training images (post-training
+quantization; the table row is "tfmot-pruned+PTQ").
+
+Why not QAT as in `tflite_bench.baselines.tfmot`: tfmot 0.8.1's
+`quantize_apply` refuses this graph (its `Rescaling` mean-subtraction layer
+is unsupported, even when only the supported layers are annotated), and
+`prune_low_magnitude(model)` likewise refuses to wrap it, so the
+convolutions are wrapped one by one (`clone_model`).
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+from tflite_bench.baselines.tfmot import MISSING, _import_legacy_stack
+from tflite_bench.commands import child_env, error_line
+from tflite_bench.errors import BenchError
+
+BATCH_NORM = ("all", "lrn", "none")
+
+
+def build_parser():
+    """The runner's arguments (flag names as in `recipes.detectnet.train`).
+
+    Example:
+
+    >>> args = build_parser().parse_args(["--weights", "w.npz", "--out", "m.tflite",
+    ...                                   "--sparsity", "0.9"])
+    >>> args.sparsity, args.epochs, args.width
+    (0.9, 2, 0.25)
+    """
+    p = argparse.ArgumentParser(
+        prog="python -m recipes.detectnet.tfmot_baseline",
+        description="Prune the DetectNet ancestor with tfmot (tf_keras) and export int8 .tflite.",
+    )
+    p.add_argument("--weights", required=True, help="ancestor weights (save_weights' .npz)")
+    p.add_argument("--out", required=True, help="output .tflite")
+    p.add_argument("--json", help="write the summary here")
+    p.add_argument("--sparsity", type=float, required=True,
+                   help="target fraction of zero conv-kernel weights")  # fmt: skip
+    p.add_argument("--epochs", type=int, default=2, help="pruning fine-tuning epochs")
+    p.add_argument("--image_height", type=int, default=128)
+    p.add_argument("--image_width", type=int, default=384)
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch_norm", choices=BATCH_NORM, default="all")
+    p.add_argument("--kitti_root", default=None)
+    p.add_argument("--num_train", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch_size", type=int, default=10)
+    p.add_argument("--learning_rate", type=float, default=3e-4)
+    p.add_argument("--representative", type=int, default=64,
+                   help="training images that calibrate int8")  # fmt: skip
+    return p
+
+
+def check_args(args):
+    """Raises ValueError for out-of-range arguments, before any work."""
+    if not 0.0 < args.sparsity < 1.0:
+        raise ValueError(f"--sparsity must be in (0, 1), got {args.sparsity}")
+    for name in ("epochs", "num_train", "batch_size", "representative"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    steps = math.ceil(args.num_train / args.batch_size) * args.epochs
+    if steps < 2:
+        raise ValueError(f"pruning needs >= 2 training steps, got {steps} "
+                         f"(--num_train / --batch_size * --epochs)")  # fmt: skip
+    if not os.path.isfile(args.weights):
+        raise ValueError(f"--weights {args.weights!r} is not a file")
+
+
+def _weighted_layers(model):
+    return [layer for layer in model.layers if layer.weights]
+
+
+def save_weights(model, path):
+    """Saves every layer's weights to an .npz keyed `"<layer name>:<index>"`.
+
+    Works for a Keras 3 or a tf_keras model; `load_weights` reads it back into
+    the same architecture built with either.
+
+    Example:
+
+    >>> import keras, os, tempfile
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="d")])
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+    >>> save_weights(model, path)
+    >>> import numpy as np; sorted(np.load(path))
+    ['d:0', 'd:1']
+    """
+    import numpy as np
+
+    arrays = {}
+    for layer in _weighted_layers(model):
+        for index, value in enumerate(layer.get_weights()):
+            arrays[f"{layer.name}:{index}"] = np.asarray(value)
+    np.savez(path, **arrays)
+
+
+def load_weights(model, path):
+    """Loads `save_weights`' file into `model`, layer by layer.
+
+    Raises:
+        ValueError: Naming the layer, when a layer is missing from the file,
+            a shape differs, or the file has weights the model lacks.
+    """
+    import numpy as np
+
+    with np.load(path) as data:
+        stored = {key: data[key] for key in data.files}
+    used = set()
+    for layer in _weighted_layers(model):
+        current = layer.get_weights()
+        values = []
+        for index, weight in enumerate(current):
+            key = f"{layer.name}:{index}"
+            if key not in stored:
+                raise ValueError(f"{path}: no weight {key!r} for layer {layer.name!r}")
+            if stored[key].shape != weight.shape:
+                raise ValueError(f"{path}: layer {layer.name!r} weight {index} has shape "
+                                 f"{stored[key].shape}, the model {weight.shape}")  # fmt: skip
+            values.append(stored[key])
+            used.add(key)
+        layer.set_weights(values)
+    extra = sorted(set(stored) - used)
+    if extra:
+        raise ValueError(f"{path}: weights {extra[:3]} match no layer of the model")
+
+
+def _losses(tf):
+    """tf-op copies of `losses.coverage_loss` and `losses.bbox_loss`."""
+
+    def coverage(y_true, y_pred):
+        error = y_pred - y_true[..., 0:1]
+        return 0.5 * tf.reduce_sum(y_true[..., 8:9] * tf.square(error), axis=(1, 2, 3))
+
+    def bboxes(y_true, y_pred):
+        size = tf.concat([y_true[..., 5:7], y_true[..., 5:7]], axis=-1)
+        error = (y_pred - y_true[..., 1:5]) * y_true[..., 0:1] * size * y_true[..., 7:8]
+        return tf.reduce_sum(tf.abs(error), axis=(1, 2, 3))
+
+    return {"coverage": coverage, "bboxes": bboxes}
+
+
+def _kernel_counts(model):
+    """(nonzero, total) over the conv kernels of a (stripped) tf_keras model."""
+    import numpy as np
+
+    nonzero = total = 0
+    for layer in model.layers:
+        if type(layer).__name__ == "Conv2D":
+            kernel = np.asarray(layer.get_weights()[0])
+            nonzero += int(np.count_nonzero(kernel))
+            total += int(kernel.size)
+    return nonzero, total
+
+
+def train(args):
+    """Runs the whole baseline in this (fresh) process; returns the summary."""
+    check_args(args)
+    tf, tf_keras, tfmot = _import_legacy_stack()
+    import numpy as np
+
+    from recipes.detectnet import targets
+    from recipes.detectnet.model import detectnet
+    from recipes.detectnet.train import load_data
+
+    def log(line):
+        print(f"[tfmot-detectnet] {line}", file=sys.stderr, flush=True)
+
+    size = (args.image_height, args.image_width)
+    tf_keras.utils.set_random_seed(args.seed)
+    batch_norm = None if args.batch_norm == "none" else args.batch_norm
+    model = detectnet(size, args.width, batch_norm, keras=tf_keras)
+    load_weights(model, args.weights)
+    x, labels, _, _ = load_data(args.kitti_root, size, args.num_train, 1, args.seed)
+    x = x.astype(np.float32)
+    grid = targets.encode_batch(labels, size)
+    y = {"coverage": grid, "bboxes": grid}
+    loss_weights = {"coverage": 1.0, "bboxes": 2.0}
+
+    def fit(m, epochs, callbacks=()):
+        m.compile(tf_keras.optimizers.Adam(args.learning_rate), loss=_losses(tf),
+                  loss_weights=loss_weights)  # fmt: skip
+        m.fit(x, y, batch_size=args.batch_size, epochs=epochs, callbacks=list(callbacks),
+              verbose=2)  # fmt: skip
+
+    sparsity = tfmot.sparsity.keras
+    steps = math.ceil(len(x) / args.batch_size) * args.epochs
+    schedule = sparsity.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=args.sparsity, begin_step=0,
+        end_step=steps - 1, frequency=max(steps // 10, 1),
+    )  # fmt: skip
+    log(f"pruning to {args.sparsity:.1%}: {args.epochs} epoch(s), {len(x)} images")
+
+    def prune_convs(layer):  # tfmot cannot wrap Rescaling: prune the convolutions only
+        if isinstance(layer, tf_keras.layers.Conv2D):
+            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    pruned = tf_keras.models.clone_model(model, clone_function=prune_convs)
+    fit(pruned, args.epochs, [sparsity.UpdatePruningStep()])
+    model = sparsity.strip_pruning(pruned)
+    nonzero, total = _kernel_counts(model)
+    log("converting to int8 .tflite (float32 input/output)")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    calib = x[: args.representative]
+    converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    flatbuffer = converter.convert()
+    directory = os.path.dirname(os.path.abspath(args.out))
+    with tempfile.NamedTemporaryFile("wb", dir=directory, suffix=".tmp", delete=False) as f:
+        f.write(flatbuffer)
+    os.replace(f.name, args.out)
+    summary = {
+        "out": os.path.abspath(args.out),
+        "method": "PTQ",
+        "sparsity_target": args.sparsity,
+        "kernel_nonzero": nonzero,
+        "kernel_total": total,
+        "kernel_sparsity": 1.0 - nonzero / total,
+        "epochs": args.epochs,
+        "train_images": int(len(x)),
+        "image_size": list(size),
+        "width": args.width,
+        "size_bytes": len(flatbuffer),
+        "tf_keras": tf_keras.__version__,
+        "tfmot": tfmot.__version__,
+    }
+    if args.json:
+        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(args.json)),
+                                         suffix=".tmp", delete=False) as f:  # fmt: skip
+            json.dump(summary, f, indent=1)
+        os.replace(f.name, args.json)
+    return summary
+
+
+def main(argv=None):
+    """CLI entry point; returns the exit status (2: bad input or tfmot missing).
+
+    Example:
+
+    >>> main(["--weights", "w.npz", "--out", "b.tflite", "--sparsity", "0.9"])  # doctest: +SKIP
+    0
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        print(json.dumps(train(args)))
+    except (ValueError, BenchError) as error:
+        print(f"tfmot baseline: error: {error}", file=sys.stderr)
+        failed = isinstance(error, BenchError) and not str(error).startswith(MISSING)
+        return 1 if failed else 2
+    return 0
+
+
+def run_baseline(ancestor, out, summary_path, sparsity, epochs, settings, log=print,
+                 timeout=None):  # fmt: skip
+    """Runs the baseline for a Keras 3 `ancestor` in a child process.
+
+    Args:
+        ancestor: The trained float32 DetectNet (Keras 3).
+        out: Output .tflite path.
+        summary_path: Where the child writes its JSON summary.
+        sparsity: Target fraction of zero conv-kernel weights.
+        epochs: Pruning fine-tuning epochs.
+        settings: Dict of the other arguments (`image_height`, `width`,
+            `num_train`, ... as in `build_parser`; None values are left out).
+        log: Progress printer.
+        timeout: Seconds, or None.
+
+    Returns:
+        The child's summary dict.
+
+    Raises:
+        BenchError: If the child fails (message: its last error line).
+
+    Example:
+
+    >>> run_baseline(model, "tfmot.tflite", "tfmot.json", 0.9, 2,
+    ...              {"image_height": 64, "image_width": 96})  # doctest: +SKIP
+    """
+    weights = os.path.splitext(out)[0] + "_ancestor_weights.npz"
+    save_weights(ancestor, weights)
+    cmd = [sys.executable, "-m", "recipes.detectnet.tfmot_baseline", "--weights", weights,
+           "--out", os.fspath(out), "--json", os.fspath(summary_path),
+           "--sparsity", str(sparsity), "--epochs", str(epochs)]  # fmt: skip
+    for key, value in settings.items():
+        if value is not None:
+            cmd += [f"--{key}", str(value)]
+    env = child_env()
+    env["TF_USE_LEGACY_KERAS"] = "1"
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    log(f"tfmot baseline: {' '.join(cmd[1:])}")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    finally:
+        os.remove(weights)
+    for line in proc.stderr.splitlines():
+        if line.startswith("[tfmot-detectnet]"):
+            log(line)
+    if proc.returncode != 0:
+        last = error_line(proc.stderr, markers=("tfmot baseline: error:",))
+        raise BenchError(f"tfmot baseline failed (exit {proc.returncode}): {last}")
+    with open(summary_path) as f:
+        return json.load(f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
