@@ -315,7 +315,10 @@ class EvolutionCallback(keras.callbacks.Callback):
         if not self._started:
             self._start()
         if self.done:
-            self._say("EvolutionCallback: the lineage is complete; training goes on.")
+            self._say(
+                "EvolutionCallback: the lineage is complete; further training fine-tunes "
+                "its last offspring."
+            )
         self._flush()
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -13,6 +13,30 @@ from keras_evosynth import ResourceTarget
 SYNTHESIS = ("filters", "synapses")
 
 
+def fit_lineage(model, evolution, x, y, callbacks=(), **fit_kwargs):
+    """`model.fit` for as many epochs as `evolution`'s lineage can need
+    (every generation rolled back as often as allowed); the callback stops
+    training once the lineage is complete. A lineage directory that is
+    already complete (a rerun) trains nothing.
+
+    Args:
+        model: The compiled evolvable model.
+        evolution: Its `EvolutionCallback`, put last in the callback list so
+            that metrics added by `callbacks` reach it.
+        x, y: Training data.
+        callbacks: Other callbacks.
+        **fit_kwargs: Passed to `fit` (batch size, validation data, ...).
+    """
+    evolution.set_model(model)
+    evolution.on_train_begin()  # opens (or resumes) the lineage directory
+    if evolution.done:
+        return
+    epochs = evolution.ancestor_epochs + evolution.generations * evolution.epochs_per_generation * (
+        evolution.max_rollbacks + 1
+    )
+    model.fit(x, y, epochs=epochs, callbacks=[*callbacks, evolution], **fit_kwargs)
+
+
 def environment_for(synthesis, keep):
     """The `ResourceTarget` of a `--synthesis` choice.
 

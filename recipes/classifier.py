@@ -29,7 +29,7 @@ from keras_evosynth import (  # noqa: E402
     summary,
 )
 from recipes import datasets, lineage_table  # noqa: E402
-from recipes.apputil import SYNTHESIS, environment_for, quiet_tensorflow  # noqa: E402
+from recipes.apputil import SYNTHESIS, environment_for, fit_lineage, quiet_tensorflow  # noqa: E402
 from recipes.classification import build_cnn, compile_classifier, tflite_accuracy  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -118,14 +118,13 @@ def evolve(ancestor, data, precision, directory):
         seed=FLAGS.seed,
         directory=directory,
     )
-    epochs = 1 + (FLAGS.generations + 2) * FLAGS.epochs_per_generation * 3
-    model.fit(
+    fit_lineage(
+        model,
+        callback,
         data.x_train,
         data.y_train,
         batch_size=FLAGS.batch_size,
-        epochs=epochs,
         validation_data=(data.x_test, data.y_test),
-        callbacks=[callback],
         verbose=0,
     )
     summary(model)

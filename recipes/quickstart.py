@@ -22,7 +22,7 @@ from absl import app, flags  # noqa: E402
 
 import keras_evosynth as ke  # noqa: E402
 from recipes import datasets, lineage_table  # noqa: E402
-from recipes.apputil import quiet_tensorflow  # noqa: E402
+from recipes.apputil import fit_lineage, quiet_tensorflow  # noqa: E402
 from recipes.classification import (  # noqa: E402
     build_cnn,
     compile_classifier,
@@ -62,13 +62,15 @@ def main(argv):
         seed=0,
         directory=os.path.join(FLAGS.out_dir, "lineage"),
     )
-    model.fit(
+    # = model.fit(..., epochs=enough, callbacks=[evolution]); the callback stops
+    # training when the lineage is complete, and a rerun resumes (or skips) it.
+    fit_lineage(
+        model,
+        evolution,
         data.x_train,
         data.y_train,
         batch_size=32,
-        epochs=100,  # the callback stops training when the lineage is complete
         validation_data=(data.x_test, data.y_test),
-        callbacks=[evolution],
         verbose=0,
     )
     ke.summary(model)

@@ -163,7 +163,7 @@ def ancestor_model(values, print_fn=print):
 def evolve(ancestor, precision, data, directory, values):
     """One lineage at `precision`, resumed from `directory` when it exists."""
     import keras_evosynth as ke
-    from recipes.apputil import environment_for
+    from recipes.apputil import environment_for, fit_lineage
 
     x, grid, xv, yv, scale = data
     model = ke.evolvable(ancestor, precision=precision)
@@ -181,9 +181,9 @@ def evolve(ancestor, precision, data, directory, values):
         seed=values.seed,
         directory=directory,
     )
-    epochs = 1 + 3 * (values.generations + 1) * values.epochs_per_generation
-    model.fit(x, {"coverage": grid, "bboxes": grid}, batch_size=values.batch_size, epochs=epochs,
-              callbacks=[DetectionScore(xv, yv, scale), evolution], verbose=0)  # fmt: skip
+    fit_lineage(model, evolution, x, {"coverage": grid, "bboxes": grid},
+                callbacks=[DetectionScore(xv, yv, scale)], batch_size=values.batch_size,
+                verbose=0)  # fmt: skip
     return evolution
 
 
