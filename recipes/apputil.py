@@ -37,6 +37,23 @@ def fit_lineage(model, evolution, x, y, callbacks=(), **fit_kwargs):
     model.fit(x, y, epochs=epochs, callbacks=[*callbacks, evolution], **fit_kwargs)
 
 
+def tfmot_wanted(mode):
+    """Whether a recipe's `--tfmot` (`auto`, `on`, `off`) asks for the tfmot
+    baseline: `auto` when tensorflow-model-optimization is installed (looked
+    up without importing it, which would switch this process to tf_keras)."""
+    import importlib.util
+
+    if mode == "off":
+        return False
+    installed = importlib.util.find_spec("tensorflow_model_optimization") is not None
+    if mode == "on" and not installed:
+        raise ValueError(
+            "--tfmot=on needs tensorflow-model-optimization and tf-keras: "
+            "pip install 'keras-evosynth[baselines]'."
+        )
+    return installed
+
+
 def environment_for(synthesis, keep):
     """The `ResourceTarget` of a `--synthesis` choice.
 

@@ -29,7 +29,13 @@ from keras_evosynth import (  # noqa: E402
     summary,
 )
 from recipes import datasets, lineage_table  # noqa: E402
-from recipes.apputil import SYNTHESIS, environment_for, fit_lineage, quiet_tensorflow  # noqa: E402
+from recipes.apputil import (  # noqa: E402
+    SYNTHESIS,
+    environment_for,
+    fit_lineage,
+    quiet_tensorflow,
+    tfmot_wanted,
+)  # noqa: E402
 from recipes.classification import build_cnn, compile_classifier, tflite_accuracy  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -134,25 +140,17 @@ def evolve(ancestor, data, precision, directory):
 def tfmot_baseline(data, ancestor, lineages, out_dir):
     """Trains the tfmot baseline at the smallest offspring's synapse count;
     returns `build_table` baseline rows (none when tfmot is not wanted)."""
-    import importlib.util
     import json
 
-    installed = importlib.util.find_spec("tensorflow_model_optimization") is not None
-    if FLAGS.tfmot == "off" or (FLAGS.tfmot == "auto" and not installed):
-        print("tfmot baseline: skipped (tensorflow-model-optimization not installed)")
+    if not tfmot_wanted(FLAGS.tfmot):
+        print("tfmot baseline: skipped (--tfmot=off or tensorflow-model-optimization missing)")
         return []
     if FLAGS.width != 32:
         print("tfmot baseline: skipped (the shared architecture is built at --width=32)")
         return []
     from tflite_bench.baselines.tfmot import train_baseline
 
-    stats = summary(ancestor, print_fn=None)
-    smallest = min(
-        record["synapses"]
-        for directory in lineages.values()
-        for _, _, record in lineage_table.accepted_generations(directory)
-    )
-    sparsity = round(1.0 - smallest / stats.synapses, 4)
+    sparsity, _, stats = lineage_table.baseline_sparsity(ancestor, lineages)
     out = os.path.join(out_dir, "tfmot_int8.tflite")
     summary_path = out + ".json"
     if not os.path.exists(summary_path):

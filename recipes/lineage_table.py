@@ -75,6 +75,22 @@ def accepted_generations(directory):
     return sorted(out, key=lambda item: item[0])
 
 
+def baseline_sparsity(ancestor, lineages):
+    """The kernel sparsity at which a baseline has as many synapses as the
+    smallest accepted generation of `lineages`.
+
+    Returns:
+        `(sparsity, smallest synapses, summary of the ancestor)`.
+    """
+    stats = summary(ancestor, print_fn=None)
+    smallest = min(
+        record["synapses"]
+        for directory in lineages.values()
+        for _, _, record in accepted_generations(directory)
+    )
+    return round(1.0 - smallest / stats.synapses, 4), smallest, stats
+
+
 def _stats(model):
     stats = summary(model, print_fn=None)
     return {"synapses": stats.synapses, "filters": stats.clusters, "macs": stats.macs}

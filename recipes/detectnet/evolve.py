@@ -37,6 +37,13 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from recipes.apputil import (  # noqa: E402
+    SYNTHESIS,
+    environment_for,
+    fit_lineage,
+    quiet_tensorflow,
+    tfmot_wanted,
+)
 from recipes.detectnet import evaluate as scoring  # noqa: E402
 from recipes.detectnet import losses, targets, train  # noqa: E402
 
@@ -54,8 +61,6 @@ def define_flags(flag_values=flags.FLAGS):
     >>> values["precisions"].default, values["epochs"].default
     (['int8', 'int4'], 15)
     """
-    from recipes.apputil import SYNTHESIS
-
     train.define_flags(flag_values)
     flag_values.set_default("out_dir", "runs/detectnet_evolve")
     define = {"flag_values": flag_values}
@@ -96,15 +101,7 @@ def check_evolution_flags(values):
         raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
     if values.tfmot_epochs < 0:
         raise ValueError(f"--tfmot_epochs must be >= 0, got {values.tfmot_epochs}.")
-    if values.tfmot == "on" and not _tfmot_installed():
-        raise ValueError("--tfmot=on needs tensorflow-model-optimization and tf-keras: "
-                         "pip install 'keras-evosynth[baselines]'.")  # fmt: skip
-
-
-def _tfmot_installed():
-    import importlib.util
-
-    return importlib.util.find_spec("tensorflow_model_optimization") is not None
+    tfmot_wanted(values.tfmot)  # raises for --tfmot=on without tfmot
 
 
 class DetectionScore(keras.callbacks.Callback):
@@ -163,7 +160,6 @@ def ancestor_model(values, print_fn=print):
 def evolve(ancestor, precision, data, directory, values):
     """One lineage at `precision`, resumed from `directory` when it exists."""
     import keras_evosynth as ke
-    from recipes.apputil import environment_for, fit_lineage
 
     x, grid, xv, yv, scale = data
     model = ke.evolvable(ancestor, precision=precision)
@@ -193,20 +189,13 @@ def tfmot_baseline(ancestor, lineages, values):
     (none when `--tfmot` does not ask for it)."""
     import json
 
-    from keras_evosynth.stats import summary
     from recipes import lineage_table
     from recipes.detectnet.tfmot_baseline import run_baseline
 
-    if values.tfmot == "off" or (values.tfmot == "auto" and not _tfmot_installed()):
+    if not tfmot_wanted(values.tfmot):
         print("tfmot baseline: skipped (--tfmot=off or tensorflow-model-optimization missing)")
         return []
-    stats = summary(ancestor, print_fn=None)
-    smallest = min(
-        record["synapses"]
-        for directory in lineages.values()
-        for _, _, record in lineage_table.accepted_generations(directory)
-    )
-    sparsity = round(1.0 - smallest / stats.synapses, 4)
+    sparsity, smallest, stats = lineage_table.baseline_sparsity(ancestor, lineages)
     if sparsity <= 0:
         print("tfmot baseline: skipped (no generation has fewer synapses than the ancestor)")
         return []
@@ -246,7 +235,6 @@ def tfmot_baseline(ancestor, lineages, values):
 def main(argv):
     del argv
     from recipes import lineage_table
-    from recipes.apputil import quiet_tensorflow
 
     values = flags.FLAGS
     train.check_flags(values)
