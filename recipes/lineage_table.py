@@ -92,8 +92,15 @@ def baseline_sparsity(ancestor, lineages):
 
 
 def _stats(model):
+    """The resource columns of a model's row (bits: one value, or the list)."""
     stats = summary(model, print_fn=None)
-    return {"synapses": stats.synapses, "filters": stats.clusters, "macs": stats.macs}
+    bits = sorted({layer.bits for layer in stats.layers})
+    return {
+        "bits": bits[0] if len(bits) == 1 else bits,
+        "synapses": stats.synapses,
+        "filters": stats.clusters,
+        "macs": stats.macs,
+    }
 
 
 def build_table(
@@ -150,19 +157,16 @@ def build_table(
 
     base = _stats(ancestor)
     for mode in ("float32", "int8"):
-        add({"lineage": f"ancestor-{mode}", "generation": 0, "bits": 32, **base}, ancestor, mode)
+        add({"lineage": f"ancestor-{mode}", "generation": 0, **base}, ancestor, mode)
     for label, directory in lineages.items():
         for generation, checkpoint, record in accepted_generations(directory):
             model = keras.models.load_model(checkpoint)
-            stats = _stats(model)
-            bits = sorted({layer.bits for layer in summary(model, print_fn=None).layers})
             add(
                 {
                     "lineage": label,
                     "generation": generation,
-                    "bits": bits[0] if len(bits) == 1 else bits,
                     "keras_fitness": record.get("fitness"),
-                    **stats,
+                    **_stats(model),
                 },
                 model,
                 "int8",
