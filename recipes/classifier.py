@@ -42,7 +42,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "digits"], "Data set.")
 flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions to evolve at (sweep).")
 flags.DEFINE_integer("generations", 6, "Offspring generations per precision.", lower_bound=1)
-flags.DEFINE_integer("ancestor_epochs", 4, "Epochs of the float32 ancestor.", lower_bound=1)
+flags.DEFINE_integer("ancestor_epochs", 6, "Epochs of the float32 ancestor.", lower_bound=1)
 flags.DEFINE_integer("epochs_per_generation", 2, "Retraining epochs per offspring.", lower_bound=1)
 flags.DEFINE_float(
     "keep", 0.6, "Fraction of the parent's MACs (filters) or synapses each offspring keeps."
