@@ -24,7 +24,7 @@ import numpy as np
 
 from keras_evosynth._io import write_atomic
 from keras_evosynth.compact import _Compactor
-from tflite_bench.host import from_model_output, to_model_input
+from tflite_bench.host import run_signature
 
 MODES = ("int8", "float16", "float32")
 
@@ -269,30 +269,15 @@ def _conversion_error(keras_model, mode, error, intact):
 
 
 def _run_litert(flatbuffer, keras_model, arrays, input_names):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=1)
-    runner = interpreter.get_signature_runner()
-    in_details = runner.get_input_details()
-    out_details = runner.get_output_details()
+    outputs = run_signature(flatbuffer, dict(zip(input_names, arrays, strict=True)))
     structure = keras_model.output
     if isinstance(structure, dict):
         out_names = sorted(structure)
     else:
         out_names = [f"output_{i}" for i in range(len(keras.tree.flatten(structure)))]
-    if len(out_names) == 1 and len(out_details) == 1:
-        out_names = list(out_details)
-    results = [[] for _ in out_names]
-    for i in range(len(arrays[0])):
-        feed = {}
-        for name, x in zip(input_names, arrays, strict=True):
-            feed[name] = to_model_input(x[i : i + 1], in_details[name])
-        outputs = runner(**feed)
-        for j, name in enumerate(out_names):
-            results[j].append(
-                from_model_output(outputs[name], out_details[name]).astype(np.float32)
-            )
-    return [np.concatenate(r) for r in results]
+    if len(out_names) == 1 and len(outputs) == 1:
+        out_names = list(outputs)
+    return [outputs[name] for name in out_names]
 
 
 def _compare(keras_outputs, litert_outputs):

@@ -170,6 +170,22 @@ def test_load_data_labels_and_errors(tmp_path):
 
 # --- measurement ----------------------------------------------------------------
 
+def test_run_signature_float_and_int8_predictions(models):
+    x = models["x"][:40]
+    f32 = host.run_signature(models["float"], x)
+    (name,) = f32
+    assert f32[name].shape == (40, 10) and f32[name].dtype == np.float32
+    np.testing.assert_array_equal(f32[name].argmax(1), models["keras_pred"][:40])
+    # Flatbuffer bytes, int8 input and output: quantized in, dequantized out.
+    with open(models["int8"], "rb") as f:
+        i8 = host.run_signature(f.read(), x)
+    (i8_name,) = i8
+    assert i8[i8_name].dtype == np.float32
+    assert np.mean(i8[i8_name].argmax(1) == models["keras_pred"][:40]) >= 0.9
+    with pytest.raises(BenchError, match="not_an_input.*takes"):
+        host.run_signature(models["float"], {"not_an_input": x})
+
+
 def test_compare_accuracy_agrees_with_keras_and_ratios(models):
     stream = io.StringIO()
     report = compare([models["float"], models["int8"]], threads=[1, 2], runs=20,

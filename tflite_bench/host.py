@@ -192,6 +192,47 @@ def from_model_output(y, detail):
     return (np.asarray(y, np.float64) - zero_point) * scale
 
 
+def run_signature(model, inputs, threads=1):
+    """Runs a model's default signature on every example of `inputs`.
+
+    Batch 1, one example at a time; float inputs are quantized for int8
+    inputs (`to_model_input`) and int8 outputs dequantized
+    (`from_model_output`).
+
+    Args:
+        model: A .tflite path or the flatbuffer bytes.
+        inputs: `{signature input name: array (N, ...)}`, or one array for a
+            single-input model.
+        threads: Interpreter threads.
+
+    Returns:
+        `{signature output name: float32 array (N, ...)}`.
+
+    Example:
+
+    >>> outputs = run_signature("model.tflite", {"x": images})  # doctest: +SKIP
+    """
+    source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
+    runner = litert.Interpreter(**source, num_threads=int(threads)).get_signature_runner()
+    in_details = runner.get_input_details()
+    out_details = runner.get_output_details()
+    if not isinstance(inputs, dict):
+        if len(in_details) != 1:
+            raise BenchError(f"the model takes {len(in_details)} inputs: give them by name")
+        inputs = {next(iter(in_details)): inputs}
+    unknown = sorted(set(inputs) - set(in_details))
+    if unknown:
+        raise BenchError(f"no model input named {unknown}: the model takes {sorted(in_details)}")
+    count = len(next(iter(inputs.values())))
+    results = {name: [] for name in out_details}
+    for i in range(count):
+        feed = {name: to_model_input(x[i : i + 1], in_details[name]) for name, x in inputs.items()}
+        outputs = runner(**feed)
+        for name, detail in out_details.items():
+            results[name].append(np.asarray(from_model_output(outputs[name], detail), np.float32))
+    return {name: np.concatenate(values) for name, values in results.items()}
+
+
 def load_data(path):
     """Loads labelled data from an `.npz` with arrays `x` and `y`.
 

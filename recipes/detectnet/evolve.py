@@ -34,7 +34,6 @@ import types
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from recipes.apputil import (  # noqa: E402
@@ -122,20 +121,10 @@ class DetectionScore(keras.callbacks.Callback):
 def tflite_scores(images, labels, scale):
     """`evaluate(path)` for the lineage table: DIGITS mAP and KITTI AP of the
     flatbuffer's outputs on the validation images (batch 1)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from tflite_bench.host import from_model_output, to_model_input
+    from tflite_bench.host import run_signature
 
     def evaluate(path):
-        runner = Interpreter(model_path=path, num_threads=1).get_signature_runner()
-        ((name, detail),) = runner.get_input_details().items()
-        out_details = runner.get_output_details()
-        outputs = {"coverage": [], "bboxes": []}
-        for image in images:
-            result = runner(**{name: to_model_input(image[None], detail)})
-            for key in outputs:
-                outputs[key].append(from_model_output(result[key], out_details[key]))
-        outputs = {key: np.concatenate(value) for key, value in outputs.items()}
+        outputs = run_signature(path, images)
         result = scoring.score(outputs, labels, scale=scale)
         return {"metric": result["mAP"], **{k: result[k] for k, _ in EXTRA_COLUMNS}}
 
