@@ -8,6 +8,7 @@ Public API (everything else is internal):
 - `evolvable(model, precision=..., layers=...)`, `summary(model)`
 - evolution: `EvolutionCallback`, `ConstantEnvironment`, `ResourceTarget`,
   `genetics` (the pure maths), `Lineage`, `read_lineage`, `plot_lineage`
+- latency: `LatencyTable` (measured per-layer LiteRT costs; `predict(model)`)
 - deployment: `compact(model)`, `to_plain(model)`, `export_tflite(model, data)`
 """
 
@@ -17,6 +18,7 @@ from keras_evosynth.compact import CompactionReport, compact, to_plain
 from keras_evosynth.conversion import evolvable
 from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
 from keras_evosynth.export import ExportReport, export_tflite
+from keras_evosynth.latency import LatencyTable
 from keras_evosynth.layers import (
     EvoConv2D,
     EvoDense,
@@ -40,6 +42,7 @@ __all__ = [
     "EvolutionCallback",
     "ExportReport",
     "FakeQuantActivation",
+    "LatencyTable",
     "LayerStats",
     "Lineage",
     "ModelStats",

@@ -38,7 +38,9 @@ from keras_evosynth.lineage import Lineage, check_writable, progress_line
 from keras_evosynth.stats import summary
 
 _MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "iou", "map", "f1")
-_STOP_RESOURCES = ("synapses", "clusters", "macs", "bytes")
+_STOP_RESOURCES = ("synapses", "clusters", "macs", "bytes", "latency")
+# The lineage record field holding each environment resource's amount.
+_AMOUNT_FIELD = {"synapses": "genome_synapses", "macs": "genome_macs", "latency": "latency"}
 
 
 def _int(value, name, minimum):
@@ -165,13 +167,17 @@ class EvolutionCallback(keras.callbacks.Callback):
             lineage ends with the parent.
         stop_when: End the lineage early: a dict `{resource: fraction}` (the
             offspring has at most that fraction of the ancestor's synapses,
-            clusters, macs or bytes) or a callable `record -> bool`.
+            clusters, macs, bytes or predicted latency) or a callable
+            `record -> bool`.
         reinitialize: Re-initialize the surviving weights of each offspring
             (the paper's literal "newborn" variant) instead of inheriting.
         protect: Evo layer names never sampled; None: the layers feeding the
             model outputs (classifier, detection heads).
         directory: Lineage directory (JSON-lines log and one `.keras` per
             generation); an existing lineage there is resumed.
+        latency_table: A `LatencyTable` whose prediction (ms) goes into
+            every record as `"latency"` (and serves `stop_when={"latency":
+            f}`); default: the environment's table, if it has one.
         verbose: 1 prints one line per generation, 0 is silent.
 
     Attributes:
@@ -206,6 +212,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         protect=None,
         directory=None,
         verbose=1,
+        latency_table=None,
     ):
         super().__init__()
         self.generations = _int(generations, "generations", 1)
@@ -249,6 +256,20 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.tolerance = None if tolerance is None else float(tolerance)
         self.max_rollbacks = _int(max_rollbacks, "max_rollbacks", 0)
         self.stop_when = self._check_stop_when(stop_when)
+        self.latency_table = (
+            latency_table
+            if latency_table is not None
+            else getattr(self.environment, "latency_table", None)
+        )
+        if (
+            isinstance(self.stop_when, dict)
+            and "latency" in self.stop_when
+            and self.latency_table is None
+        ):
+            raise ValueError(
+                "EvolutionCallback: stop_when={'latency': ...} needs a latency table: "
+                "pass latency_table=LatencyTable.measure(model) or a latency ResourceTarget."
+            )
         if not isinstance(reinitialize, bool):
             raise TypeError(
                 f"EvolutionCallback: reinitialize must be a bool, got {reinitialize!r}."
@@ -369,6 +390,8 @@ class EvolutionCallback(keras.callbacks.Callback):
             isinstance(self.stop_when, dict) and "macs" in self.stop_when
         ):
             genetics.amount(genomes, "macs")  # raises for unknown sizes
+        if self.latency_table is not None:
+            self.latency_table.predict(self.model)  # raises for unmeasured layers
         self._traced = self._precisions()
         self._epochs_done = 0
         self._started = True
@@ -458,6 +481,8 @@ class EvolutionCallback(keras.callbacks.Callback):
             "wall_time": round(time.perf_counter() - self._clock, 3),
             "checkpoint": None,
         }
+        if self.latency_table is not None:
+            record["latency"] = self.latency_table.predict(self.model)
         if self._factors is not None:
             record.update(
                 cluster_factor=self._factors.cluster_factor,
@@ -465,6 +490,8 @@ class EvolutionCallback(keras.callbacks.Callback):
                 target=self._factors.target,
                 expected=self._factors.expected,
             )
+            if self._factors.pressure is not None:
+                record["pressure"] = self._factors.pressure
         ancestor = self.records[0] if self.records else record
         for key, name in (
             ("synapses", "synaptic_efficiency"),
@@ -557,12 +584,11 @@ class EvolutionCallback(keras.callbacks.Callback):
         """Turns the model (holding the parent) into the next offspring."""
         self._clock = time.perf_counter()
         genomes, layers = genetics.genomes_from_model(self.model, self.precision, self.protect)
-        resource = self.environment.resource
-        ancestor = self.records[0]["genome_" + resource]
+        expected, current = self.environment.resource_model(self.model, genomes)
         self._factors = self.environment.factors(
-            expected=genetics.expectation(genomes, resource),
-            current=genetics.amount(genomes, resource),
-            ancestor=ancestor,
+            expected=expected,
+            current=current,
+            ancestor=self.records[0][_AMOUNT_FIELD[self.environment.resource]],
             generation=self.generation,
             generations=self.generations,
             mildness=self.attempt,
@@ -579,6 +605,7 @@ class EvolutionCallback(keras.callbacks.Callback):
                 self.generation,
                 self.attempt,
                 candidate,
+                round_to=self._factors.round_to,
             )
             genetics.apply_masks(layers, masks, self.precision)
             if self.reinitialize:

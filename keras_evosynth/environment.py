@@ -39,18 +39,24 @@ class Factors:
     """Environmental factors chosen for one offspring.
 
     Attributes:
-        cluster_factor: `R_c`.
+        cluster_factor: `R_c`, or a list with one `R_c` per evolvable layer
+            (latency targets).
         synapse_factor: `R_s`.
         target: The requested kept fraction of the parent's resource (None
             for constant factors).
         expected: The expected kept fraction at these factors (None when
             not computed).
+        pressure: Latency targets: each layer's latency pressure `pi_l`.
+        round_to: Live clusters of each layer rounded up to a multiple of
+            this (None: no rounding).
     """
 
-    cluster_factor: float
+    cluster_factor: float | list
     synapse_factor: float
     target: float | None = None
     expected: float | None = None
+    pressure: list | None = None
+    round_to: int | None = None
 
 
 def _milder(value, mildness):
@@ -79,6 +85,21 @@ class Environment:
     """
 
     resource = "synapses"
+    latency_table = None
+
+    def resource_model(self, model, genomes):
+        """`(expected, current)`: the offspring's expected amount of
+        `self.resource` as a function of the factors, and the parent's
+        amount, for `factors(...)`.
+
+        Args:
+            model: The parent model.
+            genomes: Its genomes (`genetics.genomes_from_model`).
+        """
+        return (
+            genetics.expectation(genomes, self.resource),
+            genetics.amount(genomes, self.resource),
+        )
 
     def factors(self, expected, current, ancestor, generation, generations, mildness=0):
         """Returns the `Factors` for one offspring.
@@ -119,8 +140,9 @@ class ConstantEnvironment(Environment):
 
     Example:
 
-    >>> ConstantEnvironment(0.5).factors(None, 1, 1, 1, 1, mildness=1)
-    Factors(cluster_factor=0.75, synapse_factor=1.0, target=None, expected=None)
+    >>> f = ConstantEnvironment(0.5).factors(None, 1, 1, 1, 1, mildness=1)
+    >>> f.cluster_factor, f.synapse_factor, f.target
+    (0.75, 1.0, None)
     """
 
     def __init__(self, cluster_factor=1.0, synapse_factor=1.0):
@@ -147,6 +169,7 @@ class ConstantEnvironment(Environment):
 
 
 _SOLVE = ("both", "cluster", "synapse")
+RESOURCES = (*genetics.RESOURCES, "latency")
 
 
 def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60, fixed=1.0):
@@ -202,23 +225,43 @@ class ResourceTarget(Environment):
     Give exactly one of:
 
     - `fraction`: every offspring keeps about this fraction of its parent's
-      synapses/MACs (e.g. 0.7);
+      synapses/MACs/latency (e.g. 0.7);
     - `budget`: the lineage ends near this fraction of the ancestor's
-      synapses/MACs after all generations; each generation takes the equal
+      amount after all generations; each generation takes the equal
       ratio `(budget * ancestor / current) ** (1 / generations_left)`.
+
+    With `resource="latency"` the amount is the int8 latency that
+    `latency_table` predicts for the compacted offspring, and the
+    environment solves *per-layer* cluster factors: layer `l` gets
+    `R_l = e * exp(-lambda * pi_l)`, `pi_l` its latency pressure (latency
+    saved per filter removed, per unit of heredity strength lost, scaled to
+    a maximum of 1; `latency.pressures`), and `lambda` is bisected so that
+    the expected predicted latency hits the target. A filter `c` of layer
+    `l` thus survives with `min(1, exp(S_c / Z_c - lambda * pi_l))`: the
+    paper's heredity minus the price of the latency it costs (docs/
+    evolution.md writes it out).
 
     Args:
         fraction: Per-generation kept fraction in (0, 1).
         budget: Final fraction of the ancestor in (0, 1).
-        resource: `"synapses"` or `"macs"`.
+        resource: `"synapses"`, `"macs"` or `"latency"`.
         solve: `"both"` (`R_c = R_s`), `"cluster"` or `"synapse"`: which
             factor is solved for (the other stays at `fixed_factor`).
+            Latency targets always solve per-layer cluster factors.
         tolerance: Relative tolerance of the bisection.
         fixed_factor: With `solve="cluster"` or `"synapse"`, the value of the
             other factor, in (0, e]. 1 is the paper's probability; `math.e`
             with `solve="cluster"` keeps every synapse of a surviving cluster
             (p clipped at 1), i.e. pure filter-level synthesis: the kind of
-            pruning that compaction turns into speed.
+            pruning that compaction turns into speed. None: 1, or `e` for
+            latency targets (synapse cuts inside a kept filter save no time).
+        latency_table: A `LatencyTable` or the path of its JSON file
+            (required for `resource="latency"`).
+        round_to: Latency targets: round each layer's live filters up to a
+            multiple of this (e.g. 8, XNNPACK's tile width); None: no rounding.
+        min_pressure: Latency targets: the smallest pressure of a sampled
+            layer, so layers whose filters save no time still shed some
+            (0 never cuts them).
 
     Example:
 
@@ -236,7 +279,10 @@ class ResourceTarget(Environment):
         resource="synapses",
         solve="both",
         tolerance=1e-3,
-        fixed_factor=1.0,
+        fixed_factor=None,
+        latency_table=None,
+        round_to=None,
+        min_pressure=0.05,
     ):
         if (fraction is None) == (budget is None):
             raise ValueError(
@@ -251,20 +297,43 @@ class ResourceTarget(Environment):
         self.budget = (
             None if budget is None else _check_fraction(budget, "ResourceTarget budget", False)
         )
-        if resource not in genetics.RESOURCES:
+        if resource not in RESOURCES:
             raise ValueError(
-                f"ResourceTarget: resource must be one of {genetics.RESOURCES}, got {resource!r}."
+                f"ResourceTarget: resource must be one of {RESOURCES}, got {resource!r}."
             )
         if solve not in _SOLVE:
             raise ValueError(f"ResourceTarget: solve must be one of {_SOLVE}, got {solve!r}.")
         if not 0.0 < float(tolerance) < 0.5:
             raise ValueError(f"ResourceTarget: tolerance must be in (0, 0.5), got {tolerance!r}.")
+        latency = resource == "latency"
+        if fixed_factor is None:
+            fixed_factor = genetics.MAX_FACTOR if latency else 1.0
         self.fixed_factor = genetics.check_factor(fixed_factor, "ResourceTarget fixed_factor")
-        if solve == "both" and self.fixed_factor != 1.0:
+        if solve == "both" and self.fixed_factor != 1.0 and not latency:
             raise ValueError(
                 "ResourceTarget: fixed_factor only applies with solve='cluster' or "
                 f"'synapse', got solve='both' and fixed_factor={fixed_factor!r}."
             )
+        if latency and latency_table is None:
+            raise ValueError(
+                "ResourceTarget(resource='latency') needs latency_table=: measure one with "
+                "keras_evosynth.LatencyTable.measure(model) (or give its JSON path)."
+            )
+        if not latency and (latency_table is not None or round_to is not None):
+            raise ValueError(
+                "ResourceTarget: latency_table and round_to only apply to resource='latency'."
+            )
+        if round_to is not None and (
+            isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1
+        ):
+            raise ValueError(f"ResourceTarget: round_to must be an int >= 1, got {round_to!r}.")
+        if isinstance(min_pressure, bool) or not 0.0 <= float(min_pressure) <= 1.0:
+            raise ValueError(
+                f"ResourceTarget: min_pressure must be in [0, 1], got {min_pressure!r}."
+            )
+        self.latency_table = None if latency_table is None else _table(latency_table)
+        self.round_to = round_to
+        self.min_pressure = float(min_pressure)
         self.resource = resource
         self.solve = solve
         self.tolerance = float(tolerance)
@@ -278,6 +347,12 @@ class ResourceTarget(Environment):
             return 1.0
         return min(1.0, (self.budget * ancestor / current) ** (1.0 / left))
 
+    def resource_model(self, model, genomes):
+        if self.resource != "latency":
+            return super().resource_model(model, genomes)
+        expected = self.latency_table.expectation(model, genomes)
+        return expected, expected.current
+
     def factors(self, expected, current, ancestor, generation, generations, mildness=0):
         wanted = _milder(
             self.target_fraction(current, ancestor, generation, generations),
@@ -285,13 +360,39 @@ class ResourceTarget(Environment):
         )
         if current <= 0:
             return Factors(1.0, 1.0, wanted, None)
+        if self.resource == "latency":
+            return self._latency_factors(expected, wanted, current)
         r_c, r_s = solve_factor(
             expected, wanted * current, self.solve, self.tolerance, fixed=self.fixed_factor
         )
         return Factors(r_c, r_s, wanted, expected(r_c, r_s) / current)
 
+    def _latency_factors(self, expected, wanted, current):
+        from keras_evosynth import latency
+
+        pressure = latency.pressures(
+            expected.savings(), expected.p_c, expected.genomes, self.min_pressure
+        )
+
+        def at(strength):
+            return expected(latency.layer_factors(pressure, strength))
+
+        # Bounded so that no layer's factor falls below MIN_LAYER_FACTOR in one
+        # generation, even when the target is out of reach.
+        high = (1.0 - math.log(latency.MIN_LAYER_FACTOR)) / max(max(pressure), 1e-9)
+        strength = solve_decreasing(at, wanted * current, self.tolerance, high=high)
+        factors = latency.layer_factors(pressure, strength)
+        return Factors(
+            factors,
+            self.fixed_factor,
+            wanted,
+            at(strength) / current,
+            pressure=[float(p) for p in pressure],
+            round_to=self.round_to,
+        )
+
     def get_config(self):
-        return {
+        config = {
             "fraction": self.fraction,
             "budget": self.budget,
             "resource": self.resource,
@@ -299,6 +400,56 @@ class ResourceTarget(Environment):
             "tolerance": self.tolerance,
             "fixed_factor": self.fixed_factor,
         }
+        if self.resource == "latency":
+            table = self.latency_table
+            config.update(
+                latency_table=table.path if table.path else table.to_dict(),
+                round_to=self.round_to,
+                min_pressure=self.min_pressure,
+            )
+        return config
+
+
+def _table(value):
+    from keras_evosynth.latency import LatencyTable
+
+    if isinstance(value, LatencyTable):
+        return value
+    if isinstance(value, dict):
+        return LatencyTable.from_dict(value)
+    if isinstance(value, str):
+        return LatencyTable.load(value)
+    raise TypeError(
+        f"ResourceTarget: latency_table must be a LatencyTable, its JSON path or its "
+        f"to_dict(), got {type(value).__name__}."
+    )
+
+
+def solve_decreasing(f, target, tolerance=1e-3, high=30.0, iterations=60):
+    """Bisection for `x >= 0` with `f(x) = target`, `f` decreasing in `x`.
+
+    Returns the nearest bound (0 or `high`) when `target` is out of reach.
+
+    Example:
+
+    >>> round(solve_decreasing(lambda x: 10 - x, 4.0), 2)
+    6.0
+    """
+    low = 0.0
+    if f(low) <= target:
+        return low
+    if f(high) >= target:
+        return high
+    for _ in range(iterations):
+        middle = 0.5 * (low + high)
+        value = f(middle)
+        if abs(value - target) <= tolerance * target:
+            return middle
+        if value > target:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
 
 
 def get(identifier):

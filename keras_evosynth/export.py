@@ -22,7 +22,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_evosynth._io import write_atomic
+from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.compact import _Compactor
 from tflite_bench.host import run_signature
 
@@ -242,7 +242,8 @@ def _convert(keras_model, arrays, mode, int8_io, allow_float_ops, intact=()):
     elif mode == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            quiet_native_output():
         warnings.simplefilter("ignore")
         try:
             return converter.convert()

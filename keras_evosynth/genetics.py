@@ -326,6 +326,38 @@ def _revive(genome, synapses, clusters, p_c, dead_in):
         synapses.reshape(-1, n)[int(np.argmax(np.where(column, strength, -1.0))), best] = True
 
 
+def cluster_factors(cluster_factor, genomes):
+    """One checked `R_c` per genome from a number or a per-layer sequence.
+
+    Example:
+
+    >>> cluster_factors(0.5, [None, None]), cluster_factors([1.0, 2.0], [None, None])
+    ([0.5, 0.5], [1.0, 2.0])
+    """
+    if isinstance(cluster_factor, (list, tuple, np.ndarray)):
+        if len(cluster_factor) != len(genomes):
+            raise ValueError(
+                f"cluster_factor has {len(cluster_factor)} per-layer values for "
+                f"{len(genomes)} evolvable layers."
+            )
+        return [check_factor(float(r), "cluster_factor") for r in cluster_factor]
+    return [check_factor(cluster_factor, "cluster_factor")] * len(genomes)
+
+
+def _round_clusters(genome, clusters, synapses, p_c, multiple):
+    """Revives the parent's most probable dead clusters (with their sampled
+    synapses) until the live count is a multiple of `multiple` (or all the
+    parent's live clusters)."""
+    live, parent = int(clusters.sum()), int(genome.cluster_mask.sum())
+    wanted = min(parent, -(-live // multiple) * multiple) if live else 0
+    n = clusters.size
+    columns = synapses.reshape(-1, n)
+    order = np.argsort(-np.where(genome.cluster_mask & ~clusters, p_c, -1.0), kind="stable")
+    for index in order[: max(0, wanted - live)]:
+        if columns[:, index].any():
+            clusters[index] = True
+
+
 def sample_masks(
     genomes,
     cluster_factor=1.0,
@@ -334,6 +366,7 @@ def sample_masks(
     generation=1,
     attempt=0,
     candidate=0,
+    round_to=None,
 ):
     """Samples an offspring's masks for a whole network.
 
@@ -344,9 +377,14 @@ def sample_masks(
 
     Args:
         genomes: List of `Genome` (the parent), in topological order.
-        cluster_factor: `R_c` in (0, e] (the paper: (0, 1]; see `check_factor`).
+        cluster_factor: `R_c` in (0, e] (the paper: (0, 1]; see
+            `check_factor`), or one value per genome (the latency
+            environment's per-layer factors).
         synapse_factor: `R_s` in (0, e].
         seed, generation, attempt, candidate: Identify the draw.
+        round_to: If set, each sampled layer's live clusters are rounded up
+            to a multiple of it (XNNPACK computes channels in tiles of 8),
+            reviving the parent's most probable dropped clusters.
 
     Returns:
         List of `(synapse_mask, cluster_mask)` bool arrays, one per genome.
@@ -361,8 +399,11 @@ def sample_masks(
     >>> clu.sum() >= 1
     np.True_
     """
-    cluster_factor = check_factor(cluster_factor, "cluster_factor")
+    factors = cluster_factors(cluster_factor, genomes)
     synapse_factor = check_factor(synapse_factor, "synapse_factor")
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(
+            round_to, (int, np.integer)) or round_to < 1):
+        raise ValueError(f"round_to must be an int >= 1 or None, got {round_to!r}.")
     _check_genomes(genomes)
     alive = [g.cluster_mask.copy() for g in genomes]
     result = []
@@ -374,7 +415,7 @@ def sample_masks(
         if g.protected:
             clusters, synapses = g.cluster_mask.copy(), g.live_synapses()
         else:
-            clusters = u_c < cluster_factor * p_c
+            clusters = u_c < factors[index] * p_c
             synapses = u_s < synapse_factor * p_s
         synapses &= g.live_synapses()
         dead_in = dead_inputs(g.inputs, alive)
@@ -385,6 +426,8 @@ def sample_masks(
             clusters &= synapses.reshape(-1, clusters.size).any(axis=0)
             if not clusters.any() and g.cluster_mask.any():
                 _revive(g, synapses, clusters, p_c, dead_in)
+            if round_to is not None and round_to > 1:
+                _round_clusters(g, clusters, synapses, p_c, int(round_to))
         synapses &= clusters.reshape(cshape)
         alive[index] = clusters
         result.append((synapses, clusters))

@@ -198,12 +198,19 @@ def progress_line(record, ancestor, generations):
     ]
     if r["macs"] is not None:
         parts.append(f"MACs {r['macs']:,} ({r.get('mac_efficiency', 1.0):.2f}x)")
+    if r.get("latency") is not None:
+        parts.append(f"predicted {r['latency']:.3g} ms"
+                     + (f" ({ancestor['latency'] / r['latency']:.2f}x)"
+                        if ancestor.get("latency") else ""))
     metric = f"{r['monitor']} {r['fitness']:.4f}"
     if r["generation"]:
         metric += f" (ancestor {ancestor['fitness']:.4f})"
     parts.append(metric)
     if "cluster_factor" in r:
-        parts.append(f"R_c={r['cluster_factor']:.3g} R_s={r['synapse_factor']:.3g}")
+        r_c = r["cluster_factor"]
+        r_c = (f"{min(r_c):.3g}..{max(r_c):.3g}" if isinstance(r_c, (list, tuple))
+               else f"{r_c:.3g}")
+        parts.append(f"R_c={r_c} R_s={r['synapse_factor']:.3g}")
     parts.append(f"{r['wall_time']:.1f}s")
     if not r["accepted"]:
         parts.append("ROLLED BACK")

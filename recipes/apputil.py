@@ -10,7 +10,10 @@ from keras_evosynth import ResourceTarget
 #   compaction turns all of it into speed.
 # - "synapses": the paper's probabilities on both levels (R_c = R_s solved for
 #   `keep` of the synapses): higher synaptic efficiency, mostly unstructured.
-SYNTHESIS = ("filters", "synapses")
+# - "latency": each offspring keeps `keep` of its parent's *predicted int8
+#   LiteRT latency* (a `LatencyTable` measured on this host), per-layer
+#   cluster factors where the time goes, whole filters only, rounded to 8.
+SYNTHESIS = ("filters", "synapses", "latency")
 
 
 def fit_lineage(model, evolution, x, y, callbacks=(), **fit_kwargs):
@@ -54,19 +57,38 @@ def tfmot_wanted(mode):
     return installed
 
 
-def environment_for(synthesis, keep):
-    """The `ResourceTarget` of a `--synthesis` choice.
+def environment_for(synthesis, keep, latency_table=None):
+    """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
+    ancestor's `latency_table`, see `latency_table_for`).
 
     Example:
 
     >>> environment_for("filters", 0.7).solve
     'cluster'
     """
+    if synthesis == "latency":
+        return ResourceTarget(fraction=keep, resource="latency", latency_table=latency_table,
+                              round_to=8)
     if synthesis == "filters":
         return ResourceTarget(fraction=keep, resource="macs", solve="cluster", fixed_factor=math.e)
     if synthesis == "synapses":
         return ResourceTarget(fraction=keep, resource="synapses", solve="both")
     raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {synthesis!r}.")
+
+
+def latency_table_for(model, out_dir, print_fn=print):
+    """Measures (or reads from `out_dir/latency_cache`) the int8 LiteRT
+    latency table of `model` on this host, for `--synthesis=latency`."""
+    import os
+
+    import keras_evosynth as ke
+
+    table = ke.LatencyTable.measure(
+        ke.evolvable(model), cache_dir=os.path.join(out_dir, "latency_cache")
+    )
+    print_fn(f"latency table: {table.path} ({len(table.entries)} op signatures, predicted "
+             f"ancestor {table.predict(ke.evolvable(model)):.3f} ms)")
+    return table
 
 
 def quiet_tensorflow():

@@ -33,6 +33,7 @@ from recipes.apputil import (  # noqa: E402
     SYNTHESIS,
     environment_for,
     fit_lineage,
+    latency_table_for,
     quiet_tensorflow,
     tfmot_wanted,
 )  # noqa: E402
@@ -108,8 +109,9 @@ def train_ancestor(data, out_dir):
     return model
 
 
-def evolve(ancestor, data, precision, directory):
-    """One lineage at `precision`; resumes from `directory` when it exists."""
+def evolve(ancestor, data, precision, directory, latency_table=None):
+    """One lineage at `precision`; resumes from `directory` when it exists
+    (`latency_table`: the ancestor's, for `--synthesis=latency`)."""
     model = compile_classifier(
         evolvable(ancestor, precision=precision), FLAGS.finetune_learning_rate
     )
@@ -118,7 +120,8 @@ def evolve(ancestor, data, precision, directory):
         epochs_per_generation=FLAGS.epochs_per_generation,
         ancestor_epochs=1,  # the float ancestor fine-tuned at this precision
         precision=precision,
-        environment=environment_for(FLAGS.synthesis, FLAGS.keep),
+        environment=environment_for(FLAGS.synthesis, FLAGS.keep, latency_table),
+        latency_table=latency_table,
         monitor="val_accuracy",
         tolerance=0.03,
         seed=FLAGS.seed,
@@ -198,11 +201,14 @@ def main(argv):
     )
     print(f"data: {data.name}, train {data.x_train.shape}, test {data.x_test.shape}")
     ancestor = train_ancestor(data, FLAGS.out_dir)
+    table = None
+    if FLAGS.synthesis == "latency":
+        table = latency_table_for(ancestor, FLAGS.out_dir)
     lineages = {}
     for precision in FLAGS.precisions:
         directory = os.path.join(FLAGS.out_dir, f"lineage_{precision}")
         print(f"--- evolving at {precision} -> {directory}")
-        evolve(ancestor, data, precision, directory)
+        evolve(ancestor, data, precision, directory, table)
         lineages[precision] = directory
     rng = np.random.default_rng(FLAGS.seed)
     representative = data.x_train[rng.choice(len(data.x_train), 200, replace=False)]

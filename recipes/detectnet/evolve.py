@@ -10,7 +10,9 @@
 2. For each precision of `--precisions`, evolves it with `EvolutionCallback`
    (fitness: DIGITS mAP on the validation images, computed every epoch;
    rollback past `--tolerance` mAP points; the coverage/bbox heads protected),
-   each offspring keeping `--keep` of its parent's MACs (`--synthesis`).
+   each offspring keeping `--keep` of its parent's MACs (`--synthesis=filters`)
+   or of its predicted int8 LiteRT latency (`--synthesis=latency`: a
+   `LatencyTable` measured once on this host, cached in `--out_dir`).
 3. Compacts and exports every accepted generation to int8 LiteRT, scores the
    *converted* flatbuffer (DIGITS mAP, KITTI AP) and benchmarks all of them
    against the float32 and int8 ancestors (`recipes.lineage_table`):
@@ -40,6 +42,7 @@ from recipes.apputil import (  # noqa: E402
     SYNTHESIS,
     environment_for,
     fit_lineage,
+    latency_table_for,
     quiet_tensorflow,
     tfmot_wanted,
 )
@@ -68,7 +71,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_integer("generations", 6, "Offspring per lineage.", **define)
     flags.DEFINE_integer("epochs_per_generation", 3, "Retraining epochs per offspring.", **define)
     flags.DEFINE_float("finetune_learning_rate", 3e-4, "Adam rate of the offspring.", **define)
-    flags.DEFINE_float("keep", 0.7, "Fraction of the parent's MACs each offspring keeps.",
+    flags.DEFINE_float("keep", 0.7, "Fraction of the parent's MACs (or predicted latency, "
+                       "--synthesis=latency) each offspring keeps.",
                        **define)  # fmt: skip
     flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "See recipes.apputil.", **define)
     flags.DEFINE_float("tolerance", 5.0, "Rollback past this loss of DIGITS mAP points.", **define)
@@ -146,8 +150,9 @@ def ancestor_model(values, print_fn=print):
     return model
 
 
-def evolve(ancestor, precision, data, directory, values):
-    """One lineage at `precision`, resumed from `directory` when it exists."""
+def evolve(ancestor, precision, data, directory, values, latency_table=None):
+    """One lineage at `precision`, resumed from `directory` when it exists
+    (`latency_table`: the ancestor's, for `--synthesis=latency`)."""
     import keras_evosynth as ke
 
     x, grid, xv, yv, scale = data
@@ -159,7 +164,8 @@ def evolve(ancestor, precision, data, directory, values):
         epochs_per_generation=values.epochs_per_generation,
         ancestor_epochs=1,
         precision=precision,
-        environment=environment_for(values.synthesis, values.keep),
+        environment=environment_for(values.synthesis, values.keep, latency_table),
+        latency_table=latency_table,
         monitor="detection_mAP",
         mode="max",
         tolerance=values.tolerance,
@@ -237,11 +243,14 @@ def main(argv):
     x, xv = x.astype("float32"), xv.astype("float32")
     scale = scoring.kitti_scale(size[0])
     data = (x, targets.encode_batch(y, size), xv, yv, scale)
+    table = None
+    if values.synthesis == "latency":
+        table = latency_table_for(ancestor, values.out_dir)
     lineages = {}
     for precision in values.precisions:
         directory = os.path.join(values.out_dir, f"lineage_{precision}")
         print(f"--- evolving at {precision} -> {directory}")
-        evolve(ancestor, precision, data, directory, values)
+        evolve(ancestor, precision, data, directory, values, table)
         lineages[precision] = directory
     rows = lineage_table.build_table(
         ancestor, lineages, representative=x[:64], out_dir=values.out_dir,

@@ -1,0 +1,1090 @@
+"""Measured LiteRT latency: a per-layer lookup table that predicts a model's
+int8 latency on this host (or on a device), and the expectation the
+latency-target environment solves against.
+
+MACs are not latency (DESIGN.md §5b): a 7x7/2 convolution on 3 channels can
+run 100x slower per MAC than a 64->64 3x3 one, and thin layers sit in a
+per-pixel-overhead regime where cutting filters saves nothing. So the
+environment sees *measured* costs, as NetAdapt, HALP and Once-for-All do:
+
+- every timed operation of the model is an **op**: a Conv2D / Dense
+  (evolvable or plain; cost over a 2-D grid of live input channels x live
+  filters), a DepthwiseConv2D (1-D grid over live channels), or a layer whose
+  cost scales with its channels (pooling, Concatenate, Add/Multiply,
+  standalone BatchNormalization and activations, padding, ...; 1-D grid);
+  BatchNormalization and ReLU/ReLU6 right after a convolution are folded
+  into it (as the LiteRT converter does), Dropout/Flatten/Reshape are free;
+- each op is timed as an int8 micro-model (int8 inputs and outputs, so no
+  QUANTIZE op) at its real input size with the LiteRT interpreter, minus the
+  cost of invoking an empty model, interleaved round by round with the
+  other points of its grid;
+- the grid starts coarse (a few multiples of `step` per axis, the maximum
+  included) and is refined by bisection where neighbouring points differ by
+  more than `refine` of the point's cost *and* matter for the model (more
+  than `0.5 %` of the sum of all ops); costs are interpolated linearly
+  between grid points, never assumed monotone or convex;
+- the **fixed remainder** (input quantize, output dequantize, the
+  interpreter's own overhead) is `whole-model - sum of ops`, timed once per
+  architecture with all full-size ops and the whole model interleaved.
+
+Ops that share a signature (kind, configuration, input size) are measured
+once. Tables are cached as JSON, one file per CPU, runtime version and
+thread count; a second `measure` of the same model re-times nothing.
+
+Example:
+
+>>> import keras
+>>> model = keras.Sequential([keras.Input((16, 16, 3)),
+...     keras.layers.Conv2D(8, 3, name="c"), keras.layers.BatchNormalization(),
+...     keras.layers.ReLU(), keras.layers.MaxPooling2D(name="p"),
+...     keras.layers.Flatten(), keras.layers.Dense(4, name="d")])
+>>> [(op.name, op.kind, op.cin, op.cout) for op in model_ops(model)]
+[('c', 'conv2d', 3, 8), ('p', 'channel', 8, 8), ('d', 'dense', 392, 4)]
+>>> model_ops(model)[0].signature["activation"]  # BN and ReLU fold into the conv
+'relu'
+"""
+
+import dataclasses
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_evosynth import genetics, topology
+from keras_evosynth._graph import trace
+from keras_evosynth._io import quiet_native_output, write_atomic
+from keras_evosynth.layers import EvoLayer, FakeQuantActivation
+
+FORMAT = "keras_evosynth.latency/1"
+
+_SYNAPTIC = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+# Free at inference (removed by the converter, or a reshape of a buffer).
+_FREE = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianDropout,
+    keras.layers.GaussianNoise,
+    keras.layers.AlphaDropout,
+    keras.layers.Identity,
+    keras.layers.InputLayer,
+    keras.layers.Flatten,
+    keras.layers.Reshape,
+    FakeQuantActivation,
+)
+# Layers timed over their channel count (no weights, or per-channel ones).
+_CHANNEL_OPS = (
+    keras.layers.MaxPooling1D,
+    keras.layers.MaxPooling2D,
+    keras.layers.AveragePooling1D,
+    keras.layers.AveragePooling2D,
+    keras.layers.GlobalAveragePooling1D,
+    keras.layers.GlobalAveragePooling2D,
+    keras.layers.GlobalMaxPooling1D,
+    keras.layers.GlobalMaxPooling2D,
+    keras.layers.Concatenate,
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.Average,
+    keras.layers.Maximum,
+    keras.layers.Minimum,
+    keras.layers.BatchNormalization,
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.Softmax,
+    keras.layers.ZeroPadding2D,
+    keras.layers.Cropping2D,
+    keras.layers.UpSampling2D,
+    keras.layers.Rescaling,
+)
+_FUSED_ACTIVATIONS = ("relu", "relu6", "linear")
+_CONFIG_NOISE = ("name", "trainable", "dtype", "dtype_policy", "autocast", "seed")
+
+
+# ------------------------------------------------------------------ the ops
+@dataclasses.dataclass
+class Op:
+    """One timed operation of a model.
+
+    Attributes:
+        name: The layer's name.
+        kind: `"conv2d"`, `"dense"` (2-D grid: live inputs x live filters),
+            `"depthwise"` or `"channel"` (1-D grid over live channels).
+        signature: JSON-able description without channel counts (the table
+            key): layer kind, configuration, input size.
+        cin: Input channels in this model (for channel ops: the channels
+            the grid runs over).
+        cout: Output channels (filters) for conv2d/dense; else equal to cin.
+        evo_index: Index of the Evo layer among the model's Evo layers
+            (`genetics.genomes_from_model` order), or None.
+        sources: `topology.Sources` of the channels the grid's first axis
+            counts: the input channels of synaptic ops, the output channels
+            of channel ops.
+    """
+
+    name: str
+    kind: str
+    signature: dict
+    cin: int
+    cout: int
+    evo_index: int | None = None
+    sources: topology.Sources | None = None
+
+    @property
+    def key(self):
+        return json.dumps(self.signature, sort_keys=True)
+
+    @property
+    def two_d(self):
+        return self.kind in ("conv2d", "dense")
+
+
+def _clean_config(layer):
+    config = dict(layer.get_config())
+    for name in _CONFIG_NOISE:
+        config.pop(name, None)
+    return json.loads(json.dumps(config, default=str))
+
+
+def _activation_name(fn):
+    name = getattr(fn, "__name__", str(fn))
+    return name if name in _FUSED_ACTIVATIONS else None
+
+
+def _spatial(spec, layer):
+    shape = tuple(spec.shape[1:-1])
+    if any(d is None for d in shape):
+        raise ValueError(
+            f"LatencyTable: layer '{layer.name}' has an unknown input size "
+            f"{tuple(spec.shape)}; latency depends on it. Build the model with a "
+            "fixed input shape, e.g. keras.Input((128, 384, 3))."
+        )
+    return [int(d) for d in shape]
+
+
+def _fused_into(node, synaptic_out, consumers):
+    """True when `node` (a last-axis BatchNormalization or a ReLU-like
+    activation) is folded by the converter into the synaptic op producing
+    its only input, which it alone reads."""
+    layer = node.layer
+    if len(node.inputs) != 1 or node.inputs[0] not in synaptic_out:
+        return False
+    if len(consumers[node.inputs[0]]) != 1:
+        return False
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return layer.axis in (-1, len(layer.input.shape) - 1)
+    if isinstance(layer, keras.layers.Activation):
+        return _activation_name(layer.activation) is not None
+    if isinstance(layer, keras.layers.ReLU):
+        return not layer.negative_slope and not layer.threshold and (
+            layer.max_value in (None, 6.0))
+    return False
+
+
+def _fused_activation(layer):
+    if isinstance(layer, keras.layers.Activation):
+        return _activation_name(layer.activation)
+    if isinstance(layer, keras.layers.ReLU):
+        return "relu6" if layer.max_value else "relu"
+    return "linear"
+
+
+def model_ops(model):
+    """The timed operations of `model`, in graph order.
+
+    Args:
+        model: A built functional or Sequential Keras model (Evo layers or
+            plain ones; nested models are inlined), channels last.
+
+    Returns:
+        A list of `Op`.
+
+    Raises:
+        ValueError: A layer the table cannot time (named), channels-first
+            data or grouped convolutions, or an unknown spatial input size.
+    """
+    graph = trace(model)
+    evo = topology.channel_sources(model).evo_layers
+    index_of = {id(layer): i for i, layer in enumerate(evo)}
+    consumers = graph.consumers()
+    sources, synaptic_out, ops = {}, {}, []
+    for tid in keras.tree.flatten(graph.inputs):
+        sources[tid] = topology.Sources.unknown(graph.specs[tid].shape[-1])
+    for node in graph.nodes:
+        layer = node.layer
+        in_specs = [graph.specs[t] for t in node.inputs]
+        in_sources = [
+            sources.get(t) or topology.Sources.unknown(graph.specs[t].shape[-1])
+            for t in node.inputs
+        ]
+        in_shapes = [tuple(s.shape) for s in in_specs]
+        out = topology._propagate(layer, index_of, in_sources, in_shapes)
+        out_spec = graph.specs[node.outputs[0]] if node.outputs else None
+        if out is None and out_spec is not None and out_spec.shape:
+            out = topology.Sources.unknown(out_spec.shape[-1])
+        for tid in node.outputs:
+            sources[tid] = out
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise ValueError(
+                f"LatencyTable: layer '{layer.name}' is channels_first; only "
+                "channels_last models can be timed."
+            )
+        if isinstance(layer, _SYNAPTIC):
+            op = _synaptic_op(layer, in_specs[0], out_spec, in_sources[0], index_of)
+            ops.append(op)
+            for tid in node.outputs:
+                synaptic_out[tid] = op
+            continue
+        if isinstance(layer, _FREE):
+            if len(node.inputs) == 1 and node.inputs[0] in synaptic_out and len(
+                    consumers[node.inputs[0]]) == 1:
+                for tid in node.outputs:  # conv -> dropout -> relu still fuses
+                    synaptic_out[tid] = synaptic_out[node.inputs[0]]
+            continue
+        if _fused_into(node, synaptic_out, consumers):
+            producer = synaptic_out[node.inputs[0]]
+            if producer.signature["activation"] == "linear":
+                producer.signature["activation"] = _fused_activation(layer)
+            for tid in node.outputs:
+                synaptic_out[tid] = producer
+            continue
+        if isinstance(layer, _CHANNEL_OPS):
+            ops.append(_channel_op(layer, in_specs, out_spec, in_sources, out))
+            continue
+        raise ValueError(
+            f"LatencyTable: cannot time layer '{layer.name}' ({type(layer).__name__}); "
+            "supported: Conv2D, DepthwiseConv2D, Dense (plain or Evo), pooling, "
+            "Concatenate, Add/Multiply, BatchNormalization, activations, padding, "
+            "Rescaling, and the free Dropout/Flatten/Reshape."
+        )
+    return ops
+
+
+def _synaptic_op(layer, in_spec, out_spec, in_sources, index_of):
+    evo_index = index_of.get(id(layer)) if isinstance(layer, EvoLayer) else None
+    activation = getattr(layer.activation, "__name__", None)
+    if activation is None or not hasattr(keras.activations, activation):
+        raise ValueError(
+            f"LatencyTable: layer '{layer.name}' uses a custom activation "
+            f"{layer.activation!r}; the table can only time Keras' own activations."
+        )
+    cin = int(in_spec.shape[-1])
+    if isinstance(layer, keras.layers.Dense):
+        lead = [int(d) for d in in_spec.shape[1:-1] if d is not None]
+        if len(lead) != len(in_spec.shape) - 2:
+            _spatial(in_spec, layer)
+        signature = {"op": "dense", "activation": activation, "input": lead}
+        return Op(layer.name, "dense", signature, cin, int(layer.units), evo_index, in_sources)
+    common = {
+        "kernel": [int(k) for k in layer.kernel_size],
+        "strides": [int(s) for s in layer.strides],
+        "padding": layer.padding,
+        "dilation": [int(d) for d in layer.dilation_rate],
+        "activation": activation,
+        "input": _spatial(in_spec, layer),
+    }
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        signature = {"op": "depthwise", "multiplier": int(layer.depth_multiplier), **common}
+        return Op(layer.name, "depthwise", signature, cin, cin, evo_index, in_sources)
+    if getattr(layer, "groups", 1) != 1:
+        raise ValueError(
+            f"LatencyTable: layer '{layer.name}' is a grouped convolution "
+            f"(groups={layer.groups}); it cannot be timed."
+        )
+    signature = {"op": "conv2d", **common}
+    return Op(layer.name, "conv2d", signature, cin, int(layer.filters), evo_index, in_sources)
+
+
+def _channel_op(layer, in_specs, out_spec, in_sources, out_sources):
+    channels = int(out_spec.shape[-1])
+    inputs = []
+    for spec in in_specs:
+        spatial = _spatial(spec, layer) if len(spec.shape) > 2 else []
+        width = int(spec.shape[-1])
+        if isinstance(layer, keras.layers.Concatenate):
+            inputs.append({"spatial": spatial})  # the grid's channels split evenly
+        elif width == channels:
+            inputs.append({"spatial": spatial, "width": None})  # scales with the grid
+        else:
+            inputs.append({"spatial": spatial, "width": width})  # e.g. a broadcast 1
+    signature = {"op": type(layer).__name__, "config": _clean_config(layer), "inputs": inputs}
+    source = (
+        out_sources
+        if out_sources is not None and out_sources.channels == channels
+        else topology.Sources.unknown(channels)
+    )
+    return Op(layer.name, "channel", signature, channels, channels, None, source)
+
+
+def fingerprint(ops):
+    """Architecture key of a model (channel counts left out), so that a
+    masked model and its compacted version share their fixed remainder."""
+    text = json.dumps([op.signature for op in ops], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------- micro-models
+def _micro_model(signature, cin, cout):
+    """A plain Keras model that computes one op at given channel counts."""
+    kind = signature["op"]
+    layers = keras.layers
+    if kind in ("conv2d", "depthwise"):
+        x = keras.Input(batch_shape=(1, *signature["input"], cin))
+        common = {
+            "strides": signature["strides"],
+            "padding": signature["padding"],
+            "dilation_rate": signature["dilation"],
+            "activation": signature["activation"],
+        }
+        if kind == "conv2d":
+            y = layers.Conv2D(cout, signature["kernel"], **common)(x)
+        else:
+            y = layers.DepthwiseConv2D(
+                signature["kernel"], depth_multiplier=signature["multiplier"], **common
+            )(x)
+        return keras.Model(x, y)
+    if kind == "dense":
+        x = keras.Input(batch_shape=(1, *signature["input"], cin))
+        return keras.Model(x, layers.Dense(cout, activation=signature["activation"])(x))
+    cls = getattr(layers, kind)
+    parts = signature["inputs"]
+    if kind == "Concatenate":
+        widths = [cin // len(parts) + (i < cin % len(parts)) for i in range(len(parts))]
+        widths = [max(1, w) for w in widths]
+    else:
+        widths = [cin if p["width"] is None else p["width"] for p in parts]
+    inputs = [keras.Input(batch_shape=(1, *p["spatial"], w))
+              for p, w in zip(parts, widths, strict=True)]
+    layer = cls.from_config(signature["config"])
+    y = layer(inputs if len(inputs) > 1 else inputs[0])
+    if isinstance(layer, layers.BatchNormalization):  # non-trivial statistics
+        rng = np.random.default_rng(0)
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32")
+                           for w in layer.get_weights()])
+    return keras.Model(inputs, y)
+
+
+def _int8_flatbuffer(model, seed=0):
+    """Full-integer int8 flatbuffer with int8 inputs and outputs."""
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    shapes = [tuple(x.shape) for x in model.inputs]
+
+    def representative():
+        for _ in range(4):
+            yield [rng.uniform(-1, 1, s).astype("float32") for s in shapes]
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            quiet_native_output():
+        warnings.simplefilter("ignore")
+        return converter.convert()
+
+
+def _null_flatbuffer():
+    x = keras.Input(batch_shape=(1, 1, 1, 8))
+    return _int8_flatbuffer(keras.Model(x, keras.layers.ReLU()(x)))
+
+
+def _interpreter(flatbuffer, threads):
+    from ai_edge_litert import interpreter as litert
+
+    with quiet_native_output():  # "Created TensorFlow Lite XNNPACK delegate"
+        interp = litert.Interpreter(model_content=flatbuffer, num_threads=int(threads))
+        interp.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for detail in interp.get_input_details():
+        dtype = detail["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            value = rng.integers(info.min, info.max, detail["shape"], endpoint=True)
+        else:
+            value = rng.uniform(-1, 1, detail["shape"])
+        interp.set_tensor(detail["index"], value.astype(dtype))
+    return interp
+
+
+def time_interleaved(interpreters, rounds=5, budget_ms=15.0, warmup=3, max_runs=200):
+    """Median invoke time (ms) of each interpreter, timed round by round.
+
+    Each round invokes every interpreter in turn about `budget_ms` worth of
+    times (at least 3, at most `max_runs`), so that machine noise hits them
+    alike; the figure is the median over all rounds.
+
+    Example:
+
+    >>> class Fake:
+    ...     def invoke(self): pass
+    >>> [t < 1.0 for t in time_interleaved([Fake(), Fake()], rounds=2)]
+    [True, True]
+    """
+    clock = time.perf_counter
+    runs = []
+    for interp in interpreters:
+        start = clock()
+        for _ in range(warmup):
+            interp.invoke()
+        each = (clock() - start) * 1e3 / max(warmup, 1)
+        runs.append(int(min(max_runs, max(3, budget_ms / max(each, 1e-3)))))
+    times = [[] for _ in interpreters]
+    for _ in range(rounds):
+        for i, interp in enumerate(interpreters):
+            for _ in range(runs[i]):
+                start = clock()
+                interp.invoke()
+                times[i].append((clock() - start) * 1e3)
+    return [float(np.median(t)) for t in times]
+
+
+# ------------------------------------------------------------------ helpers
+def _runtime():
+    try:
+        return f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')}"
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
+        return "ai-edge-litert unknown"
+
+
+def _cpu():
+    from tflite_bench.bench import _cpu_model
+
+    return _cpu_model() or "unknown CPU"
+
+
+def _slug(text):
+    keep = "".join(c if c.isalnum() else "-" for c in text.lower())
+    return "-".join(p for p in keep.split("-") if p)[:60]
+
+
+def _axis_candidates(maximum, step):
+    """Channel counts a grid axis may use: multiples of `step` up to the
+    maximum, the maximum itself, and `min(step, maximum)` at the bottom."""
+    points = set(range(step, maximum + 1, step)) | {maximum, min(step, maximum)}
+    return sorted(points)
+
+
+def _coarse(candidates, count):
+    if len(candidates) <= count:
+        return list(candidates)
+    picks = np.linspace(0, len(candidates) - 1, count).round().astype(int)
+    return sorted({candidates[i] for i in picks})
+
+
+def _interp_1d(axis, values, x):
+    """Linear interpolation, flat outside the measured range."""
+    return float(np.interp(x, axis, values))
+
+
+@dataclasses.dataclass
+class Entry:
+    """The measured grid of one op signature.
+
+    Attributes:
+        signature: The op signature (see `Op.signature`).
+        axes: `[cin points]` (1-D ops) or `[cin points, cout points]`.
+        ms: Costs in ms at the grid points (a list, or a list of rows).
+    """
+
+    signature: dict
+    axes: list
+    ms: list
+
+    def cost(self, cin, cout=None):
+        """Interpolated cost (ms) at `cin` (and `cout`) live channels."""
+        if len(self.axes) == 1:
+            return _interp_1d(self.axes[0], self.ms, cin)
+        rows = np.asarray(self.ms, dtype=np.float64)
+        col = [_interp_1d(self.axes[1], row, cout) for row in rows]
+        return _interp_1d(self.axes[0], col, cin)
+
+    def covers(self, cin, cout=None):
+        if cin > self.axes[0][-1] + 1e-9:
+            return False
+        return len(self.axes) == 1 or cout <= self.axes[1][-1] + 1e-9
+
+    def to_dict(self):
+        return {"signature": self.signature, "axes": self.axes, "ms": self.ms}
+
+
+# ------------------------------------------------------------------ the table
+class LatencyTable:
+    """Per-op int8 LiteRT latency on one target, to predict models' latency.
+
+    Build it with `LatencyTable.measure(model)` (times micro-models on this
+    host), load one with `LatencyTable.load(path)`; `predict(model)` gives
+    milliseconds for a masked Evo model (as if compacted) or a compacted
+    plain one. A table belongs to one CPU, runtime version and thread
+    count (its `cpu`, `runtime`, `threads`).
+
+    Args:
+        threads: Interpreter threads the costs were measured with.
+        cpu: Processor name.
+        runtime: LiteRT runtime name and version.
+        entries: `{signature key: Entry}`.
+        models: `{fingerprint: {"name", "whole_ms", "parts_ms",
+            "remainder_ms", "measured"}}`, one per measured architecture.
+        path: The JSON file the table lives in (None: memory only).
+
+    Example:
+
+    >>> import keras, tempfile
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)),
+    ...     keras.layers.Conv2D(8, 3), keras.layers.GlobalAveragePooling2D()])
+    >>> folder = tempfile.mkdtemp()
+    >>> table = LatencyTable.measure(model, cache_dir=folder, verbose=0)
+    >>> table.predict(model) > 0
+    True
+    >>> again = LatencyTable.measure(model, cache_dir=folder, verbose=0)
+    >>> again.timed_points  # nothing re-timed
+    0
+    """
+
+    def __init__(self, threads=1, cpu=None, runtime=None, entries=None, models=None, path=None):
+        self.threads = int(threads)
+        self.cpu = cpu or _cpu()
+        self.runtime = runtime or _runtime()
+        self.entries = dict(entries or {})
+        self.models = dict(models or {})
+        self.path = path
+        self.timed_points = 0
+
+    # ------------------------------------------------------------ persistence
+    def to_dict(self):
+        return {
+            "format": FORMAT,
+            "cpu": self.cpu,
+            "runtime": self.runtime,
+            "threads": self.threads,
+            "entries": {k: e.to_dict() for k, e in sorted(self.entries.items())},
+            "models": self.models,
+        }
+
+    @classmethod
+    def from_dict(cls, data, path=None):
+        """Rebuilds a table from `to_dict()` output (checked)."""
+        where = f" in {path}" if path else ""
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(
+                f"LatencyTable: not a latency table{where} (expected format {FORMAT!r})."
+            )
+        try:
+            entries = {}
+            for key, e in data["entries"].items():
+                entry = Entry(e["signature"], e["axes"], e["ms"])
+                shape = [len(a) for a in entry.axes]
+                if np.asarray(entry.ms, dtype=np.float64).shape != tuple(shape):
+                    raise ValueError(f"entry {key[:60]}... has {shape} axes but other costs")
+                entries[key] = entry
+            return cls(data["threads"], data["cpu"], data["runtime"], entries,
+                       data.get("models", {}), path)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"LatencyTable: damaged table{where}: {error}") from None
+
+    def save(self, path=None):
+        """Writes the table as JSON (atomically) to `path` or `self.path`."""
+        path = path or self.path
+        if path is None:
+            raise ValueError("LatencyTable.save: no path given and the table has none.")
+        write_atomic(path, json.dumps(self.to_dict(), indent=1))
+        self.path = path
+        return path
+
+    @classmethod
+    def load(cls, path):
+        """Reads a table written by `save` (or a device table).
+
+        Raises:
+            ValueError: The file is not valid JSON or not a latency table.
+        """
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"LatencyTable: {path} is not valid JSON ({error}); delete it to re-measure."
+            ) from None
+        return cls.from_dict(data, path)
+
+    @staticmethod
+    def cache_path(cache_dir, threads=1):
+        """The cache file for this host's CPU, runtime and `threads`."""
+        name = f"latency_{_slug(_cpu())}_{_slug(_runtime())}_{int(threads)}t.json"
+        return os.path.join(cache_dir, name)
+
+    # ------------------------------------------------------------- measuring
+    @classmethod
+    def measure(cls, model, threads=1, cache_dir=None, step=8, coarse=3, refine=0.1,
+                rounds=5, verbose=1):
+        """Times `model`'s ops on this host and returns the table.
+
+        Args:
+            model: A built Keras model with a fixed input size (masked Evo
+                or plain); its ops are timed at their full channel counts
+                and below.
+            threads: LiteRT interpreter threads.
+            cache_dir: Folder of the JSON cache (created); the table for
+                this CPU/runtime/threads is read from it first and written
+                back after every op, so a killed measurement loses nothing.
+                None: memory only.
+            step: Channel grid step (XNNPACK tiles are 8 wide).
+            coarse: Grid points per axis before refinement.
+            refine: Relative cost change between grid neighbours above which
+                the interval is bisected (down to `step`).
+            rounds: Interleaved timing rounds per batch of micro-models.
+            verbose: 1 draws a progress bar on stderr, 0 is silent.
+
+        Returns:
+            A `LatencyTable` (`timed_points` says how many grid points were
+            timed now).
+        """
+        for name, value, low in (("threads", threads, 1), ("step", step, 1),
+                                 ("coarse", coarse, 2), ("rounds", rounds, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"LatencyTable.measure: {name} must be an int >= {low}, "
+                                 f"got {value!r}.")
+        ops = model_ops(model)
+        table = None
+        if cache_dir is not None:
+            os.makedirs(cache_dir, exist_ok=True)
+            path = cls.cache_path(cache_dir, threads)
+            if os.path.exists(path):
+                try:
+                    table = cls.load(path)
+                except ValueError as error:
+                    aside = path + ".damaged"
+                    os.replace(path, aside)
+                    warnings.warn(f"{error} Moved it to {aside}; re-measuring.", stacklevel=2)
+                else:
+                    if (table.cpu, table.runtime, table.threads) != (_cpu(), _runtime(), threads):
+                        warnings.warn(
+                            f"LatencyTable: {path} was measured on {table.cpu}, "
+                            f"{table.runtime}, {table.threads} thread(s); re-measuring.",
+                            stacklevel=2,
+                        )
+                        table = None
+            if table is None:
+                table = cls(threads, path=path)
+            table.path = path
+        else:
+            table = cls(threads)
+        table.timed_points = 0
+        _Measurer(table, ops, step, coarse, refine, rounds, verbose).run(model)
+        return table
+
+    # ------------------------------------------------------------ predicting
+    def _entry(self, op):
+        entry = self.entries.get(op.key)
+        if entry is None:
+            raise ValueError(
+                f"LatencyTable: no measurement for layer '{op.name}' ({op.signature['op']}, "
+                f"input {op.signature.get('input', op.signature.get('inputs'))}) in this "
+                f"table ({self.cpu}, {self.threads} thread(s)); measure the model with "
+                "LatencyTable.measure(model)."
+            )
+        return entry
+
+    def _anchor(self, ops, model_name):
+        """`(scale, remainder_ms)` of the model's architecture."""
+        key = fingerprint(ops)
+        if key not in self.models:
+            raise ValueError(
+                f"LatencyTable: the architecture of model '{model_name}' was not measured "
+                "in this table (its fixed remainder is unknown); call "
+                "LatencyTable.measure(model) on it or on its ancestor."
+            )
+        record = self.models[key]
+        return record.get("scale", 1.0), record["remainder_ms"]
+
+    def op_costs(self, model):
+        """`{layer name: ms}` of every timed op at the model's live channels."""
+        ops = model_ops(model)
+        alive = _alive_clusters(model)
+        return {op.name: self._cost(op, *_live_channels(op, alive)) for op in ops}
+
+    def _cost(self, op, cin, cout):
+        entry = self._entry(op)
+        if not entry.covers(cin, cout):
+            raise ValueError(
+                f"LatencyTable: layer '{op.name}' has {cin} input / {cout} output "
+                f"channels, beyond the measured grid (up to {entry.axes[0][-1]}"
+                + (f" / {entry.axes[1][-1]}" if len(entry.axes) > 1 else "")
+                + "); measure this model."
+            )
+        return entry.cost(cin, cout) if op.two_d else entry.cost(cin)
+
+    def predict(self, model):
+        """Predicted int8 latency (ms) of `model` compacted, on this table's
+        target: the sum of its ops' interpolated costs plus the fixed
+        remainder of its architecture.
+
+        Raises:
+            ValueError: A layer or architecture the table has not measured,
+                or channel counts beyond the measured grid.
+        """
+        ops = model_ops(model)
+        alive = _alive_clusters(model)
+        total = sum(self._cost(op, *_live_channels(op, alive)) for op in ops)
+        scale, remainder = self._anchor(ops, model.name)
+        return scale * total + remainder
+
+    def expectation(self, model, genomes):
+        """The expected predicted latency of an offspring of `model`.
+
+        Args:
+            model: The parent (built, with Evo layers).
+            genomes: `genetics.genomes_from_model(model, ...)[0]`.
+
+        Returns:
+            A `LatencyExpectation`.
+        """
+        return LatencyExpectation(self, model, genomes)
+
+    def __repr__(self):
+        return (f"LatencyTable({len(self.entries)} ops, {len(self.models)} models, "
+                f"{self.cpu!r}, {self.runtime}, threads={self.threads})")
+
+
+def _alive_clusters(model):
+    evo = topology.channel_sources(model).evo_layers
+    return [layer.get_masks()[1].astype(np.float64) for layer in evo]
+
+
+def _channel_odds(op, alive):
+    """`(cin, cout)` per-channel odds of being live (bool or probability
+    vectors; None for fixed counts) given every Evo layer's cluster odds."""
+    cin = None if op.sources is None else genetics._alive_probability(op.sources, alive)
+    cout = None
+    if op.evo_index is not None:
+        cout = np.asarray(alive[op.evo_index], np.float64)
+        if op.kind == "depthwise":  # a channel runs if its input and an output live
+            out = cout.reshape(-1, op.signature["multiplier"])
+            cin = (1.0 if cin is None else cin) * (1.0 - np.prod(1.0 - out, axis=1))
+            cout = None
+    return cin, cout
+
+
+def _live_channels(op, alive):
+    """`(cin, cout)` (expected) live channels of `op`, at least 1 each."""
+    cin, cout = _channel_odds(op, alive)
+    cin = op.cin if cin is None else float(np.sum(cin))
+    if op.kind in ("channel", "depthwise"):
+        cout = cin
+    else:
+        cout = op.cout if cout is None else float(np.sum(cout))
+    return max(cin, 1.0), max(cout, 1.0)
+
+
+class LatencyExpectation:
+    """`f(cluster_factors, synapse_factor) -> expected predicted ms`.
+
+    Live channel counts are replaced by their expectations under the
+    offspring's cluster odds `min(1, R_l p_c)` (input channels through their
+    producers' odds, like `genetics.expectation`), and the table's costs are
+    read there. `current` is the parent's predicted latency.
+
+    Attributes:
+        current: Predicted latency of the parent (ms).
+        genomes: The parent's genomes.
+    """
+
+    def __init__(self, table, model, genomes):
+        self.table = table
+        self.genomes = genomes
+        self.ops = model_ops(model)
+        self.scale, self.remainder = table._anchor(self.ops, model.name)
+        self.entries = [table._entry(op) for op in self.ops]
+        self.p_c = [g.probabilities()[0] for g in genomes]
+        self.current = self.at_odds([(p > 0).astype(np.float64) for p in self.p_c])
+
+    def odds(self, cluster_factors):
+        """Cluster odds `min(1, R_l p_c)` per genome (protected: as is)."""
+        factors = np.broadcast_to(np.asarray(cluster_factors, np.float64), (len(self.genomes),))
+        return [
+            p if g.protected else np.minimum(1.0, r * p)
+            for g, p, r in zip(self.genomes, self.p_c, factors, strict=True)
+        ]
+
+    def __call__(self, cluster_factors, synapse_factor=None):
+        """Expected predicted ms at per-layer (or one) cluster factors."""
+        return self.at_odds(self.odds(cluster_factors))
+
+    def at_odds(self, odds):
+        """Expected predicted ms at given per-genome cluster odds."""
+        total = 0.0
+        for op, entry in zip(self.ops, self.entries, strict=True):
+            cin, cout = _live_channels(op, odds)
+            total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
+        return self.scale * total + self.remainder
+
+    def savings(self, step=0.3):
+        """Latency saved per filter removed, one value per genome (ms).
+
+        Layer `l`'s saving is `(f(p) - f(p with layer l's odds scaled by
+        1 - step)) / (step * live filters of l)` at the parent (all odds 1):
+        a finite step, since costs move in tiles. Protected layers save 0.
+        """
+        base_odds = [(p > 0).astype(np.float64) for p in self.p_c]
+        base = self.at_odds(base_odds)
+        result = np.zeros(len(self.genomes))
+        for index, g in enumerate(self.genomes):
+            live = base_odds[index].sum()
+            if g.protected or live < 1:
+                continue
+            cut = list(base_odds)
+            cut[index] = base_odds[index] * (1.0 - step)
+            result[index] = (base - self.at_odds(cut)) / (step * live)
+        return result
+
+
+class _Measurer:
+    """Fills a table's entries for a list of ops, then the model's remainder."""
+
+    def __init__(self, table, ops, step, coarse, refine, rounds, verbose):
+        self.table, self.ops = table, ops
+        self.step, self.coarse, self.refine, self.rounds = step, coarse, refine, rounds
+        self.verbose = verbose
+        self._null = None
+        self._flatbuffers = {}
+
+    def say(self, text):
+        if self.verbose:
+            print(text, file=sys.stderr, flush=True)
+
+    def run(self, model):
+        from tflite_bench.progress import Progress
+
+        groups = {}
+        for op in self.ops:
+            groups.setdefault(op.key, []).append(op)
+        todo = []
+        for ops in groups.values():
+            entry = self.table.entries.get(ops[0].key)
+            if entry is None or not all(entry.covers(op.cin, op.cout) for op in ops):
+                todo.append(_Grid(ops, self.step))
+        key = fingerprint(self.ops)
+        if not todo and key in self.table.models:
+            return
+        start = time.perf_counter()
+        label = f"latency table of '{model.name}': {len(todo)} op signatures"
+        with Progress(label, 2 * len(todo) + 1, enabled=bool(self.verbose)) as bar:
+            for grid in todo:  # coarse grids first, so refinement knows the total
+                grid.measure(self, [sorted(set(_coarse(c, self.coarse)) | a)
+                                    for c, a in zip(grid.candidates, grid.anchors,
+                                                    strict=True)])
+                self.table.entries[grid.key] = grid.entry()
+                bar(1)
+            total = sum(self.table._cost(op, op.cin, op.cout) for op in self.ops)
+            for grid in todo:
+                self._refine(grid, total)
+                self.table.entries[grid.key] = grid.entry()
+                self._save()
+                bar(1)
+            self._remainder(model, key)
+            self._save()
+            bar(1)
+        self.say(f"latency table: {self.table.timed_points} grid points timed in "
+                 f"{time.perf_counter() - start:.0f}s")
+
+    def _save(self):
+        if self.table.path is not None:
+            self.table.save()
+
+    def flatbuffer(self, op, cin, cout=None):
+        """The int8 micro-model of `op` at `cin` (x `cout`) channels (memoized:
+        the remainder snapshot reuses the grid's full-size points)."""
+        cout = cout if op.two_d else cin
+        key = (op.key, cin, cout)
+        if key not in self._flatbuffers:
+            self._flatbuffers[key] = _int8_flatbuffer(_micro_model(op.signature, cin, cout))
+        return self._flatbuffers[key]
+
+    def null(self):
+        if self._null is None:
+            self._null = _null_flatbuffer()
+        return self._null
+
+    def time(self, flatbuffers):
+        """Costs (ms) of micro-models, interleaved with the empty model."""
+        interps = [_interpreter(f, self.table.threads) for f in [self.null(), *flatbuffers]]
+        times = time_interleaved(interps, rounds=self.rounds)
+        self.table.timed_points += len(flatbuffers)
+        return [max(t - times[0], 0.0) for t in times[1:]]
+
+    def _refine(self, grid, total):
+        floor = 0.005 * total
+        for _ in range(12):
+            added = grid.split_points(self.refine, floor)
+            if not any(added):
+                return
+            grid.measure(self, [sorted(set(a) | set(n)) for a, n in zip(grid.axes, added,
+                                                                         strict=True)])
+
+    def _remainder(self, model, key):
+        """Whole model vs the sum of its full-size ops, interleaved: the
+        fixed remainder (input quantize, output dequantize, overhead)."""
+        from keras_evosynth.compact import _Compactor
+        from keras_evosynth.export import _convert
+
+        graph = trace(model)
+        shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
+        plain = _Compactor(model, remove_channels=False).build(batch_shapes=shapes)
+        rng = np.random.default_rng(0)
+        data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
+        whole = _convert(plain, data, "int8", int8_io=False, allow_float_ops=True)
+        parts = [self.flatbuffer(op, op.cin, op.cout) for op in self.ops]
+        interps = [_interpreter(f, self.table.threads) for f in [self.null(), whole, *parts]]
+        times = time_interleaved(interps, rounds=self.rounds)
+        null, whole_ms = times[0], times[1]
+        parts_ms = sum(max(t - null, 0.0) for t in times[2:])
+        grid_ms = sum(self.table._cost(op, op.cin, op.cout) for op in self.ops)
+        self.table.models[key] = {
+            "name": model.name,
+            "whole_ms": whole_ms,
+            "parts_ms": parts_ms,
+            "remainder_ms": whole_ms - parts_ms,
+            # The grid was timed at other moments than this snapshot: op costs
+            # are rescaled by parts / grid sum to re-anchor them here.
+            "scale": parts_ms / grid_ms if grid_ms > 0 else 1.0,
+            "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+        }
+        self.table.timed_points += len(parts) + 1
+
+
+class _Grid:
+    """The grid of one op signature while it is being measured: its domain
+    covers every op of the model sharing the signature, and each of those
+    ops' own channel counts (the anchors) is a grid point."""
+
+    def __init__(self, ops, step):
+        self.op = ops[0]
+        self.key = self.op.key
+        cin = max(op.cin for op in ops)
+        self.candidates = [_axis_candidates(cin, step)]
+        self.anchors = [{op.cin for op in ops}]
+        if self.op.two_d:
+            self.candidates.append(_axis_candidates(max(op.cout for op in ops), step))
+            self.anchors.append({op.cout for op in ops})
+        self.candidates = [sorted(set(c) | a) for c, a in
+                           zip(self.candidates, self.anchors, strict=True)]
+        self.values = {}  # point tuple -> ms
+        self.axes = [[] for _ in self.candidates]
+
+    def measure(self, measurer, axes):
+        points = [p for p in _product(axes) if p not in self.values]
+        if points:
+            flatbuffers = [measurer.flatbuffer(self.op, *p) for p in points]
+            for point, ms in zip(points, measurer.time(flatbuffers), strict=True):
+                self.values[point] = ms
+        self.axes = [list(a) for a in axes]
+
+    def entry(self):
+        if self.op.two_d:
+            ms = [[self.values[(a, b)] for b in self.axes[1]] for a in self.axes[0]]
+        else:
+            ms = [self.values[(a,)] for a in self.axes[0]]
+        return Entry(self.op.signature, [list(a) for a in self.axes], ms)
+
+    def split_points(self, refine, floor):
+        """New axis points where neighbouring costs differ by more than
+        `refine` (relative) and `floor` (ms)."""
+        added = [set() for _ in self.axes]
+        for axis, points in enumerate(self.axes):
+            others = [self.axes[k] for k in range(len(self.axes)) if k != axis]
+            for low, high in zip(points, points[1:], strict=False):
+                between = [c for c in self.candidates[axis] if low < c < high]
+                if not between:
+                    continue
+                change = 0.0
+                for rest in _product(others) if others else [()]:
+                    a = self.values[_insert(rest, axis, low)]
+                    b = self.values[_insert(rest, axis, high)]
+                    if abs(a - b) > refine * max(a, b, 1e-9) and abs(a - b) > floor:
+                        change = max(change, abs(a - b))
+                if change:
+                    added[axis].add(between[len(between) // 2])
+        return added
+
+
+def _insert(rest, axis, value):
+    point = list(rest)
+    point.insert(axis, value)
+    return tuple(point)
+
+
+def _product(axes):
+    result = [()]
+    for axis in axes:
+        result = [p + (v,) for p in result for v in axis]
+    return result
+
+
+def pressures(savings, p_c, genomes, floor=0.0):
+    """Latency pressure of each layer: saving per unit of strength lost.
+
+    `pi_l = max(s_l, 0) / v_l`, with `s_l` the latency saved per filter
+    removed (`LatencyExpectation.savings`) and `v_l` the mean heredity
+    `p_c` of the layer's live filters (the strength a removed filter takes
+    with it, in the layer's own normalised units), scaled so the largest is
+    1, then raised to at least `floor` for every sampled layer. Protected
+    layers get 0.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_evosynth import quantizers
+    >>> g = genetics.Genome("a", np.ones((1, 2)), np.ones((1, 2), bool),
+    ...                     np.ones(2, bool), quantizers.get(8), input_axis=0)
+    >>> pressures([2.0, 1.0], [np.array([1.0, 1.0]), np.array([0.5, 0.5])],
+    ...           [g, g]).tolist()
+    [1.0, 1.0]
+    """
+    values = []
+    for s, p, g in zip(savings, p_c, genomes, strict=True):
+        live = p[p > 0]
+        values.append(0.0 if g.protected or live.size == 0 else max(s, 0.0) / live.mean())
+    values = np.asarray(values, dtype=np.float64)
+    top = values.max() if values.size else 0.0
+    values = values / top if top > 0 else values
+    sampled = np.array([not g.protected for g in genomes])
+    return np.where(sampled, np.maximum(values, floor), 0.0)
+
+
+MIN_LAYER_FACTOR = 0.1
+
+
+def layer_factors(pressure, strength):
+    """Per-layer cluster factors `R_l = e * exp(-lambda * pi_l)`.
+
+    A filter `c` of layer `l` then survives with `min(1, exp(S_c / Z_c -
+    lambda * pi_l))`: its heredity minus the price of its latency, the
+    Lagrangian relaxation of the knapsack "keep the most strength within the
+    latency budget" (HALP). `lambda = strength` is solved by bisection.
+
+    Example:
+
+    >>> [round(r, 4) for r in layer_factors([1.0, 0.0], 1.0)]
+    [1.0, 2.7183]
+    """
+    return [float(min(genetics.MAX_FACTOR, max(1e-6, math.e * math.exp(-strength * p))))
+            for p in pressure]

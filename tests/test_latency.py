@@ -1,0 +1,364 @@
+"""Latency table: ops of a graph, interpolation, prediction, cache, the
+latency-target environment and its use by EvolutionCallback."""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_evosynth as ke
+from keras_evosynth import genetics, latency
+from keras_evosynth.environment import ResourceTarget
+from keras_evosynth.latency import Entry, LatencyTable
+
+
+def _inception(width=8):
+    """A small branchy model: conv-BN-ReLU, pool, two branches, concat, head."""
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem")(x)
+    y = keras.layers.BatchNormalization(name="stem_bn")(y)
+    y = keras.layers.ReLU(name="stem_relu")(y)
+    y = keras.layers.MaxPooling2D(name="pool")(y)
+    a = keras.layers.Conv2D(width, 1, activation="relu", name="a")(y)
+    b = keras.layers.Conv2D(2 * width, 3, padding="same", activation="relu", name="b")(y)
+    y = keras.layers.Concatenate(name="cat")([a, b])
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    y = keras.layers.Dropout(0.2)(y)
+    out = keras.layers.Dense(3, name="head")(y)
+    return keras.Model(x, out, name="mini")
+
+
+def _cost(op, cin, cout):
+    """A made-up, non-monotone cost model (ms) used for synthetic tables."""
+    if op.two_d:
+        return 0.01 * cin * cout + (0.3 if cout % 16 else 0.0)
+    return 0.002 * cin + 0.05
+
+
+def synthetic_table(model, remainder=0.5, cost=_cost):
+    """A table whose grid holds `cost` at every candidate point (no timing)."""
+    table = LatencyTable(threads=1, cpu="test cpu", runtime="test runtime")
+    ops = latency.model_ops(model)
+    for op in ops:
+        cin = latency._axis_candidates(op.cin, 8)
+        if op.two_d:
+            cout = latency._axis_candidates(op.cout, 8)
+            ms = [[cost(op, a, b) for b in cout] for a in cin]
+            table.entries[op.key] = Entry(op.signature, [cin, cout], ms)
+        else:
+            table.entries[op.key] = Entry(op.signature, [cin], [cost(op, a, a) for a in cin])
+    table.models[latency.fingerprint(ops)] = {"remainder_ms": remainder, "scale": 1.0}
+    return table
+
+
+# ------------------------------------------------------------------ graph
+def test_model_ops_fold_bn_and_relu_and_skip_free_layers():
+    ops = latency.model_ops(_inception())
+    assert [(op.name, op.kind, op.cin, op.cout) for op in ops] == [
+        ("stem", "conv2d", 3, 8),
+        ("pool", "channel", 8, 8),
+        ("a", "conv2d", 8, 8),
+        ("b", "conv2d", 8, 16),
+        ("cat", "channel", 24, 24),
+        ("gap", "channel", 24, 24),
+        ("head", "dense", 24, 3),
+    ]
+    assert ops[0].signature["activation"] == "relu"
+    assert ops[0].signature["input"] == [16, 16]
+    assert ops[3].signature["kernel"] == [3, 3]
+
+
+def test_masked_and_compacted_models_share_fingerprint_and_prediction():
+    model = ke.evolvable(_inception())
+    table = synthetic_table(model)
+    model.get_layer("a").set_masks(cluster_mask=np.arange(8) < 3)
+    model.get_layer("b").set_masks(cluster_mask=np.arange(16) < 9)
+    plain = ke.compact(model)
+    masked_ops, plain_ops = latency.model_ops(model), latency.model_ops(plain)
+    assert latency.fingerprint(masked_ops) == latency.fingerprint(plain_ops)
+    assert table.predict(model) == pytest.approx(table.predict(plain))
+    costs = table.op_costs(model)
+    assert costs["cat"] == pytest.approx(0.002 * 12 + 0.05)  # 3 + 9 live channels
+    assert costs["head"] == pytest.approx(0.01 * 12 * 3 + 0.3)
+
+
+def test_predict_is_sum_of_interpolated_costs_plus_remainder():
+    model = ke.evolvable(_inception())
+    table = synthetic_table(model, remainder=0.25)
+    expected = 0.25 + sum(
+        _cost(op, op.cin, op.cout) for op in latency.model_ops(model)
+    )
+    assert table.predict(model) == pytest.approx(expected)
+
+
+def test_dead_producer_filters_shrink_consumer_inputs():
+    model = ke.evolvable(_inception(width=16))
+    table = synthetic_table(model)
+    model.get_layer("stem").set_masks(cluster_mask=np.arange(16) < 8)
+    costs = table.op_costs(model)
+    assert costs["a"] == pytest.approx(0.01 * 8 * 16)  # a reads 8 live channels
+    assert costs["pool"] == pytest.approx(0.002 * 8 + 0.05)
+    model.get_layer("stem").set_masks(cluster_mask=np.arange(16) < 3)
+    assert table.op_costs(model)["a"] == pytest.approx(0.01 * 8 * 16)  # flat below the grid
+
+
+# ------------------------------------------------------------ interpolation
+def test_entry_interpolates_linearly_and_keeps_non_monotone_points():
+    entry = Entry({}, [[8, 16, 24]], [1.0, 0.5, 2.0])
+    assert [entry.cost(c) for c in (8, 12, 16, 20, 24)] == [1.0, 0.75, 0.5, 1.25, 2.0]
+    assert entry.cost(3) == 1.0  # flat below the grid
+    grid = Entry({}, [[8, 16], [8, 24]], [[1.0, 3.0], [2.0, 6.0]])
+    assert grid.cost(12, 16) == pytest.approx(0.5 * (2.0 + 4.0))
+    assert grid.covers(16, 24) and not grid.covers(17, 24) and not grid.covers(8, 25)
+
+
+def test_grid_refines_only_where_cost_changes():
+    op = latency.Op("x", "channel", {"op": "MaxPooling2D"}, 64, 64)
+    grid = latency._Grid([op], step=8)
+    grid.axes = [[8, 32, 64]]
+    grid.values = {(8,): 1.0, (32,): 1.02, (64,): 2.0}
+    added = grid.split_points(refine=0.1, floor=0.0)
+    assert added == [{48}]  # 8..32 barely changes; 32..64 doubles
+    assert grid.split_points(refine=0.1, floor=5.0) == [set()]  # below the floor
+
+
+def test_axis_candidates_include_maximum_and_anchor_points():
+    assert latency._axis_candidates(20, 8) == [8, 16, 20]
+    assert latency._axis_candidates(3, 8) == [3]
+    op_a = latency.Op("a", "conv2d", {"op": "conv2d"}, 12, 40)
+    op_b = latency.Op("b", "conv2d", {"op": "conv2d"}, 30, 20)
+    grid = latency._Grid([op_a, op_b], step=8)
+    assert grid.candidates[0] == [8, 12, 16, 24, 30]
+    assert grid.candidates[1] == [8, 16, 20, 24, 32, 40]
+
+
+# ----------------------------------------------------------- persistence
+def test_table_round_trips_through_json(tmp_path):
+    model = ke.evolvable(_inception())
+    table = synthetic_table(model)
+    path = table.save(str(tmp_path / "table.json"))
+    loaded = LatencyTable.load(path)
+    assert loaded.predict(model) == pytest.approx(table.predict(model))
+    assert (loaded.cpu, loaded.runtime, loaded.threads) == ("test cpu", "test runtime", 1)
+
+
+def test_damaged_tables_are_refused_with_the_file_named(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "keras_evosynth.latency/1", "entries": ')
+    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+        LatencyTable.load(str(bad))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(ValueError, match="not a latency table in .*other.json"):
+        LatencyTable.load(str(other))
+    table = synthetic_table(ke.evolvable(_inception())).to_dict()
+    key = next(iter(table["entries"]))
+    table["entries"][key]["ms"] = [1.0]
+    shaped = tmp_path / "shaped.json"
+    shaped.write_text(json.dumps(table))
+    with pytest.raises(ValueError, match="damaged table"):
+        LatencyTable.load(str(shaped))
+
+
+# ------------------------------------------------------------- bad input
+def test_unknown_spatial_size_names_the_layer():
+    x = keras.Input((None, None, 3))
+    model = keras.Model(x, keras.layers.Conv2D(4, 3, name="conv")(x))
+    with pytest.raises(ValueError, match="layer 'conv' has an unknown input size"):
+        latency.model_ops(model)
+
+
+def test_untimeable_layer_is_named():
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, name="conv")(x)
+    y = keras.layers.LayerNormalization(name="ln")(y)
+    with pytest.raises(ValueError, match="cannot time layer 'ln' \\(LayerNormalization\\)"):
+        latency.model_ops(keras.Model(x, y))
+
+
+def test_table_of_another_model_refuses_to_predict():
+    table = synthetic_table(ke.evolvable(_inception()))
+    x = keras.Input((12, 12, 3))
+    other = keras.Model(x, keras.layers.Conv2D(4, 3, name="elsewhere")(x))
+    with pytest.raises(ValueError, match="no measurement for layer 'elsewhere'"):
+        table.predict(other)
+    wider = ke.evolvable(_inception(width=16))
+    with pytest.raises(ValueError, match="beyond the measured grid"):
+        table.predict(wider)
+    table.models.clear()
+    with pytest.raises(ValueError, match="architecture of model 'mini' was not measured"):
+        table.predict(ke.evolvable(_inception()))
+
+
+# ------------------------------------------------------------ measuring
+def _tiny():
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(2, name="head")(y), name="tiny")
+
+
+def test_measure_caches_and_a_second_measure_times_nothing(tmp_path):
+    model = ke.evolvable(_tiny())
+    table = LatencyTable.measure(model, cache_dir=str(tmp_path), verbose=0)
+    assert table.timed_points > 0
+    path = LatencyTable.cache_path(str(tmp_path), threads=1)
+    assert table.path == path and os.path.exists(path)
+    again = LatencyTable.measure(model, cache_dir=str(tmp_path), verbose=0)
+    assert again.timed_points == 0
+    assert again.predict(model) == pytest.approx(table.predict(model))
+    record = next(iter(table.models.values()))
+    assert record["whole_ms"] == pytest.approx(record["parts_ms"] + record["remainder_ms"])
+    assert table.predict(model) > 0
+
+
+def test_measure_remeasures_over_damaged_or_foreign_cache(tmp_path):
+    model = ke.evolvable(_tiny())
+    path = LatencyTable.cache_path(str(tmp_path), threads=1)
+    with open(path, "w") as f:
+        f.write("{ truncated")
+    with pytest.warns(UserWarning, match="re-measuring"):
+        table = LatencyTable.measure(model, cache_dir=str(tmp_path), verbose=0)
+    assert table.timed_points > 0 and os.path.exists(path + ".damaged")
+    data = json.load(open(path))
+    data["cpu"] = "some other processor"
+    with open(path, "w") as f:
+        json.dump(data, f)
+    with pytest.warns(UserWarning, match="measured on some other processor"):
+        table = LatencyTable.measure(model, cache_dir=str(tmp_path), verbose=0)
+    assert table.timed_points > 0 and table.cpu != "some other processor"
+
+
+@pytest.mark.parametrize("bad", [{"threads": 0}, {"step": 0}, {"coarse": 1}, {"rounds": True}])
+def test_measure_refuses_bad_arguments(bad):
+    with pytest.raises(ValueError, match="LatencyTable.measure"):
+        LatencyTable.measure(_tiny(), verbose=0, **bad)
+
+
+# ----------------------------------------------------- the expectation
+def test_expectation_at_the_parent_equals_prediction_and_decreases():
+    model = ke.evolvable(_inception())
+    table = synthetic_table(model)
+    genomes, _ = genetics.genomes_from_model(model)
+    expected = table.expectation(model, genomes)
+    assert expected.current == pytest.approx(table.predict(model))
+    assert expected(math.e) == pytest.approx(expected.current)  # p clipped at 1
+    lower = [expected(r) for r in (2.0, 1.0, 0.5, 0.1)]
+    assert all(a >= b for a, b in zip(lower, lower[1:], strict=False))
+    per_layer = [math.e] * len(genomes)
+    assert expected(per_layer) == pytest.approx(expected.current)
+
+
+def test_savings_follow_the_cost_model():
+    model = ke.evolvable(_inception())
+
+    def cost(op, cin, cout):  # only layer b costs anything (1 ms per filter)
+        return float(cout) if op.name == "b" else 0.0
+
+    table = synthetic_table(model, remainder=0.0, cost=cost)
+    genomes, _ = genetics.genomes_from_model(model)
+    savings = table.expectation(model, genomes).savings(step=0.25)
+    names = [g.name for g in genomes]
+    assert savings[names.index("b")] == pytest.approx(1.0)
+    assert savings[names.index("a")] == pytest.approx(0.0)
+    assert savings[names.index("head")] == 0.0  # protected
+
+
+def test_pressures_and_layer_factors_golden():
+    q = ke.quantizers.get(8)
+    g = genetics.Genome("g", np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool), q,
+                        input_axis=0)
+    p = genetics.Genome("p", np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool), q,
+                        input_axis=0, protected=True)
+    p_c = [np.array([1.0, 0.5]), np.array([0.5, 0.5]), np.array([1.0, 1.0]),
+           np.array([1.0, 1.0])]
+    pressure = latency.pressures([0.3, 0.4, -1.0, 5.0], p_c, [g, g, g, p], floor=0.1)
+    # 0.3 / 0.75 = 0.4 and 0.4 / 0.5 = 0.8 -> scaled by the largest (0.8)
+    assert pressure.tolist() == pytest.approx([0.5, 1.0, 0.1, 0.0])
+    factors = latency.layer_factors([0.5, 1.0, 0.0], 2.0)
+    assert factors == pytest.approx([1.0, math.e * math.exp(-2.0), math.e])
+
+
+# ------------------------------------------------------- sampling per layer
+def test_sample_masks_takes_per_layer_factors_and_rounds():
+    model = ke.evolvable(_inception(width=16))
+    genomes, _ = genetics.genomes_from_model(model)
+    names = [g.name for g in genomes]
+    factors = [math.e] * len(genomes)
+    factors[names.index("b")] = 0.2
+    masks = genetics.sample_masks(genomes, factors, math.e, seed=3)
+    live = {n: int(m[1].sum()) for n, m in zip(names, masks, strict=True)}
+    assert live["stem"] == 16 and live["a"] == 16 and live["b"] < 32
+    rounded = genetics.sample_masks(genomes, factors, math.e, seed=3, round_to=8)
+    assert int(rounded[names.index("b")][1].sum()) % 8 == 0
+    assert int(rounded[names.index("b")][1].sum()) >= live["b"]
+    with pytest.raises(ValueError, match="per-layer values"):
+        genetics.sample_masks(genomes, [1.0, 1.0], 1.0)
+    with pytest.raises(ValueError, match="round_to"):
+        genetics.sample_masks(genomes, 1.0, 1.0, round_to=0)
+
+
+# -------------------------------------------------- the latency environment
+def test_latency_target_lands_on_the_expected_fraction():
+    model = ke.evolvable(_inception(width=16))
+    table = synthetic_table(model, remainder=0.1)
+    genomes, _ = genetics.genomes_from_model(model)
+    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
+    expected, current = env.resource_model(model, genomes)
+    factors = env.factors(expected, current, current, 1, 3)
+    assert factors.expected == pytest.approx(0.7, rel=1e-2)
+    assert len(factors.cluster_factor) == len(genomes)
+    assert factors.synapse_factor == pytest.approx(math.e)
+    head = [g.name for g in genomes].index("head")
+    assert factors.pressure[head] == 0.0 and factors.cluster_factor[head] == pytest.approx(math.e)
+    assert max(factors.pressure) == 1.0
+
+
+def test_latency_target_needs_a_table_and_serializes_its_path(tmp_path):
+    with pytest.raises(ValueError, match="needs latency_table"):
+        ResourceTarget(fraction=0.7, resource="latency")
+    with pytest.raises(ValueError, match="only apply to resource='latency'"):
+        ResourceTarget(fraction=0.7, round_to=8)
+    table = synthetic_table(ke.evolvable(_inception()))
+    table.save(str(tmp_path / "t.json"))
+    env = ResourceTarget(budget=0.3, resource="latency", latency_table=table, round_to=8)
+    again = ke.environment.get(ke.environment.serialize(env))
+    assert again == env and again.latency_table.path == str(tmp_path / "t.json")
+    assert again.round_to == 8
+
+
+def test_callback_evolves_against_predicted_latency(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 16, 16, 3)).astype("float32"), rng.integers(0, 3, 64)
+
+    def run(directory):
+        keras.utils.set_random_seed(0)
+        model = ke.evolvable(_inception(width=16))
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        table = synthetic_table(model, remainder=0.1)
+        env = ResourceTarget(fraction=0.6, resource="latency", latency_table=table, round_to=2)
+        evolution = ke.EvolutionCallback(
+            generations=3, environment=env, monitor="loss", seed=5, verbose=0,
+            stop_when={"latency": 0.45}, directory=directory)
+        model.fit(x, y, epochs=10, verbose=0, callbacks=[evolution])
+        return evolution.records, table
+
+    records, table = run(str(tmp_path / "a"))
+    assert [r["generation"] for r in records] == [0, 1, 2]  # stopped at 0.45x latency
+    assert records[2]["latency"] <= 0.45 * records[0]["latency"]
+    assert all(r["latency"] < p["latency"] for p, r in zip(records, records[1:],
+                                                         strict=False))
+    for r in records[1:]:
+        assert len(r["cluster_factor"]) == len(r["pressure"]) == 4  # stem, a, b, head
+        assert r["target"] == 0.6
+    again, _ = run(str(tmp_path / "b"))
+    keys = ("synapses", "clusters", "latency", "cluster_factor")
+    assert [[r.get(k) for k in keys] for r in again] == [[r.get(k) for k in keys] for r in records]
+
+
+def test_stop_when_latency_needs_a_table():
+    with pytest.raises(ValueError, match="needs a latency table"):
+        ke.EvolutionCallback(generations=2, stop_when={"latency": 0.5})
