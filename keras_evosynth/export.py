@@ -376,7 +376,20 @@ def export_tflite(
     reference = model.predict(
         checks if len(checks) > 1 else checks[0], batch_size=batch_size, verbose=0
     )
-    litert = _run_litert(flatbuffer, compacted, checks, input_names)
+    try:
+        litert = _run_litert(flatbuffer, compacted, checks, input_names)
+    except RuntimeError as error:
+        if "XNNPACK" not in str(error):
+            raise
+        raise RuntimeError(
+            f"export_tflite: LiteRT's XNNPACK delegate refuses the {mode} model of "
+            f"'{model.name}' ({str(error).strip()}). XNNPACK requires every int8 "
+            "requantization scale (input scale x weight scale / output scale) below 256; "
+            "a filter whose output is (nearly) constant on the representative data has a "
+            "tiny output scale. Calibrate with more varied representative_data, or train "
+            "the offspring so no filter is left reading only constant channels. Nothing "
+            "was written."
+        ) from None
     max_error, top1 = _compare(keras.tree.flatten(reference), litert)
     if path is not None:
         write_atomic(path, flatbuffer)

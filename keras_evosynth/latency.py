@@ -68,14 +68,7 @@ FORMAT = "keras_evosynth.latency/1"
 _SYNAPTIC = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Free at inference (removed by the converter, or a reshape of a buffer).
 _FREE = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.GaussianNoise,
-    keras.layers.AlphaDropout,
-    keras.layers.Identity,
+    *topology.IDENTITY_AT_INFERENCE,
     keras.layers.InputLayer,
     keras.layers.Flatten,
     keras.layers.Reshape,
@@ -132,6 +125,8 @@ class Op:
         sources: `topology.Sources` of the channels the grid's first axis
             counts: the input channels of synaptic ops, the output channels
             of channel ops.
+        in_tid, out_tid: The op's (first) input and output tensor in the
+            traced graph.
     """
 
     name: str
@@ -141,6 +136,8 @@ class Op:
     cout: int
     evo_index: int | None = None
     sources: topology.Sources | None = None
+    in_tid: int | None = None
+    out_tid: int | None = None
 
     @property
     def key(self):
@@ -183,8 +180,9 @@ def _fused_into(node, synaptic_out, consumers):
         return False
     if len(consumers[node.inputs[0]]) != 1:
         return False
-    if isinstance(layer, keras.layers.BatchNormalization):
-        return layer.axis in (-1, len(layer.input.shape) - 1)
+    if isinstance(layer, keras.layers.BatchNormalization):  # folds before an activation only
+        linear = synaptic_out[node.inputs[0]].signature["activation"] == "linear"
+        return linear and layer.axis in (-1, len(layer.input.shape) - 1)
     if isinstance(layer, keras.layers.Activation):
         return _activation_name(layer.activation) is not None
     if isinstance(layer, keras.layers.ReLU):
@@ -201,12 +199,13 @@ def _fused_activation(layer):
     return "linear"
 
 
-def model_ops(model):
+def model_ops(model, graph=None):
     """The timed operations of `model`, in graph order.
 
     Args:
         model: A built functional or Sequential Keras model (Evo layers or
             plain ones; nested models are inlined), channels last.
+        graph: Its `_graph.trace` (traced here when None).
 
     Returns:
         A list of `Op`.
@@ -215,7 +214,7 @@ def model_ops(model):
         ValueError: A layer the table cannot time (named), channels-first
             data or grouped convolutions, or an unknown spatial input size.
     """
-    graph = trace(model)
+    graph = trace(model) if graph is None else graph
     evo = topology.channel_sources(model).evo_layers
     index_of = {id(layer): i for i, layer in enumerate(evo)}
     consumers = graph.consumers()
@@ -243,6 +242,7 @@ def model_ops(model):
             )
         if isinstance(layer, _SYNAPTIC):
             op = _synaptic_op(layer, in_specs[0], out_spec, in_sources[0], index_of)
+            op.in_tid, op.out_tid = node.inputs[0], node.outputs[0]
             ops.append(op)
             for tid in node.outputs:
                 synaptic_out[tid] = op
@@ -262,6 +262,7 @@ def model_ops(model):
             continue
         if isinstance(layer, _CHANNEL_OPS):
             ops.append(_channel_op(layer, in_specs, out_spec, in_sources, out))
+            ops[-1].in_tid, ops[-1].out_tid = node.inputs[0], node.outputs[0]
             continue
         raise ValueError(
             f"LatencyTable: cannot time layer '{layer.name}' ({type(layer).__name__}); "
@@ -631,10 +632,11 @@ class LatencyTable:
         name = f"latency_{_slug(_cpu())}_{_slug(_runtime())}_{int(threads)}t.json"
         return os.path.join(cache_dir, name)
 
+
     # ------------------------------------------------------------- measuring
     @classmethod
     def measure(cls, model, threads=1, cache_dir=None, step=8, coarse=3, refine=0.1,
-                rounds=5, verbose=1):
+                rounds=5, verbose=1, backend=None, dense_below=32):
         """Times `model`'s ops on this host and returns the table.
 
         Args:
@@ -648,25 +650,39 @@ class LatencyTable:
                 None: memory only.
             step: Channel grid step (XNNPACK tiles are 8 wide).
             coarse: Grid points per axis before refinement.
+            dense_below: Every multiple of `step` up to this channel count
+                is a grid point from the start: thin int8 layers are not
+                monotone in their channels (DESIGN.md §5b), so linear
+                interpolation there needs every tile.
             refine: Relative cost change between grid neighbours above which
                 the interval is bisected (down to `step`).
             rounds: Interleaved timing rounds per batch of micro-models.
             verbose: 1 draws a progress bar on stderr, 0 is silent.
+            backend: None times on this host with the LiteRT interpreter;
+                an object with `cpu`, `runtime`, `threads`,
+                `op_costs(flatbuffers) -> [ms]` and `invoke_ms(flatbuffers)
+                -> [ms]` times elsewhere, e.g. `tflite_bench.device.AdbOpTimer`
+                on an Android device through `benchmark_model
+                --enable_op_profiling` (then `threads` is the backend's).
 
         Returns:
             A `LatencyTable` (`timed_points` says how many grid points were
             timed now).
         """
         for name, value, low in (("threads", threads, 1), ("step", step, 1),
-                                 ("coarse", coarse, 2), ("rounds", rounds, 1)):
+                                 ("coarse", coarse, 2), ("rounds", rounds, 1),
+                                 ("dense_below", dense_below, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"LatencyTable.measure: {name} must be an int >= {low}, "
                                  f"got {value!r}.")
         ops = model_ops(model)
+        cpu, runtime = (_cpu(), _runtime()) if backend is None else (backend.cpu, backend.runtime)
+        threads = threads if backend is None else int(backend.threads)
         table = None
         if cache_dir is not None:
             os.makedirs(cache_dir, exist_ok=True)
-            path = cls.cache_path(cache_dir, threads)
+            path = os.path.join(
+                cache_dir, f"latency_{_slug(cpu)}_{_slug(runtime)}_{int(threads)}t.json")
             if os.path.exists(path):
                 try:
                     table = cls.load(path)
@@ -675,7 +691,7 @@ class LatencyTable:
                     os.replace(path, aside)
                     warnings.warn(f"{error} Moved it to {aside}; re-measuring.", stacklevel=2)
                 else:
-                    if (table.cpu, table.runtime, table.threads) != (_cpu(), _runtime(), threads):
+                    if (table.cpu, table.runtime, table.threads) != (cpu, runtime, threads):
                         warnings.warn(
                             f"LatencyTable: {path} was measured on {table.cpu}, "
                             f"{table.runtime}, {table.threads} thread(s); re-measuring.",
@@ -683,12 +699,13 @@ class LatencyTable:
                         )
                         table = None
             if table is None:
-                table = cls(threads, path=path)
+                table = cls(threads, cpu, runtime, path=path)
             table.path = path
         else:
-            table = cls(threads)
+            table = cls(threads, cpu, runtime)
         table.timed_points = 0
-        _Measurer(table, ops, step, coarse, refine, rounds, verbose).run(model)
+        _Measurer(table, ops, step, coarse, refine, rounds, verbose, backend,
+                  dense_below).run(model)
         return table
 
     # ------------------------------------------------------------ predicting
@@ -716,10 +733,10 @@ class LatencyTable:
         return record.get("scale", 1.0), record["remainder_ms"]
 
     def op_costs(self, model):
-        """`{layer name: ms}` of every timed op at the model's live channels."""
-        ops = model_ops(model)
-        alive = _alive_clusters(model)
-        return {op.name: self._cost(op, *_live_channels(op, alive)) for op in ops}
+        """`{layer name: ms}` of every timed op at the channels the
+        compacted model keeps."""
+        ops, live = kept_channels(model)
+        return {op.name: self._cost(op, *n) for op, n in zip(ops, live, strict=True)}
 
     def _cost(self, op, cin, cout):
         entry = self._entry(op)
@@ -734,16 +751,15 @@ class LatencyTable:
 
     def predict(self, model):
         """Predicted int8 latency (ms) of `model` compacted, on this table's
-        target: the sum of its ops' interpolated costs plus the fixed
-        remainder of its architecture.
+        target: the sum of its ops' interpolated costs at the channels
+        `compact` keeps, plus the fixed remainder of its architecture.
 
         Raises:
             ValueError: A layer or architecture the table has not measured,
                 or channel counts beyond the measured grid.
         """
-        ops = model_ops(model)
-        alive = _alive_clusters(model)
-        total = sum(self._cost(op, *_live_channels(op, alive)) for op in ops)
+        ops, live = kept_channels(model)
+        total = sum(self._cost(op, *n) for op, n in zip(ops, live, strict=True))
         scale, remainder = self._anchor(ops, model.name)
         return scale * total + remainder
 
@@ -764,9 +780,37 @@ class LatencyTable:
                 f"{self.cpu!r}, {self.runtime}, threads={self.threads})")
 
 
-def _alive_clusters(model):
-    evo = topology.channel_sources(model).evo_layers
-    return [layer.get_masks()[1].astype(np.float64) for layer in evo]
+def kept_channels(model):
+    """`(ops, [(cin, cout)])`: the ops of `model` and the channels its
+    compacted version keeps for each (compaction's own analysis: dead
+    filters, inputs that only dead consumers read, constants folded,
+    channels coupled by Add/Multiply).
+
+    Example:
+
+    >>> import keras
+    >>> from keras_evosynth import evolvable
+    >>> m = evolvable(keras.Sequential([keras.Input((6, 6, 2)),
+    ...     keras.layers.Conv2D(4, 3, name="c"), keras.layers.Flatten(),
+    ...     keras.layers.Dense(2, name="d")]))
+    >>> m.get_layer("c").set_masks(cluster_mask=[True, False, True, False])
+    >>> [(op.name, n) for op, n in zip(*kept_channels(m))]
+    [('c', (2, 2)), ('d', (32, 2))]
+    """
+    from keras_evosynth.compact import _Compactor
+
+    compactor = _Compactor(model, remove_channels=True)
+    ops = model_ops(model, graph=compactor.graph)
+    live = []
+    for op in ops:
+        cin = int(compactor.keep[op.in_tid].sum())
+        cout = int(compactor.keep[op.out_tid].sum())
+        if op.kind == "channel":
+            cin = cout
+        elif op.kind == "depthwise":
+            cin = cout // op.signature["multiplier"]
+        live.append((max(cin, 1), max(cout, 1) if op.two_d else max(cin, 1)))
+    return ops, live
 
 
 def _channel_odds(op, alive):
@@ -799,8 +843,12 @@ class LatencyExpectation:
 
     Live channel counts are replaced by their expectations under the
     offspring's cluster odds `min(1, R_l p_c)` (input channels through their
-    producers' odds, like `genetics.expectation`), and the table's costs are
-    read there. `current` is the parent's predicted latency.
+    producers' odds, like `genetics.expectation`; a filter read only by
+    depthwise filters lives only if they do, as compaction removes it
+    otherwise), and the table's costs are read there. The result is scaled
+    so that the parent's expectation equals `table.predict(parent)` (the
+    compaction-exact figure the lineage records), absorbing what this
+    forward estimate cannot see. `current` is the parent's predicted latency.
 
     Attributes:
         current: Predicted latency of the parent (ms).
@@ -814,7 +862,11 @@ class LatencyExpectation:
         self.scale, self.remainder = table._anchor(self.ops, model.name)
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
-        self.current = self.at_odds([(p > 0).astype(np.float64) for p in self.p_c])
+        self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
+        self.calibration = 1.0
+        raw = self.at_odds([(p > 0).astype(np.float64) for p in self.p_c])
+        self.current = table.predict(model)
+        self.calibration = self.current / raw if raw > 0 else 1.0
 
     def odds(self, cluster_factors):
         """Cluster odds `min(1, R_l p_c)` per genome (protected: as is)."""
@@ -830,11 +882,15 @@ class LatencyExpectation:
 
     def at_odds(self, odds):
         """Expected predicted ms at given per-genome cluster odds."""
+        odds = list(odds)
+        for producer, (depthwise, channels) in self._readers.items():
+            odds[producer] = odds[producer] * np.where(
+                channels >= 0, odds[depthwise][np.maximum(channels, 0)], 1.0)
         total = 0.0
         for op, entry in zip(self.ops, self.entries, strict=True):
             cin, cout = _live_channels(op, odds)
             total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
-        return self.scale * total + self.remainder
+        return self.calibration * (self.scale * total + self.remainder)
 
     def savings(self, step=0.3):
         """Latency saved per filter removed, one value per genome (ms).
@@ -856,11 +912,37 @@ class LatencyExpectation:
         return result
 
 
+def _depthwise_readers(ops, sizes):
+    """`{producer: (depthwise, channel per producer cluster or -1)}` for
+    Evo layers whose every synaptic reader is one multiplier-1 Evo
+    depthwise convolution (MobileNet's expand -> depthwise)."""
+    readers = {}
+    for op in ops:
+        if op.kind == "channel" or op.sources is None:
+            continue
+        for producer in np.unique(op.sources.producer):
+            if producer >= 0:
+                readers.setdefault(int(producer), []).append(op)
+    result = {}
+    for producer, consumers in readers.items():
+        (op,) = consumers if len(consumers) == 1 else (None,)
+        if (op is None or op.kind != "depthwise" or op.evo_index is None
+                or op.signature["multiplier"] != 1 or op.sources.producer.shape[0] != 1):
+            continue
+        channels = np.full(sizes[producer], -1)
+        here = op.sources.producer[0] == producer
+        channels[op.sources.cluster[0][here]] = np.nonzero(here)[0]
+        result[producer] = (op.evo_index, channels)
+    return result
+
+
 class _Measurer:
     """Fills a table's entries for a list of ops, then the model's remainder."""
 
-    def __init__(self, table, ops, step, coarse, refine, rounds, verbose):
-        self.table, self.ops = table, ops
+    def __init__(self, table, ops, step, coarse, refine, rounds, verbose, backend=None,
+                 dense_below=0):
+        self.table, self.ops, self.backend = table, ops, backend
+        self.dense_below = dense_below
         self.step, self.coarse, self.refine, self.rounds = step, coarse, refine, rounds
         self.verbose = verbose
         self._null = None
@@ -888,9 +970,11 @@ class _Measurer:
         label = f"latency table of '{model.name}': {len(todo)} op signatures"
         with Progress(label, 2 * len(todo) + 1, enabled=bool(self.verbose)) as bar:
             for grid in todo:  # coarse grids first, so refinement knows the total
-                grid.measure(self, [sorted(set(_coarse(c, self.coarse)) | a)
-                                    for c, a in zip(grid.candidates, grid.anchors,
-                                                    strict=True)])
+                grid.measure(self, [
+                    sorted(set(_coarse(c, self.coarse)) | a
+                           | {v for v in c if v <= self.dense_below})
+                    for c, a in zip(grid.candidates, grid.anchors, strict=True)
+                ])
                 self.table.entries[grid.key] = grid.entry()
                 bar(1)
             total = sum(self.table._cost(op, op.cin, op.cout) for op in self.ops)
@@ -924,7 +1008,11 @@ class _Measurer:
         return self._null
 
     def time(self, flatbuffers):
-        """Costs (ms) of micro-models, interleaved with the empty model."""
+        """Costs (ms) of micro-models, interleaved with the empty model (or
+        from the backend)."""
+        if self.backend is not None:
+            self.table.timed_points += len(flatbuffers)
+            return [float(t) for t in self.backend.op_costs(flatbuffers)]
         interps = [_interpreter(f, self.table.threads) for f in [self.null(), *flatbuffers]]
         times = time_interleaved(interps, rounds=self.rounds)
         self.table.timed_points += len(flatbuffers)
@@ -952,10 +1040,14 @@ class _Measurer:
         data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
         whole = _convert(plain, data, "int8", int8_io=False, allow_float_ops=True)
         parts = [self.flatbuffer(op, op.cin, op.cout) for op in self.ops]
-        interps = [_interpreter(f, self.table.threads) for f in [self.null(), whole, *parts]]
-        times = time_interleaved(interps, rounds=self.rounds)
-        null, whole_ms = times[0], times[1]
-        parts_ms = sum(max(t - null, 0.0) for t in times[2:])
+        if self.backend is not None:
+            (whole_ms,) = self.backend.invoke_ms([whole])
+            parts_ms = sum(self.backend.op_costs(parts))
+        else:
+            interps = [_interpreter(f, self.table.threads) for f in [self.null(), whole, *parts]]
+            times = time_interleaved(interps, rounds=self.rounds)
+            null, whole_ms = times[0], times[1]
+            parts_ms = sum(max(t - null, 0.0) for t in times[2:])
         grid_ms = sum(self.table._cost(op, op.cin, op.cout) for op in self.ops)
         self.table.models[key] = {
             "name": model.name,

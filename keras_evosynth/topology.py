@@ -48,14 +48,8 @@ from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 UNKNOWN = -1
 NONE = -2
 
-# Layers that act on each channel of the last axis on its own, so that a
-# channel that carries no information keeps carrying none.
-_CHANNEL_PRESERVING = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
+# Layers that pass their input through unchanged at inference.
+IDENTITY_AT_INFERENCE = (
     keras.layers.Dropout,
     keras.layers.SpatialDropout1D,
     keras.layers.SpatialDropout2D,
@@ -64,6 +58,17 @@ _CHANNEL_PRESERVING = (
     keras.layers.GaussianNoise,
     keras.layers.AlphaDropout,
     keras.layers.Identity,
+)
+
+# Layers that act on each channel of the last axis on its own, so that a
+# channel that carries no information keeps carrying none.
+_CHANNEL_PRESERVING = (
+    keras.layers.Activation,
+    keras.layers.ReLU,
+    keras.layers.LeakyReLU,
+    keras.layers.ELU,
+    keras.layers.PReLU,
+    *IDENTITY_AT_INFERENCE,
     keras.layers.MaxPooling1D,
     keras.layers.MaxPooling2D,
     keras.layers.MaxPooling3D,

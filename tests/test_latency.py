@@ -71,6 +71,14 @@ def test_model_ops_fold_bn_and_relu_and_skip_free_layers():
     assert ops[3].signature["kernel"] == [3, 3]
 
 
+def test_batch_norm_after_an_activation_is_not_folded():
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(4, 3, activation="relu", name="c")(x)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    ops = latency.model_ops(keras.Model(x, y))
+    assert [(op.name, op.kind) for op in ops] == [("c", "conv2d"), ("bn", "channel")]
+
+
 def test_masked_and_compacted_models_share_fingerprint_and_prediction():
     model = ke.evolvable(_inception())
     table = synthetic_table(model)
@@ -362,3 +370,66 @@ def test_callback_evolves_against_predicted_latency(tmp_path):
 def test_stop_when_latency_needs_a_table():
     with pytest.raises(ValueError, match="needs a latency table"):
         ke.EvolutionCallback(generations=2, stop_when={"latency": 0.5})
+
+
+def _inverted_residual():
+    """expand 1x1 -> depthwise 3x3 -> project 1x1 (MobileNetV2's block)."""
+    x = keras.Input((8, 8, 8))
+    y = keras.layers.Conv2D(16, 1, activation="relu", name="expand")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu", name="dw")(y)
+    y = keras.layers.Conv2D(8, 1, name="project")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(2, name="head")(y), name="block")
+
+
+def test_compaction_removes_filters_only_a_dead_depthwise_channel_reads():
+    model = ke.evolvable(_inverted_residual())
+    table = synthetic_table(model)
+    model.get_layer("dw").set_masks(cluster_mask=np.arange(16) < 8)
+    ops, live = latency.kept_channels(model)
+    kept = {op.name: n for op, n in zip(ops, live, strict=True)}
+    assert kept["expand"] == (8, 8)  # its filters 8..15 feed dead depthwise channels only
+    assert kept["dw"] == (8, 8) and kept["project"] == (8, 8)
+    assert table.predict(model) == pytest.approx(table.predict(ke.compact(model)))
+
+
+def test_expectation_sees_depthwise_readers():
+    model = ke.evolvable(_inverted_residual())
+    table = synthetic_table(model, remainder=0.0)
+    genomes, _ = genetics.genomes_from_model(model)
+    expected = table.expectation(model, genomes)
+    assert expected.calibration == pytest.approx(1.0)
+    names = [g.name for g in genomes]
+    odds = [np.ones_like(p) for p in expected.p_c]
+    odds[names.index("dw")] = (np.arange(16) < 8).astype(float)
+    model.get_layer("dw").set_masks(cluster_mask=np.arange(16) < 8)
+    assert expected.at_odds(odds) == pytest.approx(table.predict(model))
+
+
+def test_recipes_latency_synthesis_environment():
+    from recipes.apputil import environment_for
+
+    table = synthetic_table(ke.evolvable(_inception()))
+    env = environment_for("latency", 0.6, table)
+    assert (env.resource, env.fraction, env.round_to) == ("latency", 0.6, 8)
+    assert env.latency_table is table
+
+
+def test_measure_grid_is_dense_for_thin_channel_counts():
+    class Backend:  # a made-up device: 1 us per filter
+        cpu, runtime, threads = "fake", "fake runtime", 1
+
+        def op_costs(self, flatbuffers):
+            return [0.001 for _ in flatbuffers]
+
+        def invoke_ms(self, flatbuffers):
+            return [1.0 for _ in flatbuffers]
+
+    x = keras.Input((4, 4, 3))
+    model = keras.Model(x, keras.layers.Conv2D(56, 1, name="conv")(x))
+    table = LatencyTable.measure(model, backend=Backend(), verbose=0, dense_below=32)
+    (entry,) = table.entries.values()
+    assert entry.axes[0] == [3]
+    assert {8, 16, 24, 32, 56} <= set(entry.axes[1])
+    sparse = LatencyTable.measure(model, backend=Backend(), verbose=0, dense_below=0)
+    assert not {16, 24} <= set(next(iter(sparse.entries.values())).axes[1])

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tflite_bench import BenchError, litert_tool
+from tflite_bench import BenchError, device, litert_tool
 from tflite_bench.commands import error_line, run_command
 from tflite_bench.device import (
     AdbDevice,
@@ -149,3 +149,93 @@ def test_error_line():
     assert error_line("a\nERROR: x\nERROR: y\nINFO: z", first=True) == "ERROR: x"
     assert error_line("just text\nlast") == "last"
     assert error_line(None) == "no output"
+
+
+# ------------------------------------------------------- operator profiles
+def _fixture(name):
+    with open(os.path.join(DATA, name)) as f:
+        return f.read()
+
+
+def test_op_profile_of_stats_calculator_format():
+    rows = device.parse_op_profile(_fixture("benchmark_model_op_profile_stats_calculator.txt"))
+    assert [r["node_type"] for r in rows] == ["CONV_2D", "MAX_POOL_2D", "CONV_2D",
+                                              "CONCATENATION"]  # not AllocateTensors
+    assert [r["avg_ms"] for r in rows] == [0.398, 0.057, 0.221, 0.018]
+    assert rows[0]["first_ms"] == 0.412 and rows[0]["times_called"] == 1
+    assert rows[0]["name"] == "[model/conv1/Relu;model/conv1/Conv2D]:0"
+    assert rows[-1]["percent"] == 2.594
+
+
+def test_op_profile_of_litert_summarizer_format():
+    rows = device.parse_op_profile(_fixture("benchmark_model_op_profile_litert.txt"))
+    assert [(r["node_type"], r["avg_ms"], r["times_called"]) for r in rows] == [
+        ("TfLiteXNNPackDelegate", 0.352, 100), ("LOGISTIC", 0.011, 100)]
+    assert rows[1]["name"] == "[Unknown]:1"
+
+
+def test_op_profile_missing_is_an_error():
+    with pytest.raises(BenchError, match="no operator profile"):
+        device.parse_op_profile(_fixture("benchmark_model_android_cpu.txt"))
+
+
+class _FakeAdb:
+    """Answers adb like a device whose benchmark_model prints a fixture."""
+
+    def __init__(self, profile):
+        self.profile, self.calls = profile, []
+
+    def __call__(self, cmd, timeout=None):
+        self.calls.append(cmd)
+        out = ""
+        if cmd[3:4] == ["get-state"]:
+            out = "device\n"
+        elif cmd[3:5] == ["shell", "getprop"]:
+            out = {"ro.soc.model": "SM8550\n", "ro.product.model": "Pixel Test\n"}.get(cmd[5], "")
+        elif cmd[3] == "shell" and str(cmd[4]).endswith("benchmark_model"):
+            out = self.profile if "--enable_op_profiling=true" in cmd else _fixture(
+                "benchmark_model_android_cpu.txt")
+        return subprocess.CompletedProcess(cmd, 0, out, "")
+
+
+def test_adb_op_timer_sums_operator_rows(tmp_path):
+    binary = tmp_path / "benchmark_model"
+    binary.write_bytes(b"\0")
+    fake = _FakeAdb(_fixture("benchmark_model_op_profile_stats_calculator.txt"))
+    timer = device.AdbOpTimer(device.AdbDevice("serial1", runner=fake), str(binary), threads=2)
+    assert timer.cpu == "SM8550 / Pixel Test"
+    assert timer.op_costs([b"model-a", b"model-b"]) == pytest.approx([0.694, 0.694])
+    assert timer.invoke_ms([b"whole"]) == pytest.approx([2.3986])
+    runs = [c for c in fake.calls if c[3] == "shell" and str(c[4]).endswith("benchmark_model")]
+    assert "--num_threads=2" in runs[0] and "--enable_op_profiling=true" in runs[0]
+    assert "--enable_op_profiling=true" not in runs[-1]
+
+
+def test_latency_table_measured_through_a_device_backend():
+    import keras
+
+    from keras_evosynth import LatencyTable
+
+    class Backend:  # costs: 1 us per input channel of each micro-model
+        cpu, runtime, threads = "SM8550 / Pixel Test", "benchmark_model (adb serial1)", 1
+
+        def __init__(self):
+            self.seen = 0
+
+        def op_costs(self, flatbuffers):
+            self.seen += len(flatbuffers)
+            return [0.001 * len(f) / 1000 for f in flatbuffers]
+
+        def invoke_ms(self, flatbuffers):
+            return [1.0 for _ in flatbuffers]
+
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(16, 3, name="conv")(x)
+    model = keras.Model(x, keras.layers.GlobalAveragePooling2D(name="gap")(y))
+    backend = Backend()
+    table = LatencyTable.measure(model, backend=backend, verbose=0)
+    assert (table.cpu, table.runtime) == (Backend.cpu, Backend.runtime)
+    assert backend.seen == table.timed_points - 1  # + the whole model
+    record = next(iter(table.models.values()))
+    assert record["whole_ms"] == 1.0
+    assert table.predict(model) == pytest.approx(1.0)  # whole = parts + remainder

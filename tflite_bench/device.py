@@ -200,6 +200,192 @@ class AdbDevice:
         self._run("shell", "rm", "-rf", self.device_dir)
 
 
+_PROFILE_MARKER = "Operator-wise Profiling Info for Regular Benchmark Runs"
+_LOG_PREFIX = re.compile(r"^(?:INFO|WARNING|ERROR): ")
+_COLUMN = re.compile(r"\[[^\]]+\]")
+# LiteRT's own summarizer (absl::StrFormat "%30s %10.3f %10.3f %9.3f%% ..."):
+_SPACED_ROW = re.compile(
+    r"^\s*(?P<type>\S.*?)\s+(?P<first>[-+0-9.eE]+)\s+(?P<avg>[-+0-9.eE]+)\s+"
+    r"(?P<pct>[-+0-9.eE]+)%\s+(?P<cdf>[-+0-9.eE]+)%\s+(?P<mem>[-+0-9.eE]+)\s+"
+    r"(?P<times>\d+)\s+(?P<name>.*)$"
+)
+
+
+def _profile_row(line, header):
+    """One operator row as `{column: text}`; None if it does not parse."""
+    if "\t" in line:
+        fields = [f.strip() for f in line.split("\t")]
+        if fields and fields[0] == "":
+            fields = fields[1:]
+        if len(fields) < len(header):
+            return None
+        row = dict(zip(header, fields, strict=False))
+        row["[Name]"] = "\t".join(fields[len(header) - 1:])
+        return row
+    match = _SPACED_ROW.match(line)
+    if match is None or "[start]" in header:
+        return None
+    return {"[node type]": match["type"], "[first]": match["first"], "[avg ms]": match["avg"],
+            "[%]": match["pct"], "[times called]": match["times"], "[Name]": match["name"]}
+
+
+def parse_op_profile(text):
+    r"""Parses the `Run Order` table of `benchmark_model --enable_op_profiling=true`.
+
+    Two printers exist, and both are read:
+
+    - TensorFlow's `StatsCalculator` (`tensorflow/core/util/stats_calculator.cc`):
+      a `==== Run Order ====` line, a header of tab-separated bracketed
+      column names (`[node type]`, `[start]` in older builds, `[first]`,
+      `[avg ms]`, `[%]`, `[cdf%]`, `[mem KB]`, `[times called]`, `[Name]`),
+      one tab-separated row per operator, an empty line;
+    - LiteRT's `LiteRtProfileSummarizer` (`litert/runtime/profiler_summarizer.cc`):
+      the same columns without `[start]`, padded with spaces.
+
+    The table after "Operator-wise Profiling Info for Regular Benchmark
+    Runs" is used (the one for initialization, printed first, is skipped).
+    Under a delegate the rows are the delegate nodes (e.g.
+    `TfLiteXNNPackDelegate`) and the operators left to the interpreter.
+
+    Args:
+        text: The tool's combined stdout/stderr.
+
+    Returns:
+        A list of dicts, in run order: `node_type`, `first_ms`, `avg_ms`,
+        `percent`, `times_called`, `name`.
+
+    Raises:
+        BenchError: No `Run Order` table in the text (the tool was run
+            without `--enable_op_profiling=true`, or failed), or a row that
+            does not parse.
+
+    Example:
+
+    >>> log = ("Operator-wise Profiling Info for Regular Benchmark Runs:\n"
+    ...        "============================== Run Order ==============================\n"
+    ...        "\t[node type]\t[first]\t[avg ms]\t[%]\t[cdf%]\t[mem KB]\t[times called]\t[Name]\n"
+    ...        "\t CONV_2D\t 0.250\t 0.201\t 80.0%\t 80.0%\t 0.000\t 1\t[conv]:0\n"
+    ...        "\t MAX_POOL_2D\t 0.060\t 0.050\t 20.0%\t 100.0%\t 0.000\t 1\t[pool]:1\n\n")
+    >>> [(r["node_type"], r["avg_ms"]) for r in parse_op_profile(log)]
+    [('CONV_2D', 0.201), ('MAX_POOL_2D', 0.05)]
+    """
+    lines = [_LOG_PREFIX.sub("", line.rstrip("\r")) for line in (text or "").splitlines()]
+    start = next((i for i, line in enumerate(lines) if _PROFILE_MARKER in line), 0)
+    title = next(
+        (i for i in range(start, len(lines)) if "=" * 10 in lines[i] and " Run Order " in lines[i]),
+        None,
+    )
+    if title is None or title + 1 >= len(lines):
+        raise BenchError(
+            "benchmark_model printed no operator profile (run it with "
+            f"--enable_op_profiling=true): {error_line(text, first=True)}"
+        )
+    header = _COLUMN.findall(lines[title + 1])
+    if any(name not in header for name in ("[node type]", "[avg ms]", "[Name]")):
+        raise BenchError(f"unexpected operator-profile header: {lines[title + 1].strip()!r}")
+    rows = []
+    for line in lines[title + 2:]:
+        if not line.strip() or line.startswith("="):
+            break
+        row = _profile_row(line, header)
+        if row is None:
+            raise BenchError(f"unexpected operator-profile row: {line.strip()!r}")
+
+        def number(name, row=row):
+            return float(row[name].rstrip("%")) if row.get(name) not in (None, "") else None
+
+        times = number("[times called]")
+        rows.append({
+            "node_type": row["[node type]"],
+            "first_ms": number("[first]"),
+            "avg_ms": number("[avg ms]"),
+            "percent": number("[%]"),
+            "times_called": None if times is None else int(times),
+            "name": row["[Name]"],
+        })
+    return rows
+
+
+class AdbOpTimer:
+    r"""Times int8 micro-models on an Android device for a device
+    `keras_evosynth.LatencyTable` (`LatencyTable.measure(model,
+    backend=AdbOpTimer(...))`).
+
+    Each micro-model is pushed and run with `benchmark_model
+    --enable_op_profiling=true`; its cost is the sum of the `avg ms` of its
+    operator rows (`parse_op_profile`), so the tool's own invoke overhead is
+    left out. Whole models are timed by the tool's `avg=` statistic.
+
+    Args:
+        device: An `AdbDevice`.
+        binary: Local `benchmark_model` binary (pushed once).
+        threads: `--num_threads`.
+        runs, warmup: `--num_runs`, `--warmup_runs`.
+        use_xnnpack: `--use_xnnpack`.
+
+    Example:
+
+    >>> import subprocess
+    >>> def fake(cmd, timeout=None):
+    ...     out = "device\n" if cmd[3:4] == ["get-state"] else ""
+    ...     return subprocess.CompletedProcess(cmd, 0, out, "")
+    >>> timer = AdbOpTimer(AdbDevice("emulator-5554", runner=fake), "benchmark_model")
+    >>> timer.threads, timer.runtime
+    (1, 'benchmark_model (adb emulator-5554)')
+    """
+
+    def __init__(self, device, binary, threads=1, runs=50, warmup=10, use_xnnpack=True):
+        self.device, self.binary = device, binary
+        self.threads, self.runs, self.warmup = int(threads), int(runs), int(warmup)
+        self.use_xnnpack = use_xnnpack
+        self.runtime = f"benchmark_model (adb {device.serial})"
+        self._remote_binary = None
+        self._cpu = None
+
+    @property
+    def cpu(self):
+        """The device's SoC and model, as `getprop` reports them."""
+        if self._cpu is None:
+            names = []
+            for prop in ("ro.soc.model", "ro.board.platform", "ro.product.model"):
+                proc = self.device.shell("getprop", prop)
+                value = (proc.stdout or "").strip()
+                if proc.returncode == 0 and value and value not in names:
+                    names.append(value)
+            self._cpu = " / ".join(names) or f"android device {self.device.serial}"
+        return self._cpu
+
+    def _run(self, flatbuffer, profile):
+        import tempfile
+
+        if self._remote_binary is None:
+            self._remote_binary = self.device.prepare(self.binary)
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+            f.write(flatbuffer)
+            f.flush()
+            remote = self.device.push(f.name, "latency_micro.tflite")
+        cmd = benchmark_command(self._remote_binary, remote, self.threads, self.runs,
+                                self.warmup, self.use_xnnpack)
+        if profile:
+            cmd.append("--enable_op_profiling=true")
+        proc = self.device.shell(*cmd)
+        output = (proc.stdout or "") + "\n" + (proc.stderr or "")
+        if proc.returncode != 0:
+            raise BenchError(f"benchmark_model failed on the device (exit {proc.returncode}): "
+                             f"{error_line(output, first=True)}")
+        return output
+
+    def op_costs(self, flatbuffers):
+        """Cost (ms) of each micro-model: the sum of its operators' averages."""
+        return [sum(r["avg_ms"] for r in parse_op_profile(self._run(fb, True)))
+                for fb in flatbuffers]
+
+    def invoke_ms(self, flatbuffers):
+        """Whole-invoke average (ms) of each model."""
+        return [parse_benchmark_model_output(self._run(fb, False))[0]["mean"]
+                for fb in flatbuffers]
+
+
 def benchmark_command(binary, graph, threads=1, runs=100, warmup=10,
                       use_xnnpack=True, use_gpu=False):
     """The `benchmark_model` arguments for one run (device paths).
