@@ -48,6 +48,7 @@ flags.DEFINE_list("evolved_factors", ["1.0", "0.7", "0.45", "0.25"],
 flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.")
 flags.DEFINE_float("budget_ms", 40.0, "Invoke time per model per round.")
 flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.")
+flags.DEFINE_integer("dense_below", 32, "LatencyTable.measure's dense_below (0: sparse grid).")
 flags.DEFINE_integer("seed", 0, "Seed of weights, cuts and data.")
 flags.DEFINE_string("json", "bench_out/latency_table.json", "Where to write results.")
 
@@ -118,7 +119,8 @@ def run_model(name):
     base, data = build(name)
     print(f"\n== {name}: measuring its latency table", flush=True)
     start = time.perf_counter()
-    table = LatencyTable.measure(evolvable(base), cache_dir=FLAGS.cache_dir)
+    table = LatencyTable.measure(evolvable(base), cache_dir=FLAGS.cache_dir,
+                                 dense_below=FLAGS.dense_below)
     measure_s = time.perf_counter() - start
     rows, flatbuffers, failures = [], [], []
     children = offspring(base)
@@ -186,7 +188,8 @@ def main(argv):
                    "evolved_factors": FLAGS.evolved_factors, "rounds": FLAGS.rounds,
                    "budget_ms": FLAGS.budget_ms, "threads": 1, "batch": 1,
                    "mobilenet_size": FLAGS.mobilenet_size,
-                   "mobilenet_alpha": FLAGS.mobilenet_alpha, "seed": FLAGS.seed},
+                   "mobilenet_alpha": FLAGS.mobilenet_alpha, "seed": FLAGS.seed,
+                   "dense_below": FLAGS.dense_below},
         "models": results,
     })
 

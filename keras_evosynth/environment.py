@@ -239,7 +239,10 @@ class ResourceTarget(Environment):
     the expected predicted latency hits the target. A filter `c` of layer
     `l` thus survives with `min(1, exp(S_c / Z_c - lambda * pi_l))`: the
     paper's heredity minus the price of the latency it costs (docs/
-    evolution.md writes it out).
+    latency.md writes it out). `lambda` stops where the offspring would keep
+    fewer than `fraction` of the parent's filters (in expectation): when the
+    latency left is mostly fixed cost, a generation sheds what it can
+    without losing more filters than a MAC target would allow.
 
     Args:
         fraction: Per-generation kept fraction in (0, 1).
@@ -377,9 +380,17 @@ class ResourceTarget(Environment):
         def at(strength):
             return expected(latency.layer_factors(pressure, strength))
 
-        # Bounded so that no layer's factor falls below MIN_LAYER_FACTOR in one
-        # generation, even when the target is out of reach.
-        high = (1.0 - math.log(latency.MIN_LAYER_FACTOR)) / max(max(pressure), 1e-9)
+        # Factors stop at MIN_LAYER_FACTOR; lambda may grow until every sampled
+        # layer (even the least pressed) is there, but no further than where
+        # the offspring would keep fewer than `wanted` of the parent's filters:
+        # a generation never loses more filters than the latency it must shed.
+        positive = [p for p in pressure if p > 0]
+        high = (1.0 - math.log(latency.MIN_LAYER_FACTOR)) / (min(positive) if positive else 1.0)
+        filters = expected.kept_filters
+        if filters(latency.layer_factors(pressure, high)) < wanted:
+            high = solve_decreasing(
+                lambda s: filters(latency.layer_factors(pressure, s)), wanted, self.tolerance,
+                high=high)
         strength = solve_decreasing(at, wanted * current, self.tolerance, high=high)
         factors = latency.layer_factors(pressure, strength)
         return Factors(

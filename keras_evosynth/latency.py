@@ -64,6 +64,11 @@ from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
 FORMAT = "keras_evosynth.latency/1"
+# The smallest per-layer cluster factor a latency target sets in one generation.
+MIN_LAYER_FACTOR = 0.5
+# Refinement stops before a grid would hold more points than this (2-D grids
+# of wide layers would otherwise grow by whole rows for minutes).
+MAX_GRID_POINTS = 96
 
 _SYNAPTIC = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Free at inference (removed by the converter, or a reshape of a buffer).
@@ -892,6 +897,17 @@ class LatencyExpectation:
             total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
         return self.calibration * (self.scale * total + self.remainder)
 
+    def kept_filters(self, cluster_factors):
+        """Expected fraction of the parent's sampled (unprotected) filters
+        the offspring keeps at these factors."""
+        odds = self.odds(cluster_factors)
+        live = kept = 0.0
+        for g, p, o in zip(self.genomes, self.p_c, odds, strict=True):
+            if not g.protected:
+                live += float((p > 0).sum())
+                kept += float(o.sum())
+        return kept / live if live else 1.0
+
     def savings(self, step=0.3):
         """Latency saved per filter removed, one value per genome (ms).
 
@@ -1019,10 +1035,15 @@ class _Measurer:
         return [max(t - times[0], 0.0) for t in times[1:]]
 
     def _refine(self, grid, total):
+        """Bisects where the cost changes, largest changes first, until no
+        interval needs it or the grid holds `MAX_GRID_POINTS` points."""
         floor = 0.005 * total
         for _ in range(12):
-            added = grid.split_points(self.refine, floor)
+            added = grid.split_points(self.refine, floor, per_axis=2)
             if not any(added):
+                return
+            grown = math.prod(len(a) + len(n) for a, n in zip(grid.axes, added, strict=True))
+            if grown > MAX_GRID_POINTS:
                 return
             grid.measure(self, [sorted(set(a) | set(n)) for a, n in zip(grid.axes, added,
                                                                          strict=True)])
@@ -1097,10 +1118,12 @@ class _Grid:
             ms = [self.values[(a,)] for a in self.axes[0]]
         return Entry(self.op.signature, [list(a) for a in self.axes], ms)
 
-    def split_points(self, refine, floor):
+    def split_points(self, refine, floor, per_axis=None):
         """New axis points where neighbouring costs differ by more than
-        `refine` (relative) and `floor` (ms)."""
+        `refine` (relative) and `floor` (ms); at most `per_axis` per axis,
+        the intervals whose cost changes most first."""
         added = [set() for _ in self.axes]
+        changes = [[] for _ in self.axes]
         for axis, points in enumerate(self.axes):
             others = [self.axes[k] for k in range(len(self.axes)) if k != axis]
             for low, high in zip(points, points[1:], strict=False):
@@ -1114,7 +1137,10 @@ class _Grid:
                     if abs(a - b) > refine * max(a, b, 1e-9) and abs(a - b) > floor:
                         change = max(change, abs(a - b))
                 if change:
-                    added[axis].add(between[len(between) // 2])
+                    changes[axis].append((change, between[len(between) // 2]))
+        for axis, found in enumerate(changes):
+            found.sort(reverse=True)
+            added[axis] = {value for _, value in found[:per_axis]}
         return added
 
 
@@ -1162,21 +1188,23 @@ def pressures(savings, p_c, genomes, floor=0.0):
     return np.where(sampled, np.maximum(values, floor), 0.0)
 
 
-MIN_LAYER_FACTOR = 0.1
-
-
 def layer_factors(pressure, strength):
-    """Per-layer cluster factors `R_l = e * exp(-lambda * pi_l)`.
+    """Per-layer cluster factors `R_l = max(0.5, e * exp(-lambda * pi_l))`.
 
     A filter `c` of layer `l` then survives with `min(1, exp(S_c / Z_c -
     lambda * pi_l))`: its heredity minus the price of its latency, the
     Lagrangian relaxation of the knapsack "keep the most strength within the
-    latency budget" (HALP). `lambda = strength` is solved by bisection.
+    latency budget" (HALP). `lambda = strength` is solved by bisection. No
+    factor goes below `MIN_LAYER_FACTOR` (0.5: a layer keeps at least 18 to
+    50 % of its filters in expectation) in one generation: past that point
+    the layers with less pressure are cut instead.
 
     Example:
 
-    >>> [round(r, 4) for r in layer_factors([1.0, 0.0], 1.0)]
-    [1.0, 2.7183]
+    >>> [round(r, 4) for r in layer_factors([1.0, 0.0, 0.5], 1.0)]
+    [1.0, 2.7183, 1.6487]
+    >>> layer_factors([1.0], 10.0)
+    [0.5]
     """
-    return [float(min(genetics.MAX_FACTOR, max(1e-6, math.e * math.exp(-strength * p))))
+    return [float(min(genetics.MAX_FACTOR, max(MIN_LAYER_FACTOR, math.e * math.exp(-strength * p))))
             for p in pressure]

@@ -12,7 +12,7 @@ from keras_evosynth import ResourceTarget
 #   `keep` of the synapses): higher synaptic efficiency, mostly unstructured.
 # - "latency": each offspring keeps `keep` of its parent's *predicted int8
 #   LiteRT latency* (a `LatencyTable` measured on this host), per-layer
-#   cluster factors where the time goes, whole filters only, rounded to 8.
+#   cluster factors where the time goes, whole filters only.
 SYNTHESIS = ("filters", "synapses", "latency")
 
 
@@ -67,8 +67,7 @@ def environment_for(synthesis, keep, latency_table=None):
     'cluster'
     """
     if synthesis == "latency":
-        return ResourceTarget(fraction=keep, resource="latency", latency_table=latency_table,
-                              round_to=8)
+        return ResourceTarget(fraction=keep, resource="latency", latency_table=latency_table)
     if synthesis == "filters":
         return ResourceTarget(fraction=keep, resource="macs", solve="cluster", fixed_factor=math.e)
     if synthesis == "synapses":

@@ -286,8 +286,10 @@ def test_pressures_and_layer_factors_golden():
     pressure = latency.pressures([0.3, 0.4, -1.0, 5.0], p_c, [g, g, g, p], floor=0.1)
     # 0.3 / 0.75 = 0.4 and 0.4 / 0.5 = 0.8 -> scaled by the largest (0.8)
     assert pressure.tolist() == pytest.approx([0.5, 1.0, 0.1, 0.0])
-    factors = latency.layer_factors([0.5, 1.0, 0.0], 2.0)
-    assert factors == pytest.approx([1.0, math.e * math.exp(-2.0), math.e])
+    factors = latency.layer_factors([0.5, 1.0, 0.0], 1.0)
+    assert factors == pytest.approx([math.e * math.exp(-0.5), 1.0, math.e])
+    assert latency.layer_factors([1.0, 0.1], 5.0) == pytest.approx(
+        [latency.MIN_LAYER_FACTOR, math.e * math.exp(-0.5)])  # floored; the other still cut
 
 
 # ------------------------------------------------------- sampling per layer
@@ -411,7 +413,7 @@ def test_recipes_latency_synthesis_environment():
 
     table = synthetic_table(ke.evolvable(_inception()))
     env = environment_for("latency", 0.6, table)
-    assert (env.resource, env.fraction, env.round_to) == ("latency", 0.6, 8)
+    assert (env.resource, env.fraction, env.round_to) == ("latency", 0.6, None)
     assert env.latency_table is table
 
 
@@ -433,3 +435,14 @@ def test_measure_grid_is_dense_for_thin_channel_counts():
     assert {8, 16, 24, 32, 56} <= set(entry.axes[1])
     sparse = LatencyTable.measure(model, backend=Backend(), verbose=0, dense_below=0)
     assert not {16, 24} <= set(next(iter(sparse.entries.values())).axes[1])
+
+
+def test_latency_target_never_sheds_more_filters_than_the_fraction():
+    model = ke.evolvable(_inception(width=16))
+    table = synthetic_table(model, remainder=50.0)  # latency is mostly fixed cost
+    genomes, _ = genetics.genomes_from_model(model)
+    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
+    expected, current = env.resource_model(model, genomes)
+    factors = env.factors(expected, current, current, 1, 3)
+    assert factors.expected > 0.9  # 0.7 of the latency is out of reach
+    assert expected.kept_filters(factors.cluster_factor) == pytest.approx(0.7, abs=0.01)
