@@ -201,21 +201,29 @@ def solve_factor(expected, target, solve="both", tolerance=1e-3, iterations=60, 
     def pair(r):
         return (r if solve != "synapse" else fixed, r if solve != "cluster" else fixed)
 
-    low, high = 1e-6, genetics.MAX_FACTOR
-    if expected(*pair(high)) <= target:
-        return pair(high)
-    if expected(*pair(low)) >= target:
-        return pair(low)
+    # Factors span orders of magnitude: geometric midpoints.
+    return pair(_bisect(lambda r: expected(*pair(r)), target, 1e-6, genetics.MAX_FACTOR,
+                        tolerance, iterations, increasing=True, geometric=True))
+
+
+def _bisect(f, target, low, high, tolerance, iterations, increasing, geometric=False):
+    """`x` in `[low, high]` with `f(x)` within `tolerance` (relative) of
+    `target`, `f` monotone; the nearer bound when `target` is out of reach."""
+    largest, smallest = (high, low) if increasing else (low, high)
+    if f(largest) <= target:
+        return largest
+    if f(smallest) >= target:
+        return smallest
     for _ in range(iterations):
-        middle = math.sqrt(low * high)  # factors span orders of magnitude
-        value = expected(*pair(middle))
+        middle = math.sqrt(low * high) if geometric else 0.5 * (low + high)
+        value = f(middle)
         if abs(value - target) <= tolerance * target:
-            return pair(middle)
-        if value < target:
+            return middle
+        if (value < target) == increasing:
             low = middle
         else:
             high = middle
-    return pair(math.sqrt(low * high))
+    return math.sqrt(low * high) if geometric else 0.5 * (low + high)
 
 
 @keras.saving.register_keras_serializable(package="keras_evosynth")
@@ -233,7 +241,7 @@ class ResourceTarget(Environment):
     With `resource="latency"` the amount is the int8 latency that
     `latency_table` predicts for the compacted offspring, and the
     environment solves *per-layer* cluster factors: layer `l` gets
-    `R_l = e * exp(-lambda * pi_l)`, `pi_l` its latency pressure (latency
+    `R_l = max(0.5, e * exp(-lambda * pi_l))`, `pi_l` its latency pressure (latency
     saved per filter removed, per unit of heredity strength lost, scaled to
     a maximum of 1; `latency.pressures`), and `lambda` is bisected so that
     the expected predicted latency hits the target. A filter `c` of layer
@@ -446,21 +454,7 @@ def solve_decreasing(f, target, tolerance=1e-3, high=30.0, iterations=60):
     >>> round(solve_decreasing(lambda x: 10 - x, 4.0), 2)
     6.0
     """
-    low = 0.0
-    if f(low) <= target:
-        return low
-    if f(high) >= target:
-        return high
-    for _ in range(iterations):
-        middle = 0.5 * (low + high)
-        value = f(middle)
-        if abs(value - target) <= tolerance * target:
-            return middle
-        if value > target:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
+    return _bisect(f, target, 0.0, high, tolerance, iterations, increasing=False)
 
 
 def get(identifier):

@@ -48,6 +48,7 @@ import dataclasses
 import datetime
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -383,29 +384,13 @@ def _micro_model(signature, cin, cout):
 
 
 def _int8_flatbuffer(model, seed=0):
-    """Full-integer int8 flatbuffer with int8 inputs and outputs."""
-    import contextlib
-    import io
-
-    import tensorflow as tf
+    """Full-integer int8 flatbuffer with int8 inputs and outputs, calibrated
+    on random data (`export_tflite`'s converter)."""
+    from keras_evosynth.export import _convert
 
     rng = np.random.default_rng(seed)
-    shapes = [tuple(x.shape) for x in model.inputs]
-
-    def representative():
-        for _ in range(4):
-            yield [rng.uniform(-1, 1, s).astype("float32") for s in shapes]
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            quiet_native_output():
-        warnings.simplefilter("ignore")
-        return converter.convert()
+    data = [rng.uniform(-1, 1, (4, *x.shape[1:])).astype("float32") for x in model.inputs]
+    return _convert(model, data, "int8", int8_io=True, allow_float_ops=False)
 
 
 def _null_flatbuffer():
@@ -416,18 +401,12 @@ def _null_flatbuffer():
 def _interpreter(flatbuffer, threads):
     from ai_edge_litert import interpreter as litert
 
+    from tflite_bench.host import fill_inputs
+
     with quiet_native_output():  # "Created TensorFlow Lite XNNPACK delegate"
         interp = litert.Interpreter(model_content=flatbuffer, num_threads=int(threads))
         interp.allocate_tensors()
-    rng = np.random.default_rng(0)
-    for detail in interp.get_input_details():
-        dtype = detail["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            info = np.iinfo(dtype)
-            value = rng.integers(info.min, info.max, detail["shape"], endpoint=True)
-        else:
-            value = rng.uniform(-1, 1, detail["shape"])
-        interp.set_tensor(detail["index"], value.astype(dtype))
+    fill_inputs(interp)
     return interp
 
 
@@ -632,11 +611,12 @@ class LatencyTable:
         return cls.from_dict(data, path)
 
     @staticmethod
-    def cache_path(cache_dir, threads=1):
-        """The cache file for this host's CPU, runtime and `threads`."""
-        name = f"latency_{_slug(_cpu())}_{_slug(_runtime())}_{int(threads)}t.json"
+    def cache_path(cache_dir, threads=1, cpu=None, runtime=None):
+        """The cache file for a CPU, runtime (default: this host's) and
+        `threads`."""
+        name = (f"latency_{_slug(cpu or _cpu())}_{_slug(runtime or _runtime())}_"
+                f"{int(threads)}t.json")
         return os.path.join(cache_dir, name)
-
 
     # ------------------------------------------------------------- measuring
     @classmethod
@@ -686,8 +666,7 @@ class LatencyTable:
         table = None
         if cache_dir is not None:
             os.makedirs(cache_dir, exist_ok=True)
-            path = os.path.join(
-                cache_dir, f"latency_{_slug(cpu)}_{_slug(runtime)}_{int(threads)}t.json")
+            path = cls.cache_path(cache_dir, threads, cpu, runtime)
             if os.path.exists(path):
                 try:
                     table = cls.load(path)
@@ -763,9 +742,11 @@ class LatencyTable:
             ValueError: A layer or architecture the table has not measured,
                 or channel counts beyond the measured grid.
         """
-        ops, live = kept_channels(model)
+        return self._predict(*kept_channels(model), model.name)
+
+    def _predict(self, ops, live, model_name):
         total = sum(self._cost(op, *n) for op, n in zip(ops, live, strict=True))
-        scale, remainder = self._anchor(ops, model.name)
+        scale, remainder = self._anchor(ops, model_name)
         return scale * total + remainder
 
     def expectation(self, model, genomes):
@@ -863,14 +844,14 @@ class LatencyExpectation:
     def __init__(self, table, model, genomes):
         self.table = table
         self.genomes = genomes
-        self.ops = model_ops(model)
+        self.ops, live = kept_channels(model)
         self.scale, self.remainder = table._anchor(self.ops, model.name)
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
         self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
         self.calibration = 1.0
         raw = self.at_odds([(p > 0).astype(np.float64) for p in self.p_c])
-        self.current = table.predict(model)
+        self.current = table._predict(self.ops, live, model.name)
         self.calibration = self.current / raw if raw > 0 else 1.0
 
     def odds(self, cluster_factors):
@@ -1026,12 +1007,11 @@ class _Measurer:
     def time(self, flatbuffers):
         """Costs (ms) of micro-models, interleaved with the empty model (or
         from the backend)."""
+        self.table.timed_points += len(flatbuffers)
         if self.backend is not None:
-            self.table.timed_points += len(flatbuffers)
             return [float(t) for t in self.backend.op_costs(flatbuffers)]
         interps = [_interpreter(f, self.table.threads) for f in [self.null(), *flatbuffers]]
         times = time_interleaved(interps, rounds=self.rounds)
-        self.table.timed_points += len(flatbuffers)
         return [max(t - times[0], 0.0) for t in times[1:]]
 
     def _refine(self, grid, total):
@@ -1104,7 +1084,7 @@ class _Grid:
         self.axes = [[] for _ in self.candidates]
 
     def measure(self, measurer, axes):
-        points = [p for p in _product(axes) if p not in self.values]
+        points = [p for p in itertools.product(*axes) if p not in self.values]
         if points:
             flatbuffers = [measurer.flatbuffer(self.op, *p) for p in points]
             for point, ms in zip(points, measurer.time(flatbuffers), strict=True):
@@ -1131,7 +1111,7 @@ class _Grid:
                 if not between:
                     continue
                 change = 0.0
-                for rest in _product(others) if others else [()]:
+                for rest in itertools.product(*others):
                     a = self.values[_insert(rest, axis, low)]
                     b = self.values[_insert(rest, axis, high)]
                     if abs(a - b) > refine * max(a, b, 1e-9) and abs(a - b) > floor:
@@ -1148,13 +1128,6 @@ def _insert(rest, axis, value):
     point = list(rest)
     point.insert(axis, value)
     return tuple(point)
-
-
-def _product(axes):
-    result = [()]
-    for axis in axes:
-        result = [p + (v,) for p in result for v in axis]
-    return result
 
 
 def pressures(savings, p_c, genomes, floor=0.0):

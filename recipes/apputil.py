@@ -82,11 +82,10 @@ def latency_table_for(model, out_dir, print_fn=print):
 
     import keras_evosynth as ke
 
-    table = ke.LatencyTable.measure(
-        ke.evolvable(model), cache_dir=os.path.join(out_dir, "latency_cache")
-    )
+    evo = ke.evolvable(model)
+    table = ke.LatencyTable.measure(evo, cache_dir=os.path.join(out_dir, "latency_cache"))
     print_fn(f"latency table: {table.path} ({len(table.entries)} op signatures, predicted "
-             f"ancestor {table.predict(ke.evolvable(model)):.3f} ms)")
+             f"ancestor {table.predict(evo):.3f} ms)")
     return table
 
 

@@ -121,7 +121,6 @@ def evolve(ancestor, data, precision, directory, latency_table=None):
         ancestor_epochs=1,  # the float ancestor fine-tuned at this precision
         precision=precision,
         environment=environment_for(FLAGS.synthesis, FLAGS.keep, latency_table),
-        latency_table=latency_table,
         monitor="val_accuracy",
         tolerance=0.03,
         seed=FLAGS.seed,

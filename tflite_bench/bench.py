@@ -9,7 +9,7 @@ import numpy as np
 
 from tflite_bench import device as device_lib
 from tflite_bench import host, litert_tool, modelinfo
-from tflite_bench.commands import error_line, run_command
+from tflite_bench.commands import run_command
 from tflite_bench.errors import BenchError
 from tflite_bench.progress import Progress
 from tflite_bench.report import Report, Row
@@ -304,12 +304,7 @@ class _Measurer:
         with bar(1) as b:
             proc = self.device.shell(*cmd)
             b(1)
-        output = (proc.stdout or "") + "\n" + (proc.stderr or "")
-        if proc.returncode != 0:
-            raise BenchError(
-                f"{row.path}: benchmark_model failed on the device "
-                f"(exit {proc.returncode}): {error_line(output, first=True)}"
-            )
+        output = device_lib.benchmark_output(proc, what=row.path)
         row.latency_ms, row.memory_mib, row.extra = (
             device_lib.parse_benchmark_model_output(output)
         )

@@ -368,12 +368,7 @@ class AdbOpTimer:
                                 self.warmup, self.use_xnnpack)
         if profile:
             cmd.append("--enable_op_profiling=true")
-        proc = self.device.shell(*cmd)
-        output = (proc.stdout or "") + "\n" + (proc.stderr or "")
-        if proc.returncode != 0:
-            raise BenchError(f"benchmark_model failed on the device (exit {proc.returncode}): "
-                             f"{error_line(output, first=True)}")
-        return output
+        return benchmark_output(self.device.shell(*cmd), what="latency micro-model")
 
     def op_costs(self, flatbuffers):
         """Cost (ms) of each micro-model: the sum of its operators' averages."""
@@ -384,6 +379,24 @@ class AdbOpTimer:
         """Whole-invoke average (ms) of each model."""
         return [parse_benchmark_model_output(self._run(fb, False))[0]["mean"]
                 for fb in flatbuffers]
+
+
+def benchmark_output(proc, what="benchmark_model"):
+    r"""The combined stdout/stderr of a finished `benchmark_model` run on the
+    device; `BenchError` (prefixed `what`) when it failed.
+
+    Example:
+
+    >>> benchmark_output(subprocess.CompletedProcess([], 0, "count=1", ""))
+    'count=1\n'
+    """
+    output = (proc.stdout or "") + "\n" + (proc.stderr or "")
+    if proc.returncode != 0:
+        raise BenchError(
+            f"{what}: benchmark_model failed on the device "
+            f"(exit {proc.returncode}): {error_line(output, first=True)}"
+        )
+    return output
 
 
 def benchmark_command(binary, graph, threads=1, runs=100, warmup=10,

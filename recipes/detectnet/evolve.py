@@ -165,7 +165,6 @@ def evolve(ancestor, precision, data, directory, values, latency_table=None):
         ancestor_epochs=1,
         precision=precision,
         environment=environment_for(values.synthesis, values.keep, latency_table),
-        latency_table=latency_table,
         monitor="detection_mAP",
         mode="max",
         tolerance=values.tolerance,
