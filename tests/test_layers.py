@@ -1,3 +1,5 @@
+import inspect
+
 import keras
 import numpy as np
 import pytest
@@ -216,3 +218,63 @@ def test_fake_quant_activation_moving_average_and_inference_range():
     assert (clone.bits, clone.momentum) == (8, 0.5)
     with pytest.raises(ValueError, match="momentum"):
         FakeQuantActivation(momentum=1.0)
+
+
+def test_positional_arguments_follow_the_keras_base_and_precision_is_keyword_only():
+    conv = EvoConv2D(6, [5, 5], 2, "same", precision="int8")
+    assert (conv.filters, conv.kernel_size, conv.strides, conv.padding) == (6, (5, 5), (2, 2),
+                                                                             "same")
+    depthwise = EvoDepthwiseConv2D(3, 2, "valid", 2)
+    assert (depthwise.strides, depthwise.depth_multiplier) == ((2, 2), 2)
+    dense = EvoDense(4, "relu", False)
+    assert dense.activation is keras.activations.relu and dense.use_bias is False
+    assert conv.precision.bits == 8
+    for cls in (EvoConv2D, EvoDepthwiseConv2D, EvoDense):
+        parameter = inspect.signature(cls.__init__).parameters["precision"]
+        assert parameter.kind is inspect.Parameter.KEYWORD_ONLY
+
+
+@pytest.mark.parametrize("evo_cls, plain_cls, kwargs, shape", CASES, ids=IDS)
+def test_weights_move_between_plain_and_evolvable_layers(evo_cls, plain_cls, kwargs, shape):
+    x = np.random.default_rng(1).normal(size=shape).astype("float32")
+    plain = plain_cls(**kwargs)
+    plain(x)
+    evo = evo_cls(**kwargs)
+    evo(x)
+    cluster = np.ones(evo.cluster_mask.shape, bool)
+    cluster[0] = False
+    evo.set_masks(cluster_mask=cluster)
+    evo.set_weights(plain.get_weights())  # kernel (and bias) only: the masks stay
+    assert np.array_equal(evo.get_masks()[1], cluster)
+    masked = plain.get_weights()
+    masked[0] = masked[0] * evo._kernel_mask().numpy()
+    if len(masked) > 1:
+        masked[1] = masked[1] * cluster
+    assert all(np.array_equal(a, b) for a, b in zip(evo.get_weights(), masked, strict=False))
+    full = evo.get_weights()
+    twin = evo_cls(**kwargs)
+    twin(x)
+    twin.set_weights(full)  # the full list round-trips, masks included
+    assert all(np.array_equal(a, b) for a, b in zip(twin.get_weights(), full, strict=True))
+    with pytest.raises(ValueError):
+        evo.set_weights(full[:1] + full)  # neither list
+
+
+def test_user_constraint_stays_visible_and_works_with_the_masks():
+    layer = EvoConv2D(3, 2, kernel_constraint="non_neg", bias_constraint="non_neg")
+    layer(np.ones((1, 4, 4, 2), "float32"))
+    assert isinstance(layer.kernel.constraint, keras.constraints.NonNeg)
+    assert isinstance(layer.bias.constraint, keras.constraints.NonNeg)
+    assert isinstance(layer.kernel_constraint, keras.constraints.NonNeg)
+    layer.set_masks(cluster_mask=[1, 0, 1])
+    value = layer.kernel.constraint(-np.ones(layer.kernel.shape, "float32") + 2 * (
+        np.arange(np.prod(layer.kernel.shape)).reshape(layer.kernel.shape) % 2))
+    value = np.asarray(value)
+    assert value.min() >= 0.0 and np.all(value[..., 1] == 0)  # NonNeg, then the mask
+    assert np.count_nonzero(value[..., [0, 2]]) == value[..., [0, 2]].size // 2
+    bias = np.asarray(layer.bias.constraint(np.array([-1.0, 2.0, 3.0], "float32")))
+    assert bias.tolist() == [0.0, 0.0, 3.0]
+    plain = EvoDense(2)
+    plain.build((None, 3))
+    assert isinstance(plain.kernel.constraint, keras.constraints.Constraint)
+    assert type(plain.kernel.constraint).__name__ == "Constraint"

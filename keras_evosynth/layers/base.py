@@ -17,6 +17,7 @@ cannot revive them either.
 
 import math
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -37,19 +38,45 @@ def output_positions(layer, output_shape):
     return math.prod(spatial)
 
 
-class _KeepMasked:
-    """Variable constraint: multiply by the layer's masks, then the user's."""
+_MASKED_CLASSES = {}
 
-    def __init__(self, layer, mask_fn, user_constraint):
-        self.layer = layer
-        self.mask_fn = mask_fn
-        self.user_constraint = user_constraint
 
-    def __call__(self, value):
-        value = ops.multiply(value, ops.cast(self.mask_fn(), value.dtype))
-        if self.user_constraint is not None:
-            value = self.user_constraint(value)
-        return value
+def _masked_call(self, value):
+    value = ops.multiply(value, ops.cast(self._evo_mask_fn(), value.dtype))
+    return value if self._evo_user is None else self._evo_user(value)
+
+
+def masked_constraint(user_constraint, mask_fn):
+    """The variable constraint of an evolvable layer's kernel or bias: the
+    masks (`mask_fn()`), then the user's constraint.
+
+    It is an instance of the user's constraint class (a subclass made once
+    per class, with the user's attributes), so code that inspects
+    `layer.kernel.constraint` sees what it gave; without one it is a plain
+    `keras.constraints.Constraint`.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> c = masked_constraint(keras.constraints.NonNeg(), lambda: np.array([1.0, 0.0]))
+    >>> isinstance(c, keras.constraints.NonNeg)
+    True
+    >>> np.asarray(c(np.array([-1.0, 2.0]))).tolist()
+    [0.0, 0.0]
+    """
+    base = type(user_constraint)
+    if user_constraint is None or not isinstance(user_constraint, keras.constraints.Constraint):
+        base = keras.constraints.Constraint  # none, or a plain function
+    cls = _MASKED_CLASSES.get(base)
+    if cls is None:
+        cls = type(base.__name__, (base,), {"__call__": _masked_call, "__module__": base.__module__,
+                                            "__qualname__": base.__qualname__})
+        _MASKED_CLASSES[base] = cls
+    constraint = object.__new__(cls)
+    if isinstance(user_constraint, keras.constraints.Constraint):
+        constraint.__dict__.update(vars(user_constraint))
+    constraint._evo_mask_fn, constraint._evo_user = mask_fn, user_constraint
+    return constraint
 
 
 def _as_binary_mask(value, shape, what, layer_name):
@@ -82,11 +109,11 @@ class EvoLayer:
 
     _channel_axes = 1
 
-    def _init_evo(self, precision, kwargs):
-        if kwargs.get("lora_rank"):
+    def _init_evo(self, precision):
+        if getattr(self, "lora_rank", None):
             raise ValueError(
                 f"{type(self).__name__} does not support LoRA (lora_rank="
-                f"{kwargs['lora_rank']}); evolve the plain kernel instead."
+                f"{self.lora_rank}); evolve the plain kernel instead."
             )
         self.precision = quantizers.get(precision)
         self._evo_input_shape = None
@@ -110,11 +137,10 @@ class EvoLayer:
             trainable=False,
             dtype=kernel.dtype,
         )
-        kernel.constraint = _KeepMasked(self, self._kernel_mask, kernel.constraint)
+        kernel.constraint = masked_constraint(kernel.constraint, self._kernel_mask)
         if self.bias is not None:
-            self.bias.constraint = _KeepMasked(
-                self, lambda: self.cluster_mask, self.bias.constraint
-            )
+            self.bias.constraint = masked_constraint(self.bias.constraint,
+                                                     lambda: self.cluster_mask)
 
     def _kernel_mask(self):
         cluster_shape = (1,) * (len(self.kernel.shape) - self._channel_axes) + tuple(
@@ -189,6 +215,25 @@ class EvoLayer:
         self.kernel.assign(ops.multiply(self.kernel, self._kernel_mask()))
         if self.bias is not None:
             self.bias.assign(ops.multiply(self.bias, self.cluster_mask))
+
+    def set_weights(self, weights):
+        """Sets the layer's weights from a list of numpy arrays.
+
+        Takes the full list `get_weights()` returns (kernel, bias, synapse
+        mask, cluster mask), or the plain Keras layer's `[kernel, bias]`:
+        then the masks stay as they are and the weights they remove are
+        zeroed, so weights move between a plain model and its evolvable
+        twin with the usual Keras calls.
+        """
+        weights = list(weights)
+        plain = len(self._evo_variables()) - 2
+        if self.built and len(weights) == plain:
+            masks = [ops.convert_to_numpy(self.synapse_mask),
+                     ops.convert_to_numpy(self.cluster_mask)]
+            super().set_weights(weights + masks)
+            self.set_masks()
+            return
+        super().set_weights(weights)
 
     # --------------------------------------------------------------- counting
     def count_synapses(self):

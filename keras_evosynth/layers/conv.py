@@ -10,10 +10,12 @@ from keras_evosynth.layers.base import EvoLayer
 class EvoConv2D(EvoLayer, keras.layers.Conv2D):
     """`keras.layers.Conv2D` with synapse/cluster masks and a weight precision.
 
-    Takes every `Conv2D` argument plus `precision` (see
-    `keras_evosynth.quantizers.get`). With all-ones masks and
-    `precision="float32"` it computes exactly what `Conv2D` computes.
-    A cluster is one output filter.
+    Takes every `Conv2D` argument, in `Conv2D`'s positional order, plus the
+    keyword-only `precision` (see `keras_evosynth.quantizers.get`). With
+    all-ones masks and `precision="float32"` it computes exactly what
+    `Conv2D` computes. A cluster is one output filter. `set_weights` also
+    takes a plain `Conv2D`'s `[kernel, bias]` (the masks stay), and
+    `kernel.constraint` is an instance of the user's `kernel_constraint`.
 
     Example:
 
@@ -25,9 +27,9 @@ class EvoConv2D(EvoLayer, keras.layers.Conv2D):
     (3, True)
     """
 
-    def __init__(self, filters, kernel_size, precision="float32", **kwargs):
-        super().__init__(filters, kernel_size, **kwargs)
-        self._init_evo(precision, kwargs)
+    def __init__(self, filters, kernel_size, *args, precision="float32", **kwargs):
+        super().__init__(filters, kernel_size, *args, **kwargs)
+        self._init_evo(precision)
 
     def _compute_outputs(self, inputs, kernel):
         return self.convolution_op(inputs, kernel)
@@ -39,7 +41,8 @@ class EvoDepthwiseConv2D(EvoLayer, keras.layers.DepthwiseConv2D):
 
     A cluster is one output channel, `in_channel * depth_multiplier + m`, so
     the cluster mask has `in_channels * depth_multiplier` entries. Takes every
-    `DepthwiseConv2D` argument plus `precision`.
+    `DepthwiseConv2D` argument in its positional order, plus the keyword-only
+    `precision`.
 
     Example:
 
@@ -52,9 +55,9 @@ class EvoDepthwiseConv2D(EvoLayer, keras.layers.DepthwiseConv2D):
 
     _channel_axes = 2
 
-    def __init__(self, kernel_size, precision="float32", **kwargs):
-        super().__init__(kernel_size, **kwargs)
-        self._init_evo(precision, kwargs)
+    def __init__(self, kernel_size, *args, precision="float32", **kwargs):
+        super().__init__(kernel_size, *args, **kwargs)
+        self._init_evo(precision)
 
     def _compute_outputs(self, inputs, kernel):
         return ops.depthwise_conv(

@@ -10,8 +10,9 @@ from keras_evosynth.layers.base import EvoLayer
 class EvoDense(EvoLayer, keras.layers.Dense):
     """`keras.layers.Dense` with synapse/cluster masks and a weight precision.
 
-    A cluster is one output unit. Takes every `Dense` argument plus
-    `precision`; with all-ones masks and float32 it equals `Dense`.
+    A cluster is one output unit. Takes every `Dense` argument in its
+    positional order, plus the keyword-only `precision`; with all-ones masks
+    and float32 it equals `Dense`.
 
     Example:
 
@@ -23,9 +24,9 @@ class EvoDense(EvoLayer, keras.layers.Dense):
     (3, 3)
     """
 
-    def __init__(self, units, precision="float32", **kwargs):
-        super().__init__(units, **kwargs)
-        self._init_evo(precision, kwargs)
+    def __init__(self, units, *args, precision="float32", **kwargs):
+        super().__init__(units, *args, **kwargs)
+        self._init_evo(precision)
 
     def call(self, inputs, training=None):
         return EvoLayer.call(self, inputs)
