@@ -24,8 +24,11 @@ environment sees *measured* costs, as NetAdapt, HALP and Once-for-All do:
   than `0.5 %` of the sum of all ops); costs are interpolated linearly
   between grid points, never assumed monotone or convex;
 - the **fixed remainder** (input quantize, output dequantize, the
-  interpreter's own overhead) is `whole-model - sum of ops`, timed once per
-  architecture with all full-size ops and the whole model interleaved.
+  interpreter's own overhead) and the **scale** of op costs inside one graph
+  (ops run faster in a graph than alone, the more so the thinner they are)
+  come from the whole model timed at `ANCHOR_KEEP` fractions of its filters
+  (random cuts, interleaved): the least-squares line `whole = scale * sum of
+  op costs + remainder`, once per architecture.
 
 Ops that share a signature (kind, configuration, input size) are measured
 once. Tables are cached as JSON, one file per CPU, runtime version and
@@ -64,12 +67,18 @@ from keras_evosynth._graph import trace
 from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
-FORMAT = "keras_evosynth.latency/1"
+FORMAT = "keras_evosynth.latency/2"
 # The smallest per-layer cluster factor a latency target sets in one generation.
 MIN_LAYER_FACTOR = 0.5
 # Refinement stops before a grid would hold more points than this (2-D grids
 # of wide layers would otherwise grow by whole rows for minutes).
 MAX_GRID_POINTS = 96
+#: Fractions of the sampled filters at which the whole model is timed to fit
+#: the fixed remainder and the in-graph scale of op costs.
+ANCHOR_KEEP = (1.0, 0.4, 0.1)
+#: Channel tile of XNNPACK's int8 kernels: `predict` rounds a live channel
+#: count that is not a grid point up to a multiple of it.
+TILE = 8
 
 _SYNAPTIC = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Free at inference (removed by the converter, or a reshape of a buffer).
@@ -475,6 +484,18 @@ def _coarse(candidates, count):
     return sorted({candidates[i] for i in picks})
 
 
+def _tiled(count, axis, tile):
+    """`count` rounded up to a multiple of `tile` unless it is a grid point
+    (at most the axis maximum).
+
+    >>> _tiled(61, [8, 16, 61], 8), _tiled(13, [8, 16, 61], 8), _tiled(62, [8, 16, 64], 8)
+    (61, 16, 64)
+    """
+    if count in axis:
+        return count
+    return min(math.ceil(count / tile) * tile, axis[-1])
+
+
 def _interp_1d(axis, values, x):
     """Linear interpolation, flat outside the measured range."""
     return float(np.interp(x, axis, values))
@@ -494,8 +515,17 @@ class Entry:
     axes: list
     ms: list
 
-    def cost(self, cin, cout=None):
-        """Interpolated cost (ms) at `cin` (and `cout`) live channels."""
+    def cost(self, cin, cout=None, tile=None):
+        """Interpolated cost (ms) at `cin` (and `cout`) live channels.
+
+        With `tile`, a count that is not a grid point is first rounded up
+        to a multiple of `tile` (at most the axis maximum): int8 kernels
+        work on tiles of channels, so 61 filters cost what 64 cost.
+        """
+        if tile:
+            cin = _tiled(cin, self.axes[0], tile)
+            if cout is not None and len(self.axes) > 1:
+                cout = _tiled(cout, self.axes[1], tile)
         if len(self.axes) == 1:
             return _interp_1d(self.axes[0], self.ms, cin)
         rows = np.asarray(self.ms, dtype=np.float64)
@@ -526,8 +556,10 @@ class LatencyTable:
         cpu: Processor name.
         runtime: LiteRT runtime name and version.
         entries: `{signature key: Entry}`.
-        models: `{fingerprint: {"name", "whole_ms", "parts_ms",
-            "remainder_ms", "measured"}}`, one per measured architecture.
+        models: `{fingerprint: {"name", "anchors", "scale",
+            "remainder_ms", "floor_ms", "measured"}}`, one per measured
+            architecture (`anchors`: `keep`, `grid_ms`, `whole_ms` of each
+            timed whole model; `floor_ms`: the empty model's invoke).
         path: The JSON file the table lives in (None: memory only).
 
     Example:
@@ -569,8 +601,10 @@ class LatencyTable:
         """Rebuilds a table from `to_dict()` output (checked)."""
         where = f" in {path}" if path else ""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
             raise ValueError(
-                f"LatencyTable: not a latency table{where} (expected format {FORMAT!r})."
+                f"LatencyTable: not a latency table of this version{where} (format "
+                f"{found!r}, expected {FORMAT!r})."
             )
         try:
             entries = {}
@@ -705,7 +739,7 @@ class LatencyTable:
         return entry
 
     def _anchor(self, ops, model_name):
-        """`(scale, remainder_ms)` of the model's architecture."""
+        """`(scale, remainder_ms, floor_ms)` of the model's architecture."""
         key = fingerprint(ops)
         if key not in self.models:
             raise ValueError(
@@ -714,7 +748,7 @@ class LatencyTable:
                 "LatencyTable.measure(model) on it or on its ancestor."
             )
         record = self.models[key]
-        return record.get("scale", 1.0), record["remainder_ms"]
+        return record.get("scale", 1.0), record["remainder_ms"], record.get("floor_ms", 0.0)
 
     def op_costs(self, model):
         """`{layer name: ms}` of every timed op at the channels the
@@ -731,12 +765,13 @@ class LatencyTable:
                 + (f" / {entry.axes[1][-1]}" if len(entry.axes) > 1 else "")
                 + "); measure this model."
             )
-        return entry.cost(cin, cout) if op.two_d else entry.cost(cin)
+        return entry.cost(cin, cout if op.two_d else None, tile=TILE)
 
     def predict(self, model):
         """Predicted int8 latency (ms) of `model` compacted, on this table's
-        target: the sum of its ops' interpolated costs at the channels
-        `compact` keeps, plus the fixed remainder of its architecture.
+        target: `scale * (sum of its ops' interpolated costs at the channels
+        `compact` keeps) + remainder` of its architecture, never below the
+        empty model's invoke time.
 
         Raises:
             ValueError: A layer or architecture the table has not measured,
@@ -746,8 +781,7 @@ class LatencyTable:
 
     def _predict(self, ops, live, model_name):
         total = sum(self._cost(op, *n) for op, n in zip(ops, live, strict=True))
-        scale, remainder = self._anchor(ops, model_name)
-        return scale * total + remainder
+        return _whole(self._anchor(ops, model_name), total)
 
     def expectation(self, model, genomes):
         """The expected predicted latency of an offspring of `model`.
@@ -764,6 +798,12 @@ class LatencyTable:
     def __repr__(self):
         return (f"LatencyTable({len(self.entries)} ops, {len(self.models)} models, "
                 f"{self.cpu!r}, {self.runtime}, threads={self.threads})")
+
+
+def _whole(anchor, total):
+    """A model's predicted ms from its ops' summed costs."""
+    scale, remainder, floor = anchor
+    return max(scale * total + remainder, floor)
 
 
 def kept_channels(model):
@@ -845,7 +885,7 @@ class LatencyExpectation:
         self.table = table
         self.genomes = genomes
         self.ops, live = kept_channels(model)
-        self.scale, self.remainder = table._anchor(self.ops, model.name)
+        self.anchor = table._anchor(self.ops, model.name)
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
         self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
@@ -876,7 +916,7 @@ class LatencyExpectation:
         for op, entry in zip(self.ops, self.entries, strict=True):
             cin, cout = _live_channels(op, odds)
             total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
-        return self.calibration * (self.scale * total + self.remainder)
+        return self.calibration * _whole(self.anchor, total)
 
     def kept_filters(self, cluster_factors):
         """Expected fraction of the parent's sampled (unprotected) filters
@@ -934,7 +974,8 @@ def _depthwise_readers(ops, sizes):
 
 
 class _Measurer:
-    """Fills a table's entries for a list of ops, then the model's remainder."""
+    """Fills a table's entries for a list of ops, then fits the model's
+    remainder and scale."""
 
     def __init__(self, table, ops, step, coarse, refine, rounds, verbose, backend=None,
                  dense_below=0):
@@ -980,7 +1021,7 @@ class _Measurer:
                 self.table.entries[grid.key] = grid.entry()
                 self._save()
                 bar(1)
-            self._remainder(model, key)
+            self._calibrate(model, key)
             self._save()
             bar(1)
         self.say(f"latency table: {self.table.timed_points} grid points timed in "
@@ -991,8 +1032,8 @@ class _Measurer:
             self.table.save()
 
     def flatbuffer(self, op, cin, cout=None):
-        """The int8 micro-model of `op` at `cin` (x `cout`) channels (memoized:
-        the remainder snapshot reuses the grid's full-size points)."""
+        """The int8 micro-model of `op` at `cin` (x `cout`) channels
+        (memoized)."""
         cout = cout if op.two_d else cin
         key = (op.key, cin, cout)
         if key not in self._flatbuffers:
@@ -1028,9 +1069,12 @@ class _Measurer:
             grid.measure(self, [sorted(set(a) | set(n)) for a, n in zip(grid.axes, added,
                                                                          strict=True)])
 
-    def _remainder(self, model, key):
-        """Whole model vs the sum of its full-size ops, interleaved: the
-        fixed remainder (input quantize, output dequantize, overhead)."""
+    def _calibrate(self, model, key):
+        """Times the whole model at `ANCHOR_KEEP` fractions of its filters
+        (interleaved with the empty model) and fits `whole = scale * grid sum
+        + remainder` over them (least squares): the fixed remainder (input
+        quantize, output dequantize, invoke overhead) and how op costs inside
+        one graph differ from the same ops timed alone."""
         from keras_evosynth.compact import _Compactor
         from keras_evosynth.export import _convert
 
@@ -1039,29 +1083,110 @@ class _Measurer:
         plain = _Compactor(model, remove_channels=False).build(batch_shapes=shapes)
         rng = np.random.default_rng(0)
         data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
-        whole = _convert(plain, data, "int8", int8_io=False, allow_float_ops=True)
-        parts = [self.flatbuffer(op, op.cin, op.cout) for op in self.ops]
+        anchors, flatbuffers, interps = [], [], [_interpreter(self.null(), self.table.threads)]
+        for keep in ANCHOR_KEEP:
+            cut, grid_ms = _anchor_model(self.table, plain, keep, shapes, rng)
+            try:
+                whole = _convert(cut, data, "int8", int8_io=False, allow_float_ops=True)
+                interps.append(_interpreter(whole, self.table.threads))
+            except RuntimeError as error:  # XNNPACK may refuse a cut model
+                if keep == 1.0:
+                    raise
+                warnings.warn(f"LatencyTable: the {keep:.0%} anchor of '{model.name}' "
+                              f"did not convert ({str(error)[:200]}); fitting without it.",
+                              stacklevel=3)
+                continue
+            anchors.append({"keep": keep, "grid_ms": grid_ms})
+            flatbuffers.append(whole)
         if self.backend is not None:
-            (whole_ms,) = self.backend.invoke_ms([whole])
-            parts_ms = sum(self.backend.op_costs(parts))
+            null_ms, wholes = 0.0, self.backend.invoke_ms(flatbuffers)
         else:
-            interps = [_interpreter(f, self.table.threads) for f in [self.null(), whole, *parts]]
-            times = time_interleaved(interps, rounds=self.rounds)
-            null, whole_ms = times[0], times[1]
-            parts_ms = sum(max(t - null, 0.0) for t in times[2:])
-        grid_ms = sum(self.table._cost(op, op.cin, op.cout) for op in self.ops)
+            null_ms, *wholes = time_interleaved(interps, rounds=max(self.rounds, 7))
+        for anchor, whole_ms in zip(anchors, wholes, strict=True):
+            anchor["whole_ms"] = float(whole_ms)
+        scale, remainder = _fit_anchors(anchors)
         self.table.models[key] = {
             "name": model.name,
-            "whole_ms": whole_ms,
-            "parts_ms": parts_ms,
-            "remainder_ms": whole_ms - parts_ms,
-            # The grid was timed at other moments than this snapshot: op costs
-            # are rescaled by parts / grid sum to re-anchor them here.
-            "scale": parts_ms / grid_ms if grid_ms > 0 else 1.0,
+            "anchors": anchors,
+            "scale": scale,
+            "remainder_ms": remainder,
+            "floor_ms": float(null_ms),
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
         }
-        self.table.timed_points += len(parts) + 1
+        self.table.timed_points += len(flatbuffers)
+
+
+def _anchor_model(table, plain, keep, shapes, rng):
+    """`(plain model, grid sum ms)`: `plain` with `keep` of each sampled
+    layer's filters kept at random (at least one), compacted, with neutral
+    weights (`_neutral_weights`)."""
+    from keras_evosynth.compact import _Compactor
+    from keras_evosynth.conversion import evolvable
+
+    evo = evolvable(plain)
+    if keep < 1.0:
+        genomes, layers = genetics.genomes_from_model(evo)
+        for genome, layer in zip(genomes, layers, strict=True):
+            if not genome.protected:
+                n = genome.cluster_mask.size
+                mask = np.zeros(n, bool)
+                mask[rng.choice(n, size=max(1, round(keep * n)), replace=False)] = True
+                layer.set_masks(cluster_mask=mask)
+    ops, live = kept_channels(evo)
+    grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
+    cut = _Compactor(evo, remove_channels=True).build(batch_shapes=shapes)
+    _neutral_weights(cut, rng)
+    return cut, grid_ms
+
+
+_NEUTRAL = {"bias": 0.0, "beta": 0.0, "moving_mean": 0.0, "gamma": 1.0, "moving_variance": 1.0,
+            "mean": 0.0, "variance": 1.0}
+
+
+def _neutral_weights(model, rng):
+    """Kernels uniform in `[0, 2 / fan-in]`, biases 0, batch norms,
+    `Normalization` and `Rescaling` identity.
+
+    Positive inputs then stay positive and of the same mean through every
+    layer: no output is constant on the calibration data (a cut can leave a
+    layer a few filters, and a ReLU that is never positive gets an int8
+    scale whose requantization XNNPACK refuses), and nothing overflows.
+    Latency does not depend on the values."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.Rescaling):  # e.g. a mean subtraction
+            layer.scale, layer.offset = 1.0, 0.0
+        for variable in layer.weights:
+            shape = tuple(variable.shape)
+            if variable.name == "kernel" and len(shape) >= 2:
+                depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
+                fan_in = max(1, math.prod(shape[:2] if depthwise else shape[:-1]))
+                variable.assign(rng.uniform(0.0, 2.0 / fan_in, shape).astype(variable.dtype))
+            elif variable.name in _NEUTRAL:
+                variable.assign(np.full(shape, _NEUTRAL[variable.name], variable.dtype))
+
+
+def _fit_anchors(anchors):
+    """`(scale, remainder_ms)` of the least-squares line `whole = scale *
+    grid + remainder` through the anchors; with one anchor, or a slope
+    outside [0.25, 4] (noise on a model of a few microseconds), scale 1
+    and the full model's difference.
+
+    Example:
+
+    >>> _fit_anchors([{"grid_ms": 2.0, "whole_ms": 2.1},
+    ...               {"grid_ms": 1.0, "whole_ms": 0.9}])
+    (1.2, -0.3)
+    >>> _fit_anchors([{"grid_ms": 2.0, "whole_ms": 2.1}])
+    (1.0, 0.1)
+    """
+    grid = np.array([a["grid_ms"] for a in anchors], np.float64)
+    whole = np.array([a["whole_ms"] for a in anchors], np.float64)
+    if len(anchors) >= 2 and np.ptp(grid) > 0:
+        scale, remainder = np.polyfit(grid, whole, 1)
+        if 0.25 <= scale <= 4.0:
+            return round(float(scale), 12), round(float(remainder), 12)
+    return 1.0, round(float(whole[0] - grid[0]), 12)
 
 
 class _Grid:

@@ -214,7 +214,7 @@ def test_adb_op_timer_sums_operator_rows(tmp_path):
 def test_latency_table_measured_through_a_device_backend():
     import keras
 
-    from keras_evosynth import LatencyTable
+    from keras_evosynth import LatencyTable, latency
 
     class Backend:  # costs: 1 us per input channel of each micro-model
         cpu, runtime, threads = "SM8550 / Pixel Test", "benchmark_model (adb serial1)", 1
@@ -235,7 +235,10 @@ def test_latency_table_measured_through_a_device_backend():
     backend = Backend()
     table = LatencyTable.measure(model, backend=backend, verbose=0)
     assert (table.cpu, table.runtime) == (Backend.cpu, Backend.runtime)
-    assert backend.seen == table.timed_points - 1  # + the whole model
+    anchors = len(latency.ANCHOR_KEEP)
+    assert backend.seen == table.timed_points - anchors  # + the whole model's anchors
     record = next(iter(table.models.values()))
-    assert record["whole_ms"] == 1.0
-    assert table.predict(model) == pytest.approx(1.0)  # whole = parts + remainder
+    assert [a["whole_ms"] for a in record["anchors"]] == [1.0] * anchors
+    # every anchor at 1 ms: no slope to fit, so the whole model's difference
+    assert (record["scale"], record["floor_ms"]) == (1.0, 0.0)
+    assert table.predict(model) == pytest.approx(1.0)
