@@ -84,8 +84,27 @@ def read_lineage(directory):
     path = os.path.join(os.fspath(directory), LOG_NAME)
     if not os.path.exists(path):
         return []
+    records = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"Lineage log {path} is damaged at line {number} ({error.msg}). "
+                    "Fix or delete that line and the ones after it to resume from the "
+                    "last intact record (their generation_*.keras checkpoints stay), or "
+                    "start a new lineage in another directory."
+                ) from None
+            if not isinstance(record, dict):
+                raise ValueError(
+                    f"Lineage log {path} is damaged at line {number}: a record must be a "
+                    f"JSON object, found {type(record).__name__}. Fix or delete that line."
+                )
+            records.append(record)
+    return records
 
 
 class Lineage:
@@ -117,7 +136,13 @@ class Lineage:
         os.makedirs(self.directory, exist_ok=True)
         if os.path.exists(self.config_path):
             with open(self.config_path, encoding="utf-8") as f:
-                stored = json.load(f)
+                try:
+                    stored = json.load(f)
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"Lineage settings {self.config_path} are damaged ({error}); "
+                        "restore them or start a new lineage in another directory."
+                    ) from None
             diff = sorted(
                 key for key in set(stored) | set(config) if stored.get(key) != config.get(key)
             )
@@ -161,6 +186,8 @@ class Lineage:
         os.close(fd)
         try:
             model.save(tmp)
+            with open(tmp, "rb+") as f:  # on disk before it takes its name
+                os.fsync(f.fileno())
             os.replace(tmp, os.path.join(self.directory, name))
         except BaseException:
             if os.path.exists(tmp):
@@ -182,7 +209,7 @@ def progress_line(record, ancestor, generations):
     ...      "total_synapses": 1000, "synaptic_efficiency": 2.0, "clusters": 9,
     ...      "total_clusters": 12, "macs": None, "monitor": "val_loss",
     ...      "fitness": 0.25, "wall_time": 1.5}
-    >>> line = progress_line(r, {"fitness": 0.2}, 3).split(", ")
+    >>> line = progress_line(r, {"fitness": 0.2, "synapses": 1000}, 3).split(", ")
     >>> line[:3]
     ['EvolutionCallback: generation 1/3', 'synapses 500/1,000 (2.00x)', 'clusters 9/12']
     >>> line[3:]
@@ -192,7 +219,8 @@ def progress_line(record, ancestor, generations):
     parts = [
         f"generation {r['generation']}/{generations}"
         + (f" (attempt {r['attempt'] + 1})" if r["attempt"] else ""),
-        f"synapses {r['synapses']:,}/{r['total_synapses']:,}"
+        # against generation 0, the reference of synaptic_efficiency
+        f"synapses {r['synapses']:,}/{ancestor.get('synapses') or r['total_synapses']:,}"
         f" ({r.get('synaptic_efficiency', 1.0):.2f}x)",
         f"clusters {r['clusters']}/{r['total_clusters']}",
     ]

@@ -31,6 +31,22 @@ def test_log_only_grows_and_is_json_lines(tmp_path):
     assert sorted(os.listdir(tmp_path / "run")) == ["evolution.json", "lineage.jsonl"]
 
 
+def test_damaged_log_or_settings_name_the_file_and_line(tmp_path):
+    lin = Lineage(tmp_path / "run")
+    lin.open({"seed": 1})
+    lin.append({"generation": 0})
+    log = tmp_path / "run" / "lineage.jsonl"
+    log.write_text(log.read_text() + '{"generation": 1, "synap')  # a crash mid-write
+    with pytest.raises(ValueError, match=r"lineage.jsonl is damaged at line 2 .*delete that"):
+        read_lineage(tmp_path / "run")
+    log.write_text('{"generation": 0}\n[1, 2]\n')
+    with pytest.raises(ValueError, match="line 2: a record must be a JSON object, found list"):
+        lin.records()
+    (tmp_path / "run" / "evolution.json").write_text('{"seed": ')
+    with pytest.raises(ValueError, match="evolution.json are damaged"):
+        lin.open({"seed": 1})
+
+
 def test_other_settings_are_refused_and_nothing_changes(tmp_path):
     lin = Lineage(tmp_path)
     lin.open({"seed": 1, "generations": 3})
