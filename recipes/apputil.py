@@ -96,3 +96,40 @@ def quiet_tensorflow():
 
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("ERROR")
+
+
+def run(main, argv=None):
+    """`absl.app.run(main, argv)`, with the errors a user can fix (bad flags,
+    damaged lineage or settings, missing or unloadable files: `ValueError`
+    and `OSError`) reported as one line on stderr and exit status 1 instead
+    of a traceback. `KERAS_EVOSYNTH_TRACEBACK=1` shows the traceback.
+
+    Example:
+
+    >>> def main(argv):
+    ...     raise ValueError("Lineage log x/lineage.jsonl is damaged at line 2.")
+    >>> import contextlib, io, sys
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     try:
+    ...         run(main, argv=["recipe"])
+    ...     except SystemExit as exit:
+    ...         code = exit.code
+    >>> code, err.getvalue().splitlines()[-1]
+    (1, 'error: Lineage log x/lineage.jsonl is damaged at line 2.')
+    """
+    import os
+    import sys
+
+    from absl import app
+
+    def guarded(argv):
+        try:
+            return main(argv)
+        except (ValueError, OSError) as error:
+            if os.environ.get("KERAS_EVOSYNTH_TRACEBACK"):
+                raise
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    app.run(guarded, argv=argv)

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from keras_evosynth import (  # noqa: E402
     EvolutionCallback,
@@ -28,7 +28,7 @@ from keras_evosynth import (  # noqa: E402
     quantizers,
     summary,
 )
-from recipes import datasets, lineage_table  # noqa: E402
+from recipes import apputil, datasets, lineage_table  # noqa: E402
 from recipes.apputil import (  # noqa: E402
     SYNTHESIS,
     environment_for,
@@ -225,4 +225,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    apputil.run(main)

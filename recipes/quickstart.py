@@ -18,10 +18,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 import keras_evosynth as ke  # noqa: E402
-from recipes import datasets, lineage_table  # noqa: E402
+from recipes import apputil, datasets, lineage_table  # noqa: E402
 from recipes.apputil import fit_lineage, quiet_tensorflow  # noqa: E402
 from recipes.classification import (  # noqa: E402
     build_cnn,
@@ -88,4 +88,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    apputil.run(main)

@@ -36,8 +36,9 @@ import types
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
+from recipes import apputil  # noqa: E402
 from recipes.apputil import (  # noqa: E402
     SYNTHESIS,
     environment_for,
@@ -262,4 +263,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    apputil.run(main)

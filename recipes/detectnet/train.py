@@ -192,5 +192,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from recipes import apputil
+
     define_flags()
-    app.run(main)
+    apputil.run(main)
