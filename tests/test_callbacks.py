@@ -302,7 +302,19 @@ def test_reinitialize_weights_keeps_masks_and_is_seeded():
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel), first)
 
 
-def test_reinitialize_option_trains_newborns(digits):
+def test_reinitialize_option_trains_newborns(digits, monkeypatch):
+    from keras_evosynth import callbacks as callbacks_module
+
+    calls = []
+
+    def spy(model, seed):
+        before = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+        reinitialize_weights(model, seed)
+        after = [keras.ops.convert_to_numpy(w) for w in model.trainable_weights]
+        calls.append((seed, any(not np.array_equal(a, b) for a, b in zip(before, after,
+                                                                          strict=True))))
+
+    monkeypatch.setattr(callbacks_module, "reinitialize_weights", spy)
     evolution = EvolutionCallback(
         **quick(
             generations=1,
@@ -311,6 +323,8 @@ def test_reinitialize_option_trains_newborns(digits):
     )
     fit(cnn(), digits, [evolution], epochs=3)
     assert [r["generation"] for r in evolution.records] == [0, 1]
+    assert calls and all(changed for _, changed in calls)  # the offspring was re-initialized
+    assert calls[0][0][1] == 1  # seeded by (seed, generation, attempt, candidate)
     assert evolution.records[1]["fitness"] > 0.1  # it learned something
 
 

@@ -1,6 +1,7 @@
 """The recipe apps end to end (subprocesses): bad flags fail before any work;
 tiny runs produce the lineage table and resume (slow)."""
 
+import glob
 import json
 import os
 import subprocess
@@ -34,6 +35,8 @@ def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
     result = run_app(module, f"--out_dir={tmp_path}/out", *args, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
+    # neither the detectnet app's out/ancestor/ nor the classifier's out/ancestor.keras
+    assert not glob.glob(str(tmp_path / "out" / "**" / "*.keras"), recursive=True)
     assert not os.path.exists(tmp_path / "out" / "ancestor")
 
 

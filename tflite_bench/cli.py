@@ -100,7 +100,8 @@ def main(argv=None, runner=None):
 
     Example:
 
-    >>> main(["missing.tflite", "--quiet", "--no-memory"])  # doctest: +SKIP
+    >>> main(["missing.tflite", "--quiet", "--no-memory"])
+    error: missing.tflite: file not found
     1
     """
     parser = build_parser()

@@ -264,7 +264,12 @@ def main(argv=None):
 
     Example:
 
+    It prints the summary as one JSON line, then returns 0. Not run here:
+    it imports tfmot, which turns the process to legacy tf_keras (call it in
+    a child process, as `run_baseline` does).
+
     >>> main(["--weights", "w.npz", "--out", "b.tflite", "--sparsity", "0.9"])  # doctest: +SKIP
+    {"out": ".../b.tflite", "method": "PTQ", "sparsity_target": 0.9, ...}
     0
     """
     args = build_parser().parse_args(argv)

@@ -224,7 +224,12 @@ def main(argv=None):
 
     Example:
 
+    It prints the summary as one JSON line, then returns 0. Not run here:
+    it imports tfmot, which turns the process to legacy tf_keras (call it in
+    a child process, as `train_baseline` does).
+
     >>> main(["--data", "train.npz", "--out", "b.tflite"])  # doctest: +SKIP
+    {"out": ".../b.tflite", ...}
     0
     """
     args = build_parser().parse_args(argv)
