@@ -99,14 +99,46 @@ def test_check_writable(tmp_path):
         check_writable(a_file / "sub")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def _check_as_nobody(directory):
+    """Runs `check_writable(directory)` in a forked child with the uid and gid
+    of `nobody` (root may write anywhere, so CI's root cannot see the
+    refusal): its exit status is 0 (fine), 3 (ValueError) or 4 (else)."""
+    pid = os.fork()
+    if pid == 0:  # the child: no exec, Python and the module are already loaded
+        code = 4
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            check_writable(directory)
+            code = 0
+        except ValueError:
+            code = 3
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 def test_check_writable_read_only(tmp_path):
-    tmp_path.chmod(0o500)
+    if os.geteuid() != 0:
+        tmp_path.chmod(0o500)
+        try:
+            with pytest.raises(ValueError, match="not writable"):
+                check_writable(tmp_path / "run")
+        finally:
+            tmp_path.chmod(0o700)
+        return
+    import tempfile
+
+    read_only, writable = tempfile.mkdtemp(), tempfile.mkdtemp()
     try:
-        with pytest.raises(ValueError, match="not writable"):
-            check_writable(tmp_path / "run")
+        os.chmod(read_only, 0o755)  # root's, so nobody may enter but not write
+        os.chmod(writable, 0o777)
+        assert _check_as_nobody(os.path.join(writable, "run")) == 0  # the child can pass
+        assert _check_as_nobody(os.path.join(read_only, "run")) == 3
     finally:
-        tmp_path.chmod(0o700)
+        os.rmdir(read_only)
+        os.rmdir(writable)
 
 
 def test_plot_lineage(tmp_path):
