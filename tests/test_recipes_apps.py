@@ -40,6 +40,22 @@ def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
     assert not os.path.exists(tmp_path / "out" / "ancestor")
 
 
+def test_quickstart_tiny_run(tmp_path):
+    """The README's demo end to end (one generation, ~20 s)."""
+    out = tmp_path / "qs"
+    result = run_app("recipes.quickstart", "--generations=1", f"--out_dir={out}", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.load(open(out / "lineage.json"))["rows"]
+    assert [(r["lineage"], r["generation"]) for r in rows] == [
+        ("ancestor-float32", 0), ("ancestor-int8", 0), ("int4", 0), ("int4", 1)]
+    assert rows[3]["synapses"] < rows[2]["synapses"] and rows[3]["filters"] < rows[2]["filters"]
+    assert rows[3]["metric"] > 0.8  # digits accuracy of the int8 flatbuffer, after evolution
+    assert all(os.path.getsize(r["tflite"]) == r["size_bytes"] for r in rows)
+    assert "| int4 | 1 |" in result.stdout
+    # clean output: no converter or absl log lines on either stream
+    assert "fully_quantize" not in result.stdout + result.stderr
+
+
 @pytest.mark.slow
 def test_classifier_app_tiny_run_and_resume(tmp_path):
     args = ["--dataset=digits", "--generations=1", "--ancestor_epochs=2",
