@@ -213,7 +213,36 @@ def test_compare_accuracy_agrees_with_keras_and_ratios(models):
     table = report.table()
     assert "digits_int8.tflite" in table and "1.00x" in table
     progress = stream.getvalue()
-    assert "accuracy done 397/397" in progress and "threads=2 done 22/22" in progress
+    assert "accuracy done 397/397" in progress
+    assert "latency threads=2: 2 models interleaved done 44/44" in progress
+    assert "host: " in table and report.settings["latency"].endswith("round by round")
+
+
+def test_interleaved_latency_alternates_models_and_isolates_failures(monkeypatch):
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def invoke(self):
+            if self.name == "bad.tflite" and len([o for o in order if o == self.name]) >= 3:
+                raise RuntimeError("delegate error")
+            order.append(self.name)
+
+    monkeypatch.setattr(host, "make_interpreter", lambda path, *a: Fake(path))
+    monkeypatch.setattr(host, "fill_inputs", lambda interp, sample=None: None)
+    seen = []
+    results = host.measure_latency_interleaved(
+        ["a.tflite", "b.tflite", "bad.tflite"], runs=6, warmup=1, rounds=3,
+        progress=seen.append)
+    assert results[0]["runs"] == results[1]["runs"] == 6
+    assert isinstance(results[2], BenchError) and "bad.tflite: invoke failed" in str(results[2])
+    timed = [o for o in order[3:] if o != "bad.tflite"]  # after one warm-up invoke each
+    assert timed == ["a.tflite"] * 2 + ["b.tflite"] * 2 + ["a.tflite"] * 2 + ["b.tflite"] * 2 \
+        + ["a.tflite"] * 2 + ["b.tflite"] * 2  # round by round, 2 invokes per round
+    with pytest.raises(ValueError, match="rounds"):
+        host.measure_latency_interleaved(["a.tflite"], rounds=0)
 
 
 def test_partial_results_when_models_fail(models):

@@ -147,7 +147,9 @@ def compare(
     For every model: file size and operator counts by precision (from the
     flatbuffer), top-1 accuracy on `data` (host LiteRT interpreter, batch
     1), then per thread count latency (min/median/p90/...) and memory on the
-    chosen backend. A model that fails gets a row with its one-line `error`
+    chosen backend. On the host interpreter all models of a thread count
+    are timed side by side, round by round (`host.measure_latency_interleaved`),
+    so that a noisy host skews none of the ratios. A model that fails gets a row with its one-line `error`
     and the others are still measured.
 
     Args:
@@ -206,7 +208,8 @@ def compare(
         "samples": None if x is None else int(len(x)),
         "accuracy": "top-1, host LiteRT interpreter, batch 1" if x is not None
         else None,
-        "latency": "batch 1, ms per invoke",
+        "latency": "batch 1, ms per invoke" + (
+            "; models timed side by side, round by round" if backend == "interpreter" else ""),
     }
     measurer = _Measurer(backend, int(runs), int(warmup), use_xnnpack, use_gpu,
                          memory, runner)
@@ -218,7 +221,7 @@ def compare(
         measurer.binary = measurer.device.prepare(benchmark_binary)
     remote = device_lib.remote_names(paths)
     backend_label = f"adb:{adb_serial}" if backend == "adb" else backend
-    rows = []
+    rows, samples = [], {}
     try:
         for m, (path, name) in enumerate(zip(paths, names, strict=True)):
             tag = f"[{m + 1}/{len(paths)}] {name}"
@@ -236,16 +239,20 @@ def compare(
             except BenchError as e:
                 rows.append(Row(name, path, backend_label, error=str(e)))
                 continue
+            samples[path] = sample
             for t in threads:
                 row = Row(name, path, backend_label, t, size_bytes=info.size_bytes,
                           ops=info.ops, op_types=info.op_types, accuracy=accuracy)
-                try:
-                    measurer.measure(row, sample, graph,
-                                     lambda total, label=f"{tag} threads={t}":
-                                     bar(label, total))
-                except BenchError as e:
-                    row.error = str(e)
+                if backend != "interpreter":
+                    try:
+                        measurer.measure(row, sample, graph,
+                                         lambda total, label=f"{tag} threads={t}":
+                                         bar(label, total))
+                    except BenchError as e:
+                        row.error = str(e)
                 rows.append(row)
+        if backend == "interpreter":
+            measurer.measure_interleaved(rows, threads, samples, bar)
     finally:
         if measurer.device is not None:
             measurer.device.cleanup()
@@ -272,14 +279,38 @@ class _Measurer:
         """Device path of the model (pushed) in adb mode, else None."""
         return self.device.push(path, remote_name) if self.device else None
 
-    def measure(self, row, sample, graph, bar):
-        if self.backend == "interpreter":
-            with bar(self.warmup + self.runs) as b:
-                row.latency_ms = host.measure_latency(
-                    row.path, row.threads, self.runs, self.warmup,
-                    self.use_xnnpack, sample, progress=b,
+    def measure_interleaved(self, rows, threads, samples, bar):
+        """Host interpreter: per thread count, all models timed side by side,
+        round by round (one progress bar per thread count); then memory."""
+        for t in threads:
+            mine = [r for r in rows if r.threads == t and not r.error]
+            if not mine:
+                continue
+            label = f"latency threads={t}: {len(mine)} models interleaved"
+            with bar(label, len(mine) * (self.warmup + self.runs)) as b:
+                results = host.measure_latency_interleaved(
+                    [r.path for r in mine], t, self.runs, self.warmup, self.use_xnnpack,
+                    [samples[r.path] for r in mine], progress=b,
                 )
-        elif self.backend == "litert-tool":
+            for row, result in zip(mine, results, strict=True):
+                if isinstance(result, BenchError):
+                    row.error = str(result)
+                else:
+                    row.latency_ms = result
+        for row in rows:
+            if row.latency_ms is not None:
+                self._memory(row)
+
+    def _memory(self, row):
+        if self.memory:
+            row.memory_mib = host.measure_memory(
+                row.path, row.threads, max(1, min(self.warmup, 3)),
+                self.use_xnnpack,
+            )
+            row.memory_note = host.MEMORY_NOTE
+
+    def measure(self, row, sample, graph, bar):
+        if self.backend == "litert-tool":
             with bar(1) as b:
                 row.latency_ms, row.extra = litert_tool.run(
                     row.path, row.threads, self.runs, self.warmup, self.use_gpu,
@@ -289,12 +320,7 @@ class _Measurer:
         else:
             self._measure_device(row, graph, bar)
             return
-        if self.memory:
-            row.memory_mib = host.measure_memory(
-                row.path, row.threads, max(1, min(self.warmup, 3)),
-                self.use_xnnpack,
-            )
-            row.memory_note = host.MEMORY_NOTE
+        self._memory(row)
 
     def _measure_device(self, row, graph, bar):
         cmd = device_lib.benchmark_command(

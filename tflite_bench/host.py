@@ -355,6 +355,72 @@ def measure_latency(
     return latency_stats(times)
 
 
+def measure_latency_interleaved(
+    paths, threads=1, runs=100, warmup=10, use_xnnpack=True, samples=None,
+    rounds=10, progress=None,
+):
+    """Times batch-1 invokes of several models side by side on this host.
+
+    After `warmup` untimed invokes each, `runs` timed invokes per model are
+    split into `rounds` rounds, and every round invokes each model in turn,
+    so that noise on a shared host hits all models alike (timing one model
+    after the other skews their ratios).
+
+    Args:
+        paths: .tflite files.
+        threads, runs, warmup, use_xnnpack: As for `measure_latency`.
+        samples: Optional input example per model (None: random inputs).
+        rounds: Rounds the timed invokes are split into (at most `runs`).
+        progress: Optional callable `progress(n)` told about invokes.
+
+    Returns:
+        One entry per path: its `latency_stats`, or the `BenchError` that
+        stopped it (the other models are still timed).
+
+    Example:
+
+    >>> results = measure_latency_interleaved(["a.tflite", "b.tflite"],
+    ...                                       runs=50)  # doctest: +SKIP
+    >>> [r["median"] for r in results]  # doctest: +SKIP
+    [0.031, 0.018]
+    """
+    if runs < 1 or warmup < 0 or rounds < 1:
+        raise ValueError(f"need runs >= 1, warmup >= 0 and rounds >= 1, got {runs}, "
+                         f"{warmup}, {rounds}")
+    samples = list(samples) if samples is not None else [None] * len(paths)
+    results, interps = [None] * len(paths), [None] * len(paths)
+    times = [[] for _ in paths]
+
+    def invoke(i, n, record):
+        try:
+            for _ in range(n):
+                start = time.perf_counter()
+                interps[i].invoke()
+                if record:
+                    times[i].append((time.perf_counter() - start) * 1e3)
+        except (ValueError, RuntimeError) as e:
+            results[i] = BenchError(f"{paths[i]}: invoke failed ({one_line(e)})")
+        if progress is not None:
+            progress(n)
+
+    for i, path in enumerate(paths):
+        try:
+            interps[i] = make_interpreter(path, threads, use_xnnpack)
+            fill_inputs(interps[i], samples[i])
+        except BenchError as e:
+            results[i] = e
+            continue
+        invoke(i, warmup, record=False)
+    rounds = min(rounds, runs)
+    for r in range(rounds):
+        n = runs // rounds + (r < runs % rounds)
+        for i in range(len(paths)):
+            if results[i] is None:
+                invoke(i, n, record=True)
+    return [result if result is not None else latency_stats(t)
+            for result, t in zip(results, times, strict=True)]
+
+
 def check_data(path, x, model_name=None, source="data"):
     """Checks (and converts) data against a model's first input, no invoke.
 

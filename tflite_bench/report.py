@@ -205,6 +205,9 @@ class Report:
         if any(r.latency_ms and r.latency_ms.get("p90") is None
                and r.latency_ms.get("p95") is not None for r in self.rows):
             out.append("p90 '-': not reported by that backend (its p95 is in the JSON)")
+        if out and (self.host or {}).get("processor"):
+            out.append(f"host: {self.host['processor']}, {self.host.get('cpu_count')} CPUs, "
+                       f"ai-edge-litert {self.host.get('ai_edge_litert')}")
         if self.rows and any(r.memory_note for r in self.rows):
             notes = sorted({f"{r.backend}: {r.memory_note}" for r in self.rows
                             if r.memory_note})
