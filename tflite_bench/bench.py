@@ -149,8 +149,8 @@ def compare(
     1), then per thread count latency (min/median/p90/...) and memory on the
     chosen backend. On the host interpreter all models of a thread count
     are timed side by side, round by round (`host.measure_latency_interleaved`),
-    so that a noisy host skews none of the ratios. A model that fails gets a row with its one-line `error`
-    and the others are still measured.
+    so that a noisy host skews none of the ratios. A model that fails gets a
+    row with its one-line `error` and the others are still measured.
 
     Args:
         models: .tflite paths, baseline first.
