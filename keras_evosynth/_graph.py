@@ -181,6 +181,33 @@ def _trace_model(graph, model, inputs):
     return _trace_functional(graph, model, inputs)
 
 
+def check_graph_model(model, who):
+    """Raises TypeError unless `model` is a functional or Sequential Keras
+    model (a graph of layers that can be walked); a subclassed model, whose
+    `call` is Python code, is refused with what to do instead.
+
+    Example:
+
+    >>> class Net(keras.Model):
+    ...     def call(self, x):
+    ...         return x
+    >>> check_graph_model(Net(), "compact()")
+    Traceback (most recent call last):
+    TypeError: compact() needs a functional or Sequential Keras model; 'net' is a subclassed keras.Model (Net) whose call() cannot be walked layer by layer. Build it functionally (x = keras.Input(...); y = layer(x); ...; keras.Model(x, y)); functional models nested inside a functional model work.
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{who} expects a keras.Model, got {type(model).__name__}.")
+    from keras.src.models.functional import Functional
+
+    if not isinstance(model, (Functional, keras.Sequential)):
+        raise TypeError(
+            f"{who} needs a functional or Sequential Keras model; '{model.name}' is a "
+            f"subclassed keras.Model ({type(model).__name__}) whose call() cannot be walked "
+            "layer by layer. Build it functionally (x = keras.Input(...); y = layer(x); ...; "
+            "keras.Model(x, y)); functional models nested inside a functional model work."
+        )
+
+
 def trace(model):
     """Flattens `model` (functional or Sequential, nested models inlined).
 
@@ -201,8 +228,7 @@ def trace(model):
     >>> [type(n.layer).__name__ for n in g.nodes], g.specs[g.outputs].shape
     (['Dense'], (None, 2))
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    check_graph_model(model, "keras_evosynth")
     if not model.built or not model.inputs:
         raise ValueError(
             f"Model '{model.name}' is not built with known inputs; give it an "

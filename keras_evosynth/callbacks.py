@@ -32,6 +32,7 @@ import numpy as np
 
 from keras_evosynth import environment as environment_lib
 from keras_evosynth import genetics, quantizers
+from keras_evosynth._graph import check_graph_model
 from keras_evosynth.conversion import _walk
 from keras_evosynth.layers import EvoLayer
 from keras_evosynth.lineage import Lineage, check_writable, progress_line
@@ -333,6 +334,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     # ---------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
         self._monitor_checked = False
+        check_graph_model(self.model, "EvolutionCallback")
         if not self._started:
             self._start()
         if self.done:

@@ -43,7 +43,7 @@ import numpy as np
 from keras import ops
 
 from keras_evosynth import _channels as ch
-from keras_evosynth._graph import Rebuilder, trace
+from keras_evosynth._graph import Rebuilder, check_graph_model, trace
 from keras_evosynth.conversion import _walk
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
@@ -125,6 +125,7 @@ def _effective(layer):
 
 class _Compactor:
     def __init__(self, model, remove_channels):
+        check_graph_model(model, "compact()" if remove_channels else "to_plain()")
         self.model = model
         self.graph = trace(model)
         self.specs = self.graph.specs
@@ -434,7 +435,7 @@ def compact(model, return_report=False):
         `(model, report)` with `return_report=True`.
 
     Raises:
-        TypeError: `model` is not a Keras model.
+        TypeError: `model` is not a functional or Sequential Keras model.
         ValueError: The model is not built.
 
     Example:

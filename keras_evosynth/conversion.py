@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_evosynth import quantizers
+from keras_evosynth._graph import check_graph_model
 from keras_evosynth.layers import EvoConv2D, EvoDense, EvoDepthwiseConv2D, EvoLayer
 
 # Plain Keras layer type -> evolvable replacement (exact types: subclasses
@@ -133,8 +134,7 @@ def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
     >>> [type(l).__name__ for l in evo.layers]
     ['EvoConv2D', 'Flatten', 'EvoDense']
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"evolvable() expects a keras.Model, got {type(model).__name__}.")
+    check_graph_model(model, "evolvable()")
     if not model.built:
         raise ValueError(
             f"Model '{model.name}' is not built: give it an Input or call it on "

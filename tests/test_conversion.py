@@ -100,3 +100,35 @@ def test_bad_input_errors():
         evolvable(model)
     with pytest.raises(ValueError, match="int3x"):
         evolvable(_small_model(), precision="int3x")
+
+
+def test_subclassed_models_are_refused_up_front_by_every_entry_point():
+    import keras_evosynth as ke
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__(name="net")
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.flat = keras.layers.Flatten()
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.flat(self.conv(x)))
+
+    net = Net()
+    x = np.zeros((4, 8, 8, 1), "float32")
+    net(x)
+    message = r"evolvable\(\) needs a functional or Sequential .*'net' is a subclassed .*\(Net\)"
+    with pytest.raises(TypeError, match=message):
+        evolvable(net)
+    with pytest.raises(TypeError, match=r"compact\(\) needs a functional"):
+        ke.compact(net)
+    net.compile("adam", "mse")
+    with pytest.raises(TypeError, match="EvolutionCallback needs a functional"):
+        net.fit(x, np.zeros((4, 2)), epochs=1, verbose=0,
+                callbacks=[ke.EvolutionCallback(generations=1, monitor="loss")])
+    # a functional model nested in a functional one keeps working
+    inner = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3)], name="inner")
+    inputs = keras.Input((8, 8, 1))
+    outer = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inner(inputs))))
+    assert type(ke.compact(evolvable(outer))).__name__ == "Functional"
