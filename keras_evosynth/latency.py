@@ -984,7 +984,6 @@ class _Measurer:
         self.step, self.coarse, self.refine, self.rounds = step, coarse, refine, rounds
         self.verbose = verbose
         self._null = None
-        self._flatbuffers = {}
 
     def say(self, text):
         if self.verbose:
@@ -1032,13 +1031,8 @@ class _Measurer:
             self.table.save()
 
     def flatbuffer(self, op, cin, cout=None):
-        """The int8 micro-model of `op` at `cin` (x `cout`) channels
-        (memoized)."""
-        cout = cout if op.two_d else cin
-        key = (op.key, cin, cout)
-        if key not in self._flatbuffers:
-            self._flatbuffers[key] = _int8_flatbuffer(_micro_model(op.signature, cin, cout))
-        return self._flatbuffers[key]
+        """The int8 micro-model of `op` at `cin` (x `cout`) channels."""
+        return _int8_flatbuffer(_micro_model(op.signature, cin, cout if op.two_d else cin))
 
     def null(self):
         if self._null is None:
