@@ -323,7 +323,7 @@ def measure_latency(
         warmup: Untimed invokes before timing.
         use_xnnpack: See `make_interpreter`.
         sample: Optional input example (see `fill_inputs`); random otherwise.
-        progress: Optional callable `progress(n)` told about each invoke.
+        progress: Optional callable `progress(n)` told about invokes.
 
     Returns:
         `latency_stats` of the timed invokes, in milliseconds.
@@ -336,23 +336,11 @@ def measure_latency(
     >>> measure_latency("model.tflite", runs=50)["median"]  # doctest: +SKIP
     0.031
     """
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"need runs >= 1 and warmup >= 0, got {runs}, {warmup}")
-    interp = make_interpreter(path, threads, use_xnnpack)
-    fill_inputs(interp, sample)
-    times = []
-    try:
-        for i in range(warmup + runs):
-            start = time.perf_counter()
-            interp.invoke()
-            elapsed = (time.perf_counter() - start) * 1e3
-            if i >= warmup:
-                times.append(elapsed)
-            if progress is not None:
-                progress(1)
-    except (ValueError, RuntimeError) as e:
-        raise BenchError(f"{path}: invoke failed ({one_line(e)})") from e
-    return latency_stats(times)
+    (result,) = measure_latency_interleaved([path], threads, runs, warmup, use_xnnpack,
+                                            [sample], rounds=1, progress=progress)
+    if isinstance(result, BenchError):
+        raise result
+    return result
 
 
 def measure_latency_interleaved(
