@@ -208,17 +208,18 @@ def check_graph_model(model, who):
         )
 
 
-def trace(model):
+def trace(model, who="keras_evosynth"):
     """Flattens `model` (functional or Sequential, nested models inlined).
 
     Args:
         model: A built Keras model.
+        who: The caller, named in the error for a subclassed model.
 
     Returns:
         A `Graph`.
 
     Raises:
-        TypeError: `model` is not a Keras model.
+        TypeError: `model` is not a functional or Sequential Keras model.
         ValueError: The model is not built or its graph cannot be read.
 
     Example:
@@ -228,7 +229,7 @@ def trace(model):
     >>> [type(n.layer).__name__ for n in g.nodes], g.specs[g.outputs].shape
     (['Dense'], (None, 2))
     """
-    check_graph_model(model, "keras_evosynth")
+    check_graph_model(model, who)
     if not model.built or not model.inputs:
         raise ValueError(
             f"Model '{model.name}' is not built with known inputs; give it an "

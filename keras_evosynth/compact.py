@@ -43,7 +43,7 @@ import numpy as np
 from keras import ops
 
 from keras_evosynth import _channels as ch
-from keras_evosynth._graph import Rebuilder, check_graph_model, trace
+from keras_evosynth._graph import Rebuilder, trace
 from keras_evosynth.conversion import _walk
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
@@ -125,9 +125,8 @@ def _effective(layer):
 
 class _Compactor:
     def __init__(self, model, remove_channels):
-        check_graph_model(model, "compact()" if remove_channels else "to_plain()")
         self.model = model
-        self.graph = trace(model)
+        self.graph = trace(model, "compact()" if remove_channels else "to_plain()")
         self.specs = self.graph.specs
         self.report = CompactionReport(params_before=_count_weights(model))
         calls = {}
