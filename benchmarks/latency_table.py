@@ -130,7 +130,7 @@ def run_model(name):
         stats = genetics.genomes_from_model(evo)[0]
         live = sum(int(g.cluster_mask.sum()) for g in stats)
         try:
-            report = export_tflite(evo, data)
+            report = export_tflite(evo, data, space_to_depth=table)
         except RuntimeError as error:  # LiteRT's XNNPACK sometimes refuses a model
             print(f"  {label}: export failed, skipped ({str(error)[:120]})", flush=True)
             failures.append({"offspring": label, "error": str(error)[:300]})

@@ -43,6 +43,7 @@ import numpy as np
 from keras import ops
 
 from keras_evosynth import _channels as ch
+from keras_evosynth import rewrites
 from keras_evosynth._graph import Rebuilder, trace
 from keras_evosynth.conversion import _walk
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
@@ -63,6 +64,9 @@ class CompactionReport:
             removed constant input channels.
         dropped: Names of layers removed (`FakeQuantActivation`, layers whose
             every output channel was removed).
+        space_to_depth: Names of the strided convolutions rewritten as
+            `SpaceToDepth` + a stride-1 convolution (`keras_evosynth.rewrites`;
+            their kernels hold the added zeros).
         params_before: Weights of the input model (masks excluded).
         params_after: Weights of the compacted model.
     """
@@ -71,6 +75,7 @@ class CompactionReport:
     intact: list = dataclasses.field(default_factory=list)
     folded: list = dataclasses.field(default_factory=list)
     dropped: list = dataclasses.field(default_factory=list)
+    space_to_depth: list = dataclasses.field(default_factory=list)
     params_before: int = 0
     params_after: int = 0
 
@@ -86,6 +91,7 @@ class CompactionReport:
         ]
         lines += [f"  {n}: {k}/{t} channels" for n, (k, t) in self.channels.items()]
         lines += [f"  kept intact: {n} ({why})" for n, why in self.intact]
+        lines += [f"  space-to-depth: {n}" for n in self.space_to_depth]
         return "\n".join(lines)
 
 
@@ -120,6 +126,19 @@ def _effective(layer):
     return (
         ops.convert_to_numpy(kernel).astype(np.float64),
         None if bias is None else ops.convert_to_numpy(bias).astype(np.float64),
+    )
+
+
+def _space_to_depth_plan(layer, input_shape):
+    """`rewrites.space_to_depth_plan` for a layer, or `(None, reason)`."""
+    conv = isinstance(layer, keras.layers.Conv2D) and not isinstance(
+        layer, keras.layers.DepthwiseConv2D)
+    if not conv or type(layer) not in ch.PLAIN_CLASS:
+        return None, "only Conv2D layers can be"
+    if layer.groups != 1 or layer.data_format != "channels_last":
+        return None, "grouped or channels_first convolution"
+    return rewrites.space_to_depth_plan(
+        layer.kernel_size, layer.strides, layer.padding, input_shape[1:3], layer.dilation_rate
     )
 
 
@@ -274,7 +293,40 @@ class _Compactor:
         return need
 
     # ------------------------------------------------------------ rebuild
-    def build(self, batch_shapes=None):
+    def space_to_depth_plans(self, selection):
+        """`{node id: SpaceToDepthPlan}` for `selection` (see `compact`)."""
+        if selection is None or selection is False:
+            return {}
+        if not isinstance(selection, (bool, list, tuple, set, frozenset)):
+            selection = selection.space_to_depth_layers(self.model)  # a LatencyTable
+        names = None if selection is True else set(selection)
+        if names is not None and not all(isinstance(n, str) for n in names):
+            raise TypeError(
+                "space_to_depth must be True, a list of layer names or a LatencyTable, "
+                f"got {selection!r}."
+            )
+        plans, seen = {}, set()
+        for node in self.graph.nodes:
+            layer = node.layer
+            if names is not None and layer.name not in names:
+                continue
+            seen.add(layer.name)
+            plan, why = _space_to_depth_plan(layer, self.specs[node.inputs[0]].shape)
+            if plan is not None:
+                plans[id(node)] = plan
+            elif names is not None:
+                raise ValueError(
+                    f"space_to_depth: layer '{layer.name}' ({type(layer).__name__}) "
+                    f"cannot be rewritten: {why}."
+                )
+        if names is not None and names - seen:
+            raise ValueError(
+                f"space_to_depth: no layer named {sorted(names - seen)} in '{self.model.name}'."
+            )
+        return plans
+
+    def build(self, batch_shapes=None, space_to_depth=None):
+        self.plans = self.space_to_depth_plans(space_to_depth)
         rebuilder = Rebuilder(self.graph, batch_shapes)
         clones = {}
         for node in self.graph.nodes:
@@ -373,8 +425,16 @@ class _Compactor:
         elif not depthwise:
             config["filters"] = int(kept_out.sum())
         config["use_bias"] = bias is not None
-        new = ch.PLAIN_CLASS[type(layer)].from_config(config)
-        rebuilder.call(node, new)
+        plan = self.plans.get(id(node))
+        if plan is None:
+            new = ch.PLAIN_CLASS[type(layer)].from_config(config)
+            rebuilder.call(node, new)
+        else:
+            x = rebuilder.tensors[node.inputs[0]]
+            y, new = rewrites.apply_space_to_depth(x, plan, config, config["name"])
+            rebuilder.tensors[node.outputs[0]] = y
+            new_kernel = rewrites.space_to_depth_kernel(new_kernel, plan)
+            self.report.space_to_depth.append(new.name)
         weights = [new_kernel] + ([bias] if bias is not None else [])
         new.set_weights([w.astype(np.float32) for w in weights])
         self.report.channels[new.name] = (int(kept_out.sum()), len(kept_out))
@@ -412,7 +472,7 @@ class _Compactor:
         return new_kernel, bias
 
 
-def compact(model, return_report=False):
+def compact(model, return_report=False, space_to_depth=None):
     """Rebuilds `model` as a plain Keras model holding only live channels.
 
     Evolvable layers become the Keras layers they extend with their
@@ -428,6 +488,11 @@ def compact(model, return_report=False):
         model: A built functional or Sequential Keras model (nested models
             are inlined).
         return_report: Also return a `CompactionReport`.
+        space_to_depth: Strided `Conv2D` layers to rewrite exactly as
+            `SpaceToDepth` + a stride-1 convolution (`keras_evosynth.rewrites`):
+            a list of layer names, True for every one that can be, or a
+            `LatencyTable` (the layers where it measured the rewrite faster,
+            `LatencyTable.space_to_depth_layers`). None: none.
 
     Returns:
         The compacted `keras.Model` (a new model; `model` is untouched), or
@@ -435,7 +500,8 @@ def compact(model, return_report=False):
 
     Raises:
         TypeError: `model` is not a functional or Sequential Keras model.
-        ValueError: The model is not built.
+        ValueError: The model is not built, or a layer named in
+            `space_to_depth` is missing or cannot be rewritten.
 
     Example:
 
@@ -453,9 +519,18 @@ def compact(model, return_report=False):
     >>> x = np.random.rand(3, 8, 8, 1).astype("float32")
     >>> bool(np.allclose(small(x), evo(x), atol=1e-5))
     True
+    >>> fast = compact(base, space_to_depth=True)   # conv has stride 1: unchanged
+    >>> strided = keras.Sequential([keras.Input((8, 8, 3)),
+    ...                             keras.layers.Conv2D(4, 7, 2, "same", name="stem")])
+    >>> fast = compact(strided, space_to_depth=["stem"])
+    >>> [type(layer).__name__ for layer in fast.layers[1:]], fast.get_layer("stem").kernel_size
+    (['SpaceToDepth', 'Conv2D'], (4, 4))
+    >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
+    >>> bool(np.allclose(fast(x), strided(x), atol=1e-5))
+    True
     """
     compactor = _Compactor(model, remove_channels=True)
-    result = compactor.build()
+    result = compactor.build(space_to_depth=space_to_depth)
     return (result, compactor.report) if return_report else result
 
 

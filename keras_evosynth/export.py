@@ -301,6 +301,7 @@ def export_tflite(
     remove_channels=True,
     eval_data=None,
     batch_size=32,
+    space_to_depth=None,
 ):
     """Compacts, converts, verifies and writes a LiteRT flatbuffer.
 
@@ -326,6 +327,10 @@ def export_tflite(
             `representative_data`; default: `representative_data`), e.g. a
             held-out split.
         batch_size: Batch size of the Keras reference predictions.
+        space_to_depth: Strided convolutions to deploy as `SpaceToDepth` + a
+            stride-1 convolution, an exact rewrite (`compact`'s argument: layer
+            names, True for all, or a `LatencyTable` to apply those it measured
+            faster). The report's `compaction.space_to_depth` lists them.
 
     Returns:
         An `ExportReport`.
@@ -361,7 +366,9 @@ def export_tflite(
     arrays = _as_inputs(model, representative_data)
     checks = arrays if eval_data is None else _as_inputs(model, eval_data)
     compactor = _Compactor(model, remove_channels=remove_channels)
-    compacted = compactor.build(batch_shapes=[(1,) + x.shape[1:] for x in arrays])
+    compacted = compactor.build(
+        batch_shapes=[(1,) + x.shape[1:] for x in arrays], space_to_depth=space_to_depth
+    )
     input_names = list(_input_names(compacted))
     flatbuffer = _convert(
         compacted, arrays, mode, int8_io, allow_float_ops, compactor.report.intact

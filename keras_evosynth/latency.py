@@ -62,7 +62,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_evosynth import genetics, topology
+from keras_evosynth import genetics, rewrites, topology
 from keras_evosynth._graph import trace
 from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
@@ -344,6 +344,35 @@ def _channel_op(layer, in_specs, out_spec, in_sources, out_sources):
     return Op(layer.name, "channel", signature, channels, channels, None, source)
 
 
+def space_to_depth_op(op, below):
+    """The space-to-depth form of a strided conv2d `op` with at most `below`
+    input channels (its signature gains `"rewrite": "space_to_depth"`), or
+    None when `keras_evosynth.rewrites` cannot rewrite it."""
+    sig = op.signature
+    if op.kind != "conv2d" or op.cin > below or sig.get("rewrite"):
+        return None
+    plan, _ = rewrites.space_to_depth_plan(
+        sig["kernel"], sig["strides"], sig["padding"], sig["input"], sig["dilation"])
+    if plan is None:
+        return None
+    return dataclasses.replace(op, signature={**sig, "rewrite": "space_to_depth"})
+
+
+class _Fastest:
+    """An op's measured forms (direct, space-to-depth) read as one: the
+    cost of the faster at each channel count."""
+
+    def __init__(self, entries):
+        self.entries = entries
+        self.axes = entries[0].axes
+
+    def cost(self, cin, cout=None, tile=None):
+        return min(e.cost(cin, cout, tile=tile) for e in self.entries)
+
+    def covers(self, cin, cout=None):
+        return all(e.covers(cin, cout) for e in self.entries)
+
+
 def fingerprint(ops):
     """Architecture key of a model (channel counts left out), so that a
     masked model and its compacted version share their fixed remainder."""
@@ -356,6 +385,14 @@ def _micro_model(signature, cin, cout):
     """A plain Keras model that computes one op at given channel counts."""
     kind = signature["op"]
     layers = keras.layers
+    if signature.get("rewrite") == "space_to_depth":
+        x = keras.Input(batch_shape=(1, *signature["input"], cin))
+        plan, _ = rewrites.space_to_depth_plan(
+            signature["kernel"], signature["strides"], signature["padding"],
+            signature["input"], signature["dilation"])
+        config = {"filters": cout, "kernel_size": signature["kernel"],
+                  "activation": signature["activation"]}
+        return keras.Model(x, rewrites.apply_space_to_depth(x, plan, config, "conv")[0])
     if kind in ("conv2d", "depthwise"):
         x = keras.Input(batch_shape=(1, *signature["input"], cin))
         common = {
@@ -655,7 +692,7 @@ class LatencyTable:
     # ------------------------------------------------------------- measuring
     @classmethod
     def measure(cls, model, threads=1, cache_dir=None, step=8, coarse=3, refine=0.1,
-                rounds=5, verbose=1, backend=None, dense_below=32):
+                rounds=5, verbose=1, backend=None, dense_below=32, space_to_depth_below=16):
         """Times `model`'s ops on this host and returns the table.
 
         Args:
@@ -675,6 +712,11 @@ class LatencyTable:
                 interpolation there needs every tile.
             refine: Relative cost change between grid neighbours above which
                 the interval is bisected (down to `step`).
+            space_to_depth_below: Strided convolutions with at most this many
+                input channels (an RGB stem) are also timed in their exact
+                space-to-depth form (`keras_evosynth.rewrites`); `predict`
+                then costs the faster form, and `space_to_depth_layers`
+                names the layers to deploy rewritten. 0: never.
             rounds: Interleaved timing rounds per batch of micro-models.
             verbose: 1 draws a progress bar on stderr, 0 is silent.
             backend: None times on this host with the LiteRT interpreter;
@@ -690,7 +732,8 @@ class LatencyTable:
         """
         for name, value, low in (("threads", threads, 1), ("step", step, 1),
                                  ("coarse", coarse, 2), ("rounds", rounds, 1),
-                                 ("dense_below", dense_below, 0)):
+                                 ("dense_below", dense_below, 0),
+                                 ("space_to_depth_below", space_to_depth_below, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"LatencyTable.measure: {name} must be an int >= {low}, "
                                  f"got {value!r}.")
@@ -722,12 +765,15 @@ class LatencyTable:
         else:
             table = cls(threads, cpu, runtime)
         table.timed_points = 0
+        forms = [space_to_depth_op(op, space_to_depth_below) for op in ops]
         _Measurer(table, ops, step, coarse, refine, rounds, verbose, backend,
-                  dense_below).run(model)
+                  dense_below, [f for f in forms if f is not None]).run(model)
         return table
 
     # ------------------------------------------------------------ predicting
-    def _entry(self, op):
+    def _entry(self, op, rewritten=True):
+        """The op's `Entry`; with `rewritten`, the faster of it and its
+        measured space-to-depth form (`_Fastest`) where there is one."""
         entry = self.entries.get(op.key)
         if entry is None:
             raise ValueError(
@@ -736,7 +782,34 @@ class LatencyTable:
                 f"table ({self.cpu}, {self.threads} thread(s)); measure the model with "
                 "LatencyTable.measure(model)."
             )
-        return entry
+        form = space_to_depth_op(op, math.inf) if rewritten else None
+        other = None if form is None else self.entries.get(form.key)
+        return entry if other is None else _Fastest([entry, other])
+
+    def space_to_depth_layers(self, model):
+        """Names of `model`'s strided convolutions that this table measured
+        faster as `SpaceToDepth` + a stride-1 convolution, at the channels
+        `compact` keeps: what `compact(model, space_to_depth=table)` and
+        `export_tflite(..., space_to_depth=table)` rewrite, and what
+        `predict` assumes.
+
+        Example:
+
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((32, 32, 3)),
+        ...     keras.layers.Conv2D(8, 3, name="plain"), keras.layers.Flatten()])
+        >>> LatencyTable.measure(m, verbose=0).space_to_depth_layers(m)
+        []
+        """
+        names = []
+        for op, (cin, cout) in zip(*kept_channels(model), strict=True):
+            form = space_to_depth_op(op, math.inf)
+            other = None if form is None else self.entries.get(form.key)
+            if other is not None:
+                direct = self._entry(op, rewritten=False).cost(cin, cout, tile=TILE)
+                if other.cost(cin, cout, tile=TILE) < direct:
+                    names.append(op.name)
+        return names
 
     def _anchor(self, ops, model_name):
         """`(scale, remainder_ms, floor_ms)` of the model's architecture."""
@@ -771,7 +844,9 @@ class LatencyTable:
         """Predicted int8 latency (ms) of `model` compacted, on this table's
         target: `scale * (sum of its ops' interpolated costs at the channels
         `compact` keeps) + remainder` of its architecture, never below the
-        empty model's invoke time.
+        empty model's invoke time. A strided convolution whose
+        space-to-depth form was measured costs the faster of its two forms:
+        the model as `export_tflite(..., space_to_depth=table)` deploys it.
 
         Raises:
             ValueError: A layer or architecture the table has not measured,
@@ -978,8 +1053,9 @@ class _Measurer:
     remainder and scale."""
 
     def __init__(self, table, ops, step, coarse, refine, rounds, verbose, backend=None,
-                 dense_below=0):
+                 dense_below=0, forms=()):
         self.table, self.ops, self.backend = table, ops, backend
+        self.forms = list(forms)  # alternative forms of ops (space-to-depth)
         self.dense_below = dense_below
         self.step, self.coarse, self.refine, self.rounds = step, coarse, refine, rounds
         self.verbose = verbose
@@ -993,7 +1069,7 @@ class _Measurer:
         from tflite_bench.progress import Progress
 
         groups = {}
-        for op in self.ops:
+        for op in self.ops + self.forms:
             groups.setdefault(op.key, []).append(op)
         todo = []
         for ops in groups.values():
@@ -1129,7 +1205,7 @@ def _anchor_model(table, plain, keep, shapes, rng):
                 layer.set_masks(cluster_mask=mask)
     ops, live = kept_channels(evo)
     grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
-    cut = _Compactor(evo, remove_channels=True).build(batch_shapes=shapes)
+    cut = _Compactor(evo, remove_channels=True).build(batch_shapes=shapes, space_to_depth=table)
     _neutral_weights(cut, rng)
     return cut, grid_ms
 

@@ -1,0 +1,109 @@
+"""Does the exact space-to-depth rewrite of strided stems pay on this host?
+
+For each network (the CPU-default DetectNet, whose first layer is GoogLeNet's
+7x7/2 convolution on RGB; keras.applications MobileNetV2 with its 3x3/2 stem;
+`weights=None`), the int8 flatbuffer is exported twice, directly and with the
+stem rewritten (`export_tflite(..., space_to_depth=[stem])`), and the stem is
+also exported alone in both forms. All flatbuffers of a network are timed in
+this process, interleaved round by round (LiteRT, XNNPACK, 1 thread,
+batch 1, mean of two interpreters each), and the table shows the rewrite's
+speedup together with what `LatencyTable.space_to_depth_layers` would choose.
+
+    python -m benchmarks.space_to_depth --json benchmarks/results/space_to_depth.json
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+from benchmarks.common import save_result  # noqa: E402
+from keras_evosynth import evolvable  # noqa: E402
+from keras_evosynth.export import export_tflite  # noqa: E402
+from keras_evosynth.latency import (  # noqa: E402
+    LatencyTable,
+    _cpu,
+    _interpreter,
+    time_interleaved,
+)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.")
+flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.")
+flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).")
+flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.")
+flags.DEFINE_integer("seed", 0, "Seed of weights and data.")
+flags.DEFINE_string("json", "bench_out/space_to_depth.json", "Where to write results.")
+
+
+def build(name, rng):
+    """`(model, stem layer name, calibration data)`."""
+    if name == "detectnet":
+        from recipes.detectnet.model import detectnet
+
+        model = detectnet(input_size=(128, 384), width=0.25, batch_norm="all")
+        return model, "conv1_7x7_s2", rng.uniform(0, 255, (8, 128, 384, 3))
+    if name == "mobilenet_v2":
+        model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3),
+                                               classes=10)
+        return model, "Conv1", rng.uniform(-1, 1, (8, 224, 224, 3))
+    raise app.UsageError(f"unknown model {name!r}")
+
+
+def stem_only(model, stem):
+    """The model cut after its stem convolution (and what fuses into it)."""
+    layer = model.get_layer(stem)
+    return keras.Model(model.inputs, layer.output, name=f"{model.name}_stem")
+
+
+def run_model(name):
+    rng = np.random.default_rng(FLAGS.seed)
+    model, stem, data = build(name, rng)
+    data = data.astype("float32")
+    table = LatencyTable.measure(evolvable(model), cache_dir=FLAGS.cache_dir)
+    chosen = table.space_to_depth_layers(evolvable(model))
+    flatbuffers, labels = [], []
+    for label, net in (("whole", model), ("stem", stem_only(model, stem))):
+        for rewritten in (False, True):
+            report = export_tflite(net, data, space_to_depth=[stem] if rewritten else None)
+            flatbuffers.append(report.flatbuffer)
+            labels.append((label, rewritten, report.max_abs_error))
+    print(f"{name}: timing {len(flatbuffers)} flatbuffers interleaved, {FLAGS.rounds} rounds",
+          flush=True)
+    interps = [_interpreter(f, 1) for f in flatbuffers for _ in range(FLAGS.instances)]
+    times = time_interleaved(interps, rounds=FLAGS.rounds, budget_ms=40.0, max_runs=1000)
+    ms = np.mean(np.reshape(times, (len(flatbuffers), FLAGS.instances)), axis=1)
+    result = {"model": name, "stem": stem, "table_chooses": chosen}
+    for (label, rewritten, error), value in zip(labels, ms, strict=True):
+        key = f"{label}_{'rewritten' if rewritten else 'direct'}"
+        result[f"{key}_ms"] = float(value)
+        result[f"{key}_max_abs_error"] = float(error)
+    for label in ("whole", "stem"):
+        result[f"{label}_speedup"] = result[f"{label}_direct_ms"] / result[f"{label}_rewritten_ms"]
+    print(f"  {stem}: {result['stem_direct_ms']:.3f} -> {result['stem_rewritten_ms']:.3f} ms "
+          f"({result['stem_speedup']:.2f}x); whole model {result['whole_direct_ms']:.3f} -> "
+          f"{result['whole_rewritten_ms']:.3f} ms ({result['whole_speedup']:.2f}x); "
+          f"the latency table rewrites {chosen or 'nothing'}")
+    return result
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.ERROR)
+    keras.utils.set_random_seed(FLAGS.seed)
+    print(f"host CPU: {_cpu()}, LiteRT XNNPACK, 1 thread, batch 1, int8", flush=True)
+    results = [run_model(name) for name in FLAGS.models]
+    save_result(FLAGS.json, {
+        "benchmark": "space_to_depth",
+        "config": {"models": FLAGS.models, "rounds": FLAGS.rounds,
+                   "instances": FLAGS.instances, "threads": 1, "batch": 1,
+                   "seed": FLAGS.seed},
+        "models": results,
+    })
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,237 @@
+"""Exact rewrites that make a deployed model faster without changing it.
+
+**Space-to-depth.** A strided convolution on few input channels (the 7x7/2
+first convolution of GoogLeNet on an RGB image) runs far below the speed of
+the layers after it: the CPU kernels vectorise over channels, and there are
+three. With block size `s` equal to the stride, the same convolution is a
+stride-1 convolution on the image rearranged into `s x s` blocks
+(`SpaceToDepth`, `s*s*C` channels at `1/s` the resolution):
+
+    y[i, j, f] = sum_{ky, kx, c} x_p[i*s + ky, j*s + kx, c] * w[ky, kx, c, f]
+
+with `x_p` the zero-padded input. Write `ky = u*s + dy` (and `kx` alike):
+`x_p[(i+u)*s + dy, (j+v)*s + dx, c]` is channel `(dy*s + dx)*C + c` of block
+`(i+u, j+v)` (the order of `keras.ops.space_to_depth`), so
+
+    y[i, j, f] = sum_{u, v, k} b[i+u, j+v, k] * w'[u, v, k, f],
+    w'[u, v, (dy*s + dx)*C + c, f] = w[u*s + dy, v*s + dx, c, f]
+
+(zero where `u*s + dy` is past the kernel): a `ceil(K/s) x ceil(K/s)`
+stride-1 convolution. A top padding that is not a multiple of `s` is rounded
+up to one and the kernel shifted down by the difference (zero rows on top),
+so every padding lives in block space, where it is a quarter of the pixels
+(or is the stride-1 convolution's own `"same"` padding). The result is the
+original convolution exactly: same weights, zeros added.
+
+Whether it pays depends on the target: measured here (LiteRT 2.3, XNNPACK,
+int8, 1 thread, AMD EPYC), DetectNet's conv1 at 128x384 ran 1.3x faster
+rewritten; on another host 3.7x (DESIGN §5b). `LatencyTable.measure` times
+both forms of every eligible layer and `LatencyTable.space_to_depth_layers`
+names those where the rewrite is faster; `compact` / `export_tflite` take
+that list (`space_to_depth=`).
+"""
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="keras_evosynth")
+class SpaceToDepth(keras.layers.Layer):
+    """Rearranges `block_size x block_size` pixel blocks into channels.
+
+    Channels-last: `(batch, H, W, C) -> (batch, H/b, W/b, b*b*C)`, output
+    channel `(dy*b + dx)*C + c` holding pixel `(dy, dx)` of each block
+    (`keras.ops.space_to_depth`; LiteRT's `SPACE_TO_DEPTH`). H and W must be
+    multiples of the block size.
+
+    Args:
+        block_size: The block edge (>= 2).
+        **kwargs: `keras.layers.Layer` arguments (`name`, ...).
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.arange(16, dtype="float32").reshape(1, 4, 4, 1)
+    >>> y = SpaceToDepth(2)(x)
+    >>> tuple(y.shape), [float(v) for v in y[0, 0, 0]]
+    ((1, 2, 2, 4), [0.0, 1.0, 4.0, 5.0])
+    """
+
+    def __init__(self, block_size, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
+            raise ValueError(f"SpaceToDepth: block_size must be an int >= 2, got {block_size!r}.")
+        self.block_size = block_size
+
+    def call(self, inputs):
+        return keras.ops.space_to_depth(inputs, self.block_size, data_format="channels_last")
+
+    def compute_output_shape(self, input_shape):
+        b = self.block_size
+        *lead, h, w, c = input_shape
+        for name, size in (("height", h), ("width", w)):
+            if size is not None and size % b:
+                raise ValueError(
+                    f"SpaceToDepth '{self.name}': input {name} {size} is not a multiple "
+                    f"of block_size {b}."
+                )
+        return (
+            *lead,
+            None if h is None else h // b,
+            None if w is None else w // b,
+            None if c is None else c * b * b,
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpaceToDepthPlan:
+    """How one convolution is rewritten (see the module docstring).
+
+    Attributes:
+        block: Block size (the convolution's stride).
+        image_pad: `(bottom, right)` zero rows/columns added to the image so
+            that its size is a multiple of `block` (usually 0).
+        shift: `(top, left)` zero rows/columns prepended to the kernel.
+        kernel_size: The stride-1 kernel's size, in blocks.
+        block_pad: `((top, bottom), (left, right))` in blocks; negative =
+            cropped.
+        padding: `"same"` when `block_pad` is exactly the stride-1
+            convolution's `"same"` padding (folded into it), else `"valid"`.
+    """
+
+    block: int
+    image_pad: tuple
+    shift: tuple
+    kernel_size: tuple
+    block_pad: tuple
+    padding: str
+
+
+def space_to_depth_plan(kernel_size, strides, padding, input_size, dilation=(1, 1)):
+    """The rewrite of a strided convolution, or the reason there is none.
+
+    Args:
+        kernel_size, strides, dilation: Pairs, as in `keras.layers.Conv2D`.
+        padding: `"same"` or `"valid"`.
+        input_size: `(height, width)` of the input.
+
+    Returns:
+        `(plan, None)` with a `SpaceToDepthPlan`, or `(None, reason)`.
+
+    Example:
+
+    >>> plan, _ = space_to_depth_plan((7, 7), (2, 2), "same", (128, 384))
+    >>> plan.kernel_size, plan.padding
+    ((4, 4), 'same')
+    >>> space_to_depth_plan((3, 3), (1, 1), "same", (8, 8))[1]
+    'stride 1'
+    """
+    strides = tuple(int(s) for s in strides)
+    if strides[0] != strides[1]:
+        return None, f"unequal strides {strides}"
+    block = strides[0]
+    if block < 2:
+        return None, f"stride {block}"
+    if tuple(int(d) for d in dilation) != (1, 1):
+        return None, f"dilation {tuple(dilation)}"
+    if padding not in ("same", "valid"):
+        return None, f"padding {padding!r}"
+    if any(d is None for d in input_size):
+        return None, "unknown input size"
+    image_pad, shift, sizes, pads = [], [], [], []
+    for size, k in zip(input_size, kernel_size, strict=True):
+        size, k = int(size), int(k)
+        if padding == "same":
+            out = math.ceil(size / block)
+            before = max((out - 1) * block + k - size, 0) // 2
+        else:
+            out = (size - k) // block + 1
+            before = 0
+        if out < 1:
+            return None, "kernel larger than the input"
+        top_blocks = math.ceil(before / block)
+        e = top_blocks * block - before
+        kb = math.ceil((k + e) / block)
+        image_blocks = math.ceil(size / block)
+        bottom_blocks = out + kb - 1 - top_blocks - image_blocks
+        image_pad.append(image_blocks * block - size)
+        shift.append(e)
+        sizes.append(kb)
+        pads.append((top_blocks, bottom_blocks))
+    same = all(p == ((kb - 1) // 2, kb - 1 - (kb - 1) // 2)
+               for p, kb in zip(pads, sizes, strict=True))
+    return SpaceToDepthPlan(
+        block=block,
+        image_pad=tuple(image_pad),
+        shift=tuple(shift),
+        kernel_size=tuple(sizes),
+        block_pad=tuple(pads),
+        padding="same" if same and any(kb > 1 for kb in sizes) else "valid",
+    ), None
+
+
+def space_to_depth_kernel(kernel, plan):
+    """The stride-1 kernel on the block tensor (exact: the same weights).
+
+    Args:
+        kernel: `(K_h, K_w, C, F)` array.
+        plan: Its `SpaceToDepthPlan`.
+
+    Returns:
+        `(kb_h, kb_w, s*s*C, F)` array.
+
+    Example:
+
+    >>> plan, _ = space_to_depth_plan((3, 3), (2, 2), "valid", (9, 9))
+    >>> blocks = space_to_depth_kernel(np.ones((3, 3, 1, 1)), plan)
+    >>> blocks.shape, int(blocks.sum())    # the 9 weights and 7 zeros
+    ((2, 2, 4, 1), 9)
+    """
+    kernel = np.asarray(kernel)
+    s = plan.block
+    kh, kw, c, f = kernel.shape
+    (eh, ew), (bh, bw) = plan.shift, plan.kernel_size
+    full = np.zeros((bh * s, bw * s, c, f), kernel.dtype)
+    full[eh:eh + kh, ew:ew + kw] = kernel
+    blocks = full.reshape(bh, s, bw, s, c, f).transpose(0, 2, 1, 3, 4, 5)
+    return blocks.reshape(bh, bw, s * s * c, f)
+
+
+def apply_space_to_depth(x, plan, conv_config, name):
+    """Builds `SpaceToDepth` (+ padding) and the stride-1 `Conv2D` on `x`.
+
+    Args:
+        x: The original convolution's input (a Keras tensor).
+        plan: A `SpaceToDepthPlan`.
+        conv_config: The original `Conv2D`'s config (filters, activation,
+            use_bias, regularizers ... are kept).
+        name: Name of the new convolution (the blocks layer is
+            `f"{name}_space_to_depth"`).
+
+    Returns:
+        `(y, conv)`: the output tensor and the new `Conv2D`, whose weights
+        the caller sets (`space_to_depth_kernel`).
+    """
+    layers = keras.layers
+    if any(plan.image_pad):
+        x = layers.ZeroPadding2D(((0, plan.image_pad[0]), (0, plan.image_pad[1])),
+                                 name=f"{name}_image_pad")(x)
+    x = SpaceToDepth(plan.block, name=f"{name}_space_to_depth")(x)
+    if plan.padding == "valid":
+        grow = tuple((max(a, 0), max(b, 0)) for a, b in plan.block_pad)
+        crop = tuple((max(-a, 0), max(-b, 0)) for a, b in plan.block_pad)
+        if any(map(any, grow)):
+            x = layers.ZeroPadding2D(grow, name=f"{name}_block_pad")(x)
+        if any(map(any, crop)):
+            x = layers.Cropping2D(crop, name=f"{name}_block_crop")(x)
+    config = dict(conv_config)
+    config.update(name=name, kernel_size=plan.kernel_size, strides=(1, 1),
+                  padding=plan.padding, dilation_rate=(1, 1))
+    conv = layers.Conv2D.from_config(config)
+    return conv(x), conv
