@@ -594,6 +594,8 @@ class EvolutionCallback(keras.callbacks.Callback):
             generation=self.generation,
             generations=self.generations,
             mildness=self.attempt,
+            **({"history": [r["accepted"] for r in self.records[1:]]}
+               if self.environment.adaptive else {}),
         )
         best = None
         for candidate in range(self.population):

@@ -15,7 +15,10 @@ Two environments:
 
 An environment returns `Factors` through `factors(...)`; `mildness` (the
 number of rollbacks so far) softens it: the cut `1 - x` of a factor or
-fraction `x` is halved per rollback.
+fraction `x` is halved per rollback. An *adaptive* `ResourceTarget` instead
+carries its step across generations: every accepted offspring multiplies the
+cut by `grow`, every rollback by `shrink` (`adaptive_cut`), so that the
+lineage works near the edge of what retraining recovers.
 
 Example:
 
@@ -66,6 +69,35 @@ def _milder(value, mildness):
     return 1.0 - (1.0 - value) / 2.0**mildness
 
 
+MAX_CUT = 0.9
+
+
+def adaptive_cut(cut, history, grow=1.5, shrink=0.5, max_cut=MAX_CUT):
+    """The cut `1 - kept fraction` after a lineage's accept/rollback history.
+
+    Starting from `cut`, each accepted offspring (True) multiplies it by
+    `grow`, each rollback (False) by `shrink`; never above `max_cut`.
+
+    Args:
+        cut: The first generation's cut, in (0, 1).
+        history: Outcomes of the offspring trained so far, in order (the
+            `accepted` field of the lineage records after generation 0).
+        grow, shrink: Multipliers after an accepted offspring and after a
+            rollback.
+        max_cut: Upper bound of the cut.
+
+    Example:
+
+    >>> round(adaptive_cut(0.3, [True, True, False]), 4)   # 0.3 * 1.5 * 1.5 * 0.5
+    0.3375
+    >>> adaptive_cut(0.3, [True] * 9)
+    0.9
+    """
+    for accepted in history:
+        cut = min(cut * (grow if accepted else shrink), max_cut)
+    return cut
+
+
 def _check_fraction(value, name, upper_inclusive=True):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number in (0, 1), got {value!r}.")
@@ -101,6 +133,8 @@ class Environment:
             genetics.amount(genomes, self.resource),
         )
 
+    adaptive = False
+
     def factors(self, expected, current, ancestor, generation, generations, mildness=0):
         """Returns the `Factors` for one offspring.
 
@@ -112,6 +146,10 @@ class Environment:
             generation: The offspring's generation, 1-based.
             generations: Total generations of the lineage.
             mildness: Rollbacks so far for this generation (0 = none).
+
+        Environments whose `adaptive` attribute is True also receive
+        `history=`: the `accepted` outcome of every offspring trained so
+        far (after generation 0), in order.
         """
         raise NotImplementedError
 
@@ -273,6 +311,13 @@ class ResourceTarget(Environment):
         min_pressure: Latency targets: the smallest pressure of a sampled
             layer, so layers whose filters save no time still shed some
             (0 never cuts them).
+        adaptive: Carry the step across generations: the cut `1 - f` of the
+            target fraction `f` is multiplied by `grow` after every accepted
+            offspring and by `shrink` after every rollback, over the whole
+            lineage (`adaptive_cut`, at most `MAX_CUT` = 0.9), instead of
+            being halved per rollback and reset each generation.
+        grow, shrink: The adaptive step's multipliers (`grow` >= 1,
+            `shrink` in (0, 1)).
 
     Example:
 
@@ -294,6 +339,9 @@ class ResourceTarget(Environment):
         latency_table=None,
         round_to=None,
         min_pressure=0.05,
+        adaptive=False,
+        grow=1.5,
+        shrink=0.5,
     ):
         if (fraction is None) == (budget is None):
             raise ValueError(
@@ -342,6 +390,13 @@ class ResourceTarget(Environment):
             raise ValueError(
                 f"ResourceTarget: min_pressure must be in [0, 1], got {min_pressure!r}."
             )
+        if not isinstance(adaptive, bool):
+            raise TypeError(f"ResourceTarget: adaptive must be True or False, got {adaptive!r}.")
+        for name, value, ok, rule in (("grow", grow, lambda v: v >= 1.0, ">= 1"),
+                                      ("shrink", shrink, lambda v: 0.0 < v < 1.0, "in (0, 1)")):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+                raise ValueError(f"ResourceTarget: {name} must be a number {rule}, got {value!r}.")
+        self.adaptive, self.grow, self.shrink = adaptive, float(grow), float(shrink)
         self.latency_table = None if latency_table is None else _table(latency_table)
         self.round_to = round_to
         self.min_pressure = float(min_pressure)
@@ -364,11 +419,13 @@ class ResourceTarget(Environment):
         expected = self.latency_table.expectation(model, genomes)
         return expected, expected.current
 
-    def factors(self, expected, current, ancestor, generation, generations, mildness=0):
-        wanted = _milder(
-            self.target_fraction(current, ancestor, generation, generations),
-            mildness,
-        )
+    def factors(self, expected, current, ancestor, generation, generations, mildness=0,
+                history=()):
+        wanted = self.target_fraction(current, ancestor, generation, generations)
+        if self.adaptive:
+            wanted = 1.0 - adaptive_cut(1.0 - wanted, history, self.grow, self.shrink)
+        else:
+            wanted = _milder(wanted, mildness)
         if current <= 0:
             return Factors(1.0, 1.0, wanted, None)
         if self.resource == "latency":
@@ -419,6 +476,8 @@ class ResourceTarget(Environment):
             "tolerance": self.tolerance,
             "fixed_factor": self.fixed_factor,
         }
+        if self.adaptive:
+            config.update(adaptive=True, grow=self.grow, shrink=self.shrink)
         if self.resource == "latency":
             table = self.latency_table
             config.update(

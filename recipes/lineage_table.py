@@ -32,6 +32,7 @@ from keras_evosynth.stats import summary
 COLUMNS = [
     ("lineage", "{}"),
     ("generation", "{}"),
+    ("rollbacks", "{}"),
     ("bits", "{}"),
     ("synapses", "{:,}"),
     ("filters", "{:,}"),
@@ -75,6 +76,29 @@ def accepted_generations(directory):
     return sorted(out, key=lambda item: item[0])
 
 
+def rollbacks(directory):
+    """`({generation: rolled-back offspring}, rollback rate)` of a lineage:
+    the rate is rolled-back over all trained offspring (generation 0 left
+    out), 0 for a lineage without offspring.
+
+    >>> import json, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "lineage.jsonl"), "w") as f:
+    ...     for g, ok in [(0, True), (1, False), (1, True), (2, False), (2, False)]:
+    ...         print(json.dumps({"generation": g, "accepted": ok}), file=f)
+    >>> rollbacks(folder)
+    ({1: 1, 2: 2}, 0.75)
+    """
+    failed, trained = {}, 0
+    for record in read_lineage(directory):
+        if record.get("generation", 0) == 0:
+            continue
+        trained += 1
+        if not record.get("accepted", True):
+            failed[record["generation"]] = failed.get(record["generation"], 0) + 1
+    return failed, (sum(failed.values()) / trained if trained else 0.0)
+
+
 def baseline_sparsity(ancestor, lineages):
     """The kernel sparsity at which a baseline has as many synapses as the
     smallest accepted generation of `lineages`.
@@ -115,6 +139,7 @@ def build_table(
     log=print,
     extra_columns=(),
     baselines=(),
+    space_to_depth=None,
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -135,6 +160,9 @@ def build_table(
         baselines: Already exported models to measure in the same table
             (e.g. the tfmot baseline): dicts with `lineage`, `tflite` and the
             resource columns (`synapses`, `filters`, `macs`, `bits`).
+        space_to_depth: `export_tflite`'s argument, for every exported row
+            (e.g. the `LatencyTable` a latency-target lineage evolved
+            against, so that the rows deploy what it predicted).
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -145,7 +173,8 @@ def build_table(
     def add(row, model, mode, remove_channels=True):
         path = os.path.join(out_dir, f"{row['lineage']}_g{row['generation']:03d}_{mode}.tflite")
         report = export_tflite(
-            model, representative, path=path, mode=mode, remove_channels=remove_channels
+            model, representative, path=path, mode=mode, remove_channels=remove_channels,
+            space_to_depth=space_to_depth,
         )
         row.update(size_bytes=report.size_bytes, tflite=path, **evaluate(path))
         log(
@@ -158,13 +187,16 @@ def build_table(
     base = _stats(ancestor)
     for mode in ("float32", "int8"):
         add({"lineage": f"ancestor-{mode}", "generation": 0, **base}, ancestor, mode)
+    rates = {}
     for label, directory in lineages.items():
+        failed, rates[label] = rollbacks(directory)
         for generation, checkpoint, record in accepted_generations(directory):
             model = keras.models.load_model(checkpoint)
             add(
                 {
                     "lineage": label,
                     "generation": generation,
+                    "rollbacks": failed.get(generation, 0) if generation else None,
                     "keras_fitness": record.get("fitness"),
                     **_stats(model),
                 },
@@ -189,15 +221,23 @@ def build_table(
         if row["latency_ms"]:
             row["speedup_vs_float32"] = float_ms / row["latency_ms"]
             row["speedup_vs_int8"] = int8_ms / row["latency_ms"]
-    write_table(rows, out_dir, report, extra_columns)
+    write_table(rows, out_dir, report, extra_columns, rates)
     return rows
 
 
-def write_table(rows, out_dir, report=None, extra_columns=()):
-    """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`."""
+def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=None):
+    """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`.
+
+    `rollback_rates`: `{lineage: rate}` (see `rollbacks`), listed under the
+    table and stored in the JSON."""
     with open(os.path.join(out_dir, "lineage.md"), "w") as f:
         f.write(markdown_table(rows, extra=extra_columns) + "\n")
+        if rollback_rates:
+            rates = ", ".join(f"{k} {v:.0%}" for k, v in rollback_rates.items())
+            f.write(f"\nrollback rate (rolled-back / trained offspring): {rates}\n")
     payload = {"rows": rows}
+    if rollback_rates:
+        payload["rollback_rate"] = dict(rollback_rates)
     if report is not None:
         payload["benchmark"] = report.to_dict()
     with open(os.path.join(out_dir, "lineage.json"), "w") as f:

@@ -207,6 +207,32 @@ def test_rollback_resamples_milder_then_accepts(digits):
     assert records[1]["checkpoint"] is None
 
 
+def test_adaptive_step_follows_the_lineage_history(digits, tmp_path):
+    state = {}
+
+    class Score(keras.callbacks.Callback):
+        """Fitness 0 for the first attempt of generation 2, 1 otherwise."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            evolution = state["evolution"]
+            logs["score"] = 0.0 if (evolution.generation, evolution.attempt) == (2, 0) else 1.0
+
+    def run(directory):
+        evolution = EvolutionCallback(**quick(
+            generations=3, monitor="score", mode="max", tolerance=0.5, directory=directory,
+            environment=ResourceTarget(fraction=0.9, adaptive=True, grow=2.0, shrink=0.25)))
+        state["evolution"] = evolution
+        fit(cnn(), digits, [Score(), evolution], epochs=20)
+        return evolution.records
+
+    records = run(str(tmp_path / "a"))
+    assert [(r["generation"], r["accepted"]) for r in records] == [
+        (0, True), (1, True), (2, False), (2, True), (3, True)]
+    # cut 0.1, accepted -> 0.2, rolled back -> 0.05, accepted -> 0.1
+    assert [round(r["target"], 6) for r in records[1:]] == [0.9, 0.8, 0.95, 0.9]
+    assert stable(run(str(tmp_path / "b"))) == stable(records)
+
+
 def test_rollbacks_exhausted_keep_the_parent(digits):
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -119,6 +119,44 @@ def test_budget_is_reached_in_equal_ratios():
     assert f.target == pytest.approx(1 - (1 - 0.1**0.5) / 2)
 
 
+def test_adaptive_cut_grows_after_acceptance_and_shrinks_after_rollback():
+    assert environment.adaptive_cut(0.2, []) == 0.2
+    assert environment.adaptive_cut(0.2, [True]) == pytest.approx(0.3)
+    assert environment.adaptive_cut(0.2, [True, False, False]) == pytest.approx(0.075)
+    assert environment.adaptive_cut(0.2, [True, True], grow=2.0, shrink=0.25) == pytest.approx(0.8)
+    assert environment.adaptive_cut(0.5, [True] * 3) == environment.MAX_CUT
+
+
+def test_adaptive_target_carries_its_step_across_generations():
+    env = ResourceTarget(fraction=0.8, adaptive=True, grow=2.0, shrink=0.5)
+
+    def wanted(history, mildness=0):
+        return env.factors(lambda c, s: 100 * s, 100, 100, 2, 5, mildness=mildness,
+                           history=history).target
+
+    assert wanted([]) == pytest.approx(0.8)
+    assert wanted([True]) == pytest.approx(0.6)  # cut 0.2 -> 0.4
+    assert wanted([True, False]) == pytest.approx(0.8)  # a rollback halves it back
+    assert wanted([True, False], mildness=1) == pytest.approx(0.8)  # history, not mildness
+    # without adaptive, the same history changes nothing and a rollback halves the cut
+    plain = ResourceTarget(fraction=0.8)
+    assert plain.factors(lambda c, s: 100 * s, 100, 100, 2, 5, mildness=1).target == (
+        pytest.approx(0.9))
+    again = environment.get(environment.serialize(env))
+    assert again == env and (again.adaptive, again.grow, again.shrink) == (True, 2.0, 0.5)
+    assert "adaptive" not in plain.get_config()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"adaptive": 1}, TypeError, "adaptive must be True or False"),
+    ({"adaptive": True, "grow": 0.9}, ValueError, "grow must be a number >= 1"),
+    ({"adaptive": True, "shrink": 1.0}, ValueError, "shrink must be a number in \\(0, 1\\)"),
+])
+def test_adaptive_target_rejects_bad_steps(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ResourceTarget(fraction=0.7, **kwargs)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

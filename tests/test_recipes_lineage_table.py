@@ -97,9 +97,14 @@ def test_build_table_exports_measures_and_writes_the_table(tmp_path):
     assert rows[3]["synapses"] < rows[2]["synapses"]
     assert rows[3]["size_bytes"] < rows[2]["size_bytes"]
     assert rows[0]["synaptic_efficiency"] == 1.0
+    # generation 1 accepted at once, generation 2 rolled back: 1 of 2 offspring
+    assert [r.get("rollbacks") for r in rows] == [None, None, None, 0]
     with open(os.path.join(out, "lineage.json")) as f:
         saved = json.load(f)
     assert [r["generation"] for r in saved["rows"]] == [0, 0, 0, 1]
+    assert saved["rollback_rate"] == {"int4": 0.5}
     table = open(os.path.join(out, "lineage.md")).read()
-    assert "ap_easy" in table.splitlines()[0] and len(table.splitlines()) == 6
+    assert "ap_easy" in table.splitlines()[0] and len(table.splitlines()) == 8
+    assert table.splitlines()[-1] == (
+        "rollback rate (rolled-back / trained offspring): int4 50%")
     assert os.path.exists(os.path.join(out, "lineage.png"))

@@ -255,7 +255,7 @@ def main(argv):
     rows = lineage_table.build_table(
         ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
-        baselines=tfmot_baseline(ancestor, lineages, values),
+        baselines=tfmot_baseline(ancestor, lineages, values), space_to_depth=table,
     )  # fmt: skip
     print(lineage_table.markdown_table(rows, extra=EXTRA_COLUMNS))
     print(f"wrote {values.out_dir}/lineage.md, lineage.json, lineage.png")
