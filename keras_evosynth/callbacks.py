@@ -160,6 +160,12 @@ class EvolutionCallback(keras.callbacks.Callback):
         trial_data: `(x, y)` or a dataset for a brief training of every
             candidate; None scores candidates untrained.
         trial_steps: Batches of `trial_data` per candidate (None: one epoch).
+        fitness_epochs: Fitness is the mean of the monitor over the last
+            this many epochs of a generation (ancestor included; at most
+            `epochs_per_generation` and `ancestor_epochs`), so that one noisy
+            epoch neither rolls back a good offspring nor keeps a bad one.
+            With more than 1, records hold the epochs' values as
+            `fitness_values`.
         tolerance: If the fitness of an offspring is worse than the
             ancestor's by more than this (in the metric's units), it is
             rolled back: the parent is restored and resampled with a milder
@@ -206,6 +212,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         selection_data=None,
         trial_data=None,
         trial_steps=None,
+        fitness_epochs=1,
         tolerance=None,
         max_rollbacks=2,
         stop_when=None,
@@ -247,6 +254,13 @@ class EvolutionCallback(keras.callbacks.Callback):
             raise ValueError("EvolutionCallback: trial_data is only used with population > 1.")
         self.selection_data, self.trial_data = selection_data, trial_data
         self.trial_steps = None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
+        self.fitness_epochs = _int(fitness_epochs, "fitness_epochs", 1)
+        if self.fitness_epochs > min(self.epochs_per_generation, self.ancestor_epochs):
+            raise ValueError(
+                f"EvolutionCallback: fitness_epochs={self.fitness_epochs} is more than the "
+                f"epochs of a generation (epochs_per_generation={self.epochs_per_generation}, "
+                f"ancestor_epochs={self.ancestor_epochs})."
+            )
         if tolerance is not None:
             if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
                 raise TypeError(
@@ -329,6 +343,8 @@ class EvolutionCallback(keras.callbacks.Callback):
             "stop_when": self.stop_when if isinstance(self.stop_when, dict) else None,
             "reinitialize": self.reinitialize,
             "protect": self.protect,
+            # only when set, so that lineages written before it still resume
+            **({"fitness_epochs": self.fitness_epochs} if self.fitness_epochs > 1 else {}),
         }
 
     # ---------------------------------------------------------------- hooks
@@ -379,8 +395,11 @@ class EvolutionCallback(keras.callbacks.Callback):
                 "metrics or choose another monitor."
             )
         self._monitor_seen = True
+        if self.monitor in logs:
+            self._values.append(float(logs[self.monitor]))
         if self._epochs_done >= wanted:
-            self._complete(dict(logs), float(logs[self.monitor]))
+            values = self._values[-self.fitness_epochs:]
+            self._complete(dict(logs), float(np.mean(values)) if len(values) > 1 else values[0])
 
     # ---------------------------------------------------------------- state
     def _evo_layers(self):
@@ -396,6 +415,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             self.latency_table.predict(self.model)  # raises for unmeasured layers
         self._traced = self._precisions()
         self._epochs_done = 0
+        self._values = []
         self._started = True
         self._monitor_seen = False
         self._clock = time.perf_counter()
@@ -506,11 +526,14 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     def _complete(self, logs, fitness):
         self._epochs_done = 0
+        values, self._values = self._values, []
         accepted = True
         if self.generation > 0 and self.tolerance is not None:
             worse = self._worse_by(fitness, self.records[0]["fitness"])
             accepted = worse <= self.tolerance
         record = self._record(logs, fitness, accepted)
+        if self.fitness_epochs > 1:
+            record["fitness_values"] = values
         if accepted and self.lineage is not None:
             record["checkpoint"] = self.lineage.save_model(self.model, self.generation)
         self.records.append(record)

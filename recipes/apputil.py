@@ -57,21 +57,25 @@ def tfmot_wanted(mode):
     return installed
 
 
-def environment_for(synthesis, keep, latency_table=None):
+def environment_for(synthesis, keep, latency_table=None, adaptive=False):
     """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
-    ancestor's `latency_table`, see `latency_table_for`).
+    ancestor's `latency_table`, see `latency_table_for`; `adaptive`: the
+    adaptive step, `ResourceTarget(adaptive=True)`).
 
     Example:
 
     >>> environment_for("filters", 0.7).solve
     'cluster'
+    >>> environment_for("synapses", 0.7, adaptive=True).adaptive
+    True
     """
+    common = {"fraction": keep, "adaptive": adaptive}
     if synthesis == "latency":
-        return ResourceTarget(fraction=keep, resource="latency", latency_table=latency_table)
+        return ResourceTarget(resource="latency", latency_table=latency_table, **common)
     if synthesis == "filters":
-        return ResourceTarget(fraction=keep, resource="macs", solve="cluster", fixed_factor=math.e)
+        return ResourceTarget(resource="macs", solve="cluster", fixed_factor=math.e, **common)
     if synthesis == "synapses":
-        return ResourceTarget(fraction=keep, resource="synapses", solve="both")
+        return ResourceTarget(resource="synapses", solve="both", **common)
     raise ValueError(f"synthesis must be one of {SYNTHESIS}, got {synthesis!r}.")
 
 

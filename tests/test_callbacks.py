@@ -233,6 +233,29 @@ def test_adaptive_step_follows_the_lineage_history(digits, tmp_path):
     assert stable(run(str(tmp_path / "b"))) == stable(records)
 
 
+def test_fitness_is_the_mean_of_the_last_epochs(digits, tmp_path):
+    class Score(keras.callbacks.Callback):
+        """Logs the epoch number (0, 1, 2, ...) as the score."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["score"] = float(epoch)
+
+    evolution = EvolutionCallback(**settings(
+        generations=2, epochs_per_generation=3, ancestor_epochs=2, fitness_epochs=2,
+        monitor="score", mode="max", directory=str(tmp_path / "lineage")))
+    fit(cnn(), digits, [Score(), evolution], epochs=8)
+    records = evolution.records
+    # epochs 0-1 ancestor, 2-4 generation 1, 5-7 generation 2
+    assert [r["fitness_values"] for r in records] == [[0.0, 1.0], [2.0, 3.0, 4.0],
+                                                      [5.0, 6.0, 7.0]]
+    assert [r["fitness"] for r in records] == [0.5, 3.5, 6.5]
+    assert evolution.settings()["fitness_epochs"] == 2
+    assert "fitness_epochs" not in EvolutionCallback(generations=1).settings()
+    with pytest.raises(ValueError, match="fitness_epochs=3 is more than the epochs"):
+        EvolutionCallback(generations=1, epochs_per_generation=3, ancestor_epochs=2,
+                          fitness_epochs=3)
+
+
 def test_rollbacks_exhausted_keep_the_parent(digits):
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

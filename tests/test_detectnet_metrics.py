@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from recipes.detectnet import metrics
 from recipes.detectnet.metrics import digits_map, iou, match
 
 
@@ -70,3 +71,22 @@ def test_digits_map_perfect_and_threshold_argument():
 def test_digits_map_length_mismatch():
     with pytest.raises(ValueError, match="2 ground-truth images but 1 detection"):
         digits_map([[], []], [[]])
+
+
+def test_image_counts_sum_to_the_digits_score():
+    gt = [[(0, 0, 10, 10), (20, 0, 30, 10)], [], [(0, 0, 10, 10)]]
+    det = [[(0, 0, 10, 10, 1.0)], [(50, 50, 60, 60, 1.0)], [(0, 0, 10, 10, 1.0)]]
+    counts = metrics.image_counts(gt, det)
+    assert counts.tolist() == [[1, 0, 1], [0, 1, 0], [1, 0, 0]]
+    assert metrics.counts_score(counts) == metrics.digits_map(gt, det)
+
+
+def test_bootstrap_spread_matches_the_delta_method_and_shrinks_with_more_images():
+    # p = precision = recall = share of right images; mAP = 100 p^2, so
+    # sd(mAP) ~ 200 p sd(p) = 200 p sqrt(p (1 - p) / n)
+    for n in (100, 400):
+        counts = np.array([[1, 0, 0]] * (n // 4) + [[0, 1, 1]] * (3 * n // 4))
+        spread = metrics.digits_map_spread(counts, samples=2000)
+        p = 0.25
+        assert spread == pytest.approx(200 * p * np.sqrt(p * (1 - p) / n), rel=0.12)
+    assert metrics.digits_map_spread(counts, seed=3) == metrics.digits_map_spread(counts, seed=3)

@@ -77,7 +77,7 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
 def test_detectnet_evolve_tiny_run(tmp_path):
     result = run_app(
         "recipes.detectnet.evolve", "--num_train=20", "--num_val=6", "--epochs=1",
-        "--generations=1", "--epochs_per_generation=1", "--precisions=int4",
+        "--generations=1", "--epochs_per_generation=1", "--fitness_epochs=1", "--precisions=int4",
         "--image_height=64", "--image_width=96", "--width=0.125", "--runs=5", "--tfmot=off",
         f"--out_dir={tmp_path}",
     )  # fmt: skip
@@ -88,4 +88,4 @@ def test_detectnet_evolve_tiny_run(tmp_path):
         ("ancestor-float32", 0), ("ancestor-int8", 0), ("int4", 0), ("int4", 1)
     ]  # fmt: skip
     assert rows[3]["macs"] < rows[2]["macs"]
-    assert {"ap_easy", "ap_moderate", "ap_hard"} <= set(rows[3])
+    assert {"ap_easy", "ap_moderate", "ap_hard", "mAP_spread", "rollbacks"} <= set(rows[3])

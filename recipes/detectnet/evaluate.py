@@ -66,7 +66,9 @@ def score(outputs, labels, scale=1.0, class_name="Car", filter_ground_truth=True
 
     Returns:
         A JSON-ready dict: `mAP`, `precision`, `recall` (DIGITS, percent),
-        `true_positives`, `false_positives`, `false_negatives`, `ap_easy`,
+        `mAP_spread` (its standard deviation over bootstrap resamples of the
+        images, `metrics.digits_map_spread`), `true_positives`,
+        `false_positives`, `false_negatives`, `ap_easy`,
         `ap_moderate`, `ap_hard` (KITTI, percent) and `detections` (total).
 
     Example:
@@ -96,10 +98,12 @@ def score(outputs, labels, scale=1.0, class_name="Car", filter_ground_truth=True
         if filter_ground_truth:
             objects = [obj for obj in objects if obj.height >= min_height]
         ground_truth.append(kitti.boxes(objects, class_name))
-    digits = metrics.digits_map(ground_truth, detections)
+    counts = metrics.image_counts(ground_truth, detections)
+    digits = metrics.counts_score(counts)
     aps = kitti_ap.kitti_ap(labels, detections, class_name, scaled_difficulties(scale))
     return {
         **digits.to_dict(),
+        "mAP_spread": metrics.digits_map_spread(counts),
         **{f"ap_{name}": value for name, value in aps.items()},
         "detections": int(sum(len(d) for d in detections)),
     }

@@ -8,11 +8,16 @@
    GoogLeNet DetectNet on generated 384x128 KITTI-format scenes by default,
    or `--kitti_root`), or loads it from `--out_dir/ancestor/model.keras`.
 2. For each precision of `--precisions`, evolves it with `EvolutionCallback`
-   (fitness: DIGITS mAP on the validation images, computed every epoch;
-   rollback past `--tolerance` mAP points; the coverage/bbox heads protected),
-   each offspring keeping `--keep` of its parent's MACs (`--synthesis=filters`)
-   or of its predicted int8 LiteRT latency (`--synthesis=latency`: a
-   `LatencyTable` measured once on this host, cached in `--out_dir`).
+   (fitness: DIGITS mAP on the 500 validation images, computed every epoch,
+   averaged over the last `--fitness_epochs` of each retraining, generation 0
+   included; rollback past `--tolerance` mAP points; the coverage/bbox heads
+   protected), each offspring keeping `--keep` of its parent's MACs
+   (`--synthesis=filters`) or of its predicted int8 LiteRT latency
+   (`--synthesis=latency`: a `LatencyTable` measured once on this host, cached
+   in `--out_dir`); with `--adaptive` (default) the cut grows after an
+   accepted offspring and halves after a rollback. The lineage table shows
+   each row's `mAP_spread` (bootstrap standard deviation over the validation
+   images): choose `--tolerance` above it.
 3. Compacts and exports every accepted generation to int8 LiteRT, scores the
    *converted* flatbuffer (DIGITS mAP, KITTI AP) and benchmarks all of them
    against the float32 and int8 ancestors (`recipes.lineage_table`):
@@ -51,7 +56,8 @@ from recipes.detectnet import evaluate as scoring  # noqa: E402
 from recipes.detectnet import losses, targets, train  # noqa: E402
 
 TFMOT_MAX_EPOCHS = 6
-EXTRA_COLUMNS = [("ap_easy", "{:.1f}"), ("ap_moderate", "{:.1f}"), ("ap_hard", "{:.1f}")]
+EXTRA_COLUMNS = [("mAP_spread", "±{:.1f}"), ("ap_easy", "{:.1f}"), ("ap_moderate", "{:.1f}"),
+                 ("ap_hard", "{:.1f}")]
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -66,6 +72,9 @@ def define_flags(flag_values=flags.FLAGS):
     """
     train.define_flags(flag_values)
     flag_values.set_default("out_dir", "runs/detectnet_evolve")
+    # >= 500 scenes: on 200 the DIGITS mAP of one model moves by ~2-3 points
+    # between draws of the validation set (the lineage table's mAP_spread)
+    flag_values.set_default("num_val", 500)
     define = {"flag_values": flag_values}
     flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions, one lineage each "
                       "(the full sweep: float32,int8,int4,int2).", **define)  # fmt: skip
@@ -77,6 +86,11 @@ def define_flags(flag_values=flags.FLAGS):
                        **define)  # fmt: skip
     flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "See recipes.apputil.", **define)
     flags.DEFINE_float("tolerance", 5.0, "Rollback past this loss of DIGITS mAP points.", **define)
+    flags.DEFINE_integer("fitness_epochs", 2, "Fitness: mean DIGITS mAP of the last this many "
+                         "epochs of each retraining (<= --epochs_per_generation).", **define)
+    flags.DEFINE_bool("adaptive", True, "Adaptive step: the cut grows 1.5x after an accepted "
+                      "offspring and halves after a rollback (ResourceTarget(adaptive=True)); "
+                      "off: every generation cuts to --keep, halved per rollback.", **define)
     flags.DEFINE_integer("runs", 50, "Timed LiteRT invokes per model.", **define)
     flags.DEFINE_enum("tfmot", "auto", ["auto", "on", "off"], "Add the tfmot baseline (magnitude "
                       "pruning + int8, own process) at the synapse count of the smallest evolved "
@@ -93,9 +107,12 @@ def check_evolution_flags(values):
 
     for precision in values.precisions:
         quantizers.get(precision)
-    for name in ("generations", "epochs_per_generation", "runs"):
+    for name in ("generations", "epochs_per_generation", "runs", "fitness_epochs"):
         if getattr(values, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(values, name)}.")
+    if values.fitness_epochs > values.epochs_per_generation:
+        raise ValueError(f"--fitness_epochs ({values.fitness_epochs}) must be <= "
+                         f"--epochs_per_generation ({values.epochs_per_generation}).")
     if not 0 < values.keep < 1:
         raise ValueError(f"--keep must be in (0, 1), got {values.keep}.")
     if not 0 < values.finetune_learning_rate < 1:
@@ -120,7 +137,9 @@ class DetectionScore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         outputs = self.model.predict(self.images, batch_size=20, verbose=0)
         if logs is not None:
-            logs["detection_mAP"] = scoring.score(outputs, self.labels, scale=self.scale)["mAP"]
+            result = scoring.score(outputs, self.labels, scale=self.scale)
+            logs["detection_mAP"] = result["mAP"]
+            logs["detection_mAP_spread"] = result["mAP_spread"]
 
 
 def tflite_scores(images, labels, scale):
@@ -163,11 +182,13 @@ def evolve(ancestor, precision, data, directory, values, latency_table=None):
     evolution = ke.EvolutionCallback(
         generations=values.generations,
         epochs_per_generation=values.epochs_per_generation,
-        ancestor_epochs=1,
+        ancestor_epochs=values.fitness_epochs,
         precision=precision,
-        environment=environment_for(values.synthesis, values.keep, latency_table),
+        environment=environment_for(values.synthesis, values.keep, latency_table,
+                                    values.adaptive),
         monitor="detection_mAP",
         mode="max",
+        fitness_epochs=values.fitness_epochs,
         tolerance=values.tolerance,
         seed=values.seed,
         directory=directory,

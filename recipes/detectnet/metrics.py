@@ -137,17 +137,59 @@ def digits_map(ground_truth, detections, threshold=0.7):
     >>> s.precision, s.recall, s.mAP
     (50.0, 50.0, 25.0)
     """
+    return counts_score(image_counts(ground_truth, detections, threshold))
+
+
+def counts_score(counts):
+    """The `DigitsScore` of per-image `image_counts` (summed over images)."""
+    tp, fp, fn = (int(n) for n in np.asarray(counts, np.int64).reshape(-1, 3).sum(axis=0))
+    precision = 100.0 * _ratio(tp, tp + fp)
+    recall = 100.0 * _ratio(tp, tp + fn)
+    return DigitsScore(tp, fp, fn, precision, recall, precision * recall / 100.0)
+
+
+def image_counts(ground_truth, detections, threshold=0.7):
+    """`(N, 3)` int array: true positives, false positives and false
+    negatives of each image (DIGITS' greedy matching)."""
     if len(ground_truth) != len(detections):
         raise ValueError(
             f"digits_map: {len(ground_truth)} ground-truth images but "
             f"{len(detections)} detection images."
         )
-    tp = fp = fn = 0
-    for gt, det in zip(ground_truth, detections, strict=True):
+    counts = np.zeros((len(ground_truth), 3), np.int64)
+    for i, (gt, det) in enumerate(zip(ground_truth, detections, strict=True)):
         gt_matched, det_matched = match(gt, det, threshold)
-        tp += int(det_matched.sum())
-        fp += int((~det_matched).sum())
-        fn += int((~gt_matched).sum())
-    precision = 100.0 * _ratio(tp, tp + fp)
-    recall = 100.0 * _ratio(tp, tp + fn)
-    return DigitsScore(tp, fp, fn, precision, recall, precision * recall / 100.0)
+        counts[i] = det_matched.sum(), (~det_matched).sum(), (~gt_matched).sum()
+    return counts
+
+
+def digits_map_spread(counts, samples=200, seed=0):
+    """Standard deviation of DIGITS mAP over bootstrap resamples of the images.
+
+    How much the score of *one* model moves when the validation images are
+    drawn again from the same distribution: a rollback tolerance below it
+    rejects offspring for the luck of the draw.
+
+    Args:
+        counts: `image_counts(...)` of the model's detections.
+        samples: Bootstrap resamples (images drawn with replacement).
+        seed: Seed of the resampling.
+
+    Returns:
+        The standard deviation in mAP points (0 for fewer than 2 images).
+
+    Example:
+
+    >>> counts = np.array([[1, 0, 0], [0, 1, 1]] * 50)   # half the images right
+    >>> round(digits_map_spread(counts), 1)
+    5.0
+    >>> digits_map_spread(np.array([[1, 0, 0]] * 20))    # always right
+    0.0
+    """
+    counts = np.asarray(counts, np.int64).reshape(-1, 3)
+    if len(counts) < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(counts), size=(samples, len(counts)))
+    maps = [counts_score(counts[draw]).mAP for draw in draws]
+    return float(np.std(maps))
