@@ -8,6 +8,7 @@ Public API (everything else is internal):
 - `evolvable(model, precision=..., layers=...)`, `summary(model)`
 - evolution: `EvolutionCallback`, `ConstantEnvironment`, `ResourceTarget`,
   `genetics` (the pure maths), `Lineage`, `read_lineage`, `plot_lineage`
+- retraining: `Distiller` (an offspring trained on its parent's outputs too)
 - latency: `LatencyTable` (measured per-layer LiteRT costs; `predict(model)`)
 - deployment: `compact(model)`, `to_plain(model)`, `export_tflite(model, data)`
 """
@@ -16,6 +17,7 @@ from keras_evosynth import genetics, quantizers
 from keras_evosynth.callbacks import EvolutionCallback
 from keras_evosynth.compact import CompactionReport, compact, to_plain
 from keras_evosynth.conversion import evolvable
+from keras_evosynth.distill import Distiller
 from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
 from keras_evosynth.export import ExportReport, export_tflite
 from keras_evosynth.latency import LatencyTable
@@ -35,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompactionReport",
     "ConstantEnvironment",
+    "Distiller",
     "EvoConv2D",
     "EvoDense",
     "EvoDepthwiseConv2D",

@@ -34,6 +34,7 @@ from keras_evosynth import environment as environment_lib
 from keras_evosynth import genetics, quantizers
 from keras_evosynth._graph import check_graph_model
 from keras_evosynth.conversion import _walk
+from keras_evosynth.distill import Distiller
 from keras_evosynth.layers import EvoLayer
 from keras_evosynth.lineage import Lineage, check_writable, progress_line
 from keras_evosynth.stats import summary
@@ -182,6 +183,12 @@ class EvolutionCallback(keras.callbacks.Callback):
             model outputs (classifier, detection heads).
         directory: Lineage directory (JSON-lines log and one `.keras` per
             generation); an existing lineage there is resumed.
+        learning_rate: The optimizer's learning rate within each generation
+            (generation 0 too): a number, set when a retraining starts, or a
+            callable `(epoch, epochs) -> rate` called at every epoch, `epoch`
+            counted from 0 within the generation and `epochs` its length,
+            e.g. `lambda e, n: 3e-4 * 0.5 ** e` (a decay restarted for every
+            offspring). None leaves the rate to the optimizer.
         latency_table: A `LatencyTable` whose prediction (ms) goes into
             every record as `"latency"` (and serves `stop_when={"latency":
             f}`); default: the environment's table, if it has one.
@@ -221,6 +228,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         directory=None,
         verbose=1,
         latency_table=None,
+        learning_rate=None,
     ):
         super().__init__()
         self.generations = _int(generations, "generations", 1)
@@ -255,6 +263,12 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.selection_data, self.trial_data = selection_data, trial_data
         self.trial_steps = None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
         self.fitness_epochs = _int(fitness_epochs, "fitness_epochs", 1)
+        if learning_rate is not None and not callable(learning_rate) and (
+                isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
+                or not learning_rate > 0):
+            raise ValueError("EvolutionCallback: learning_rate must be a positive number or a "
+                             f"callable (epoch, epochs) -> rate, got {learning_rate!r}.")
+        self.learning_rate = learning_rate
         if self.fitness_epochs > min(self.epochs_per_generation, self.ancestor_epochs):
             raise ValueError(
                 f"EvolutionCallback: fitness_epochs={self.fitness_epochs} is more than the "
@@ -350,7 +364,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     # ---------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
         self._monitor_checked = False
-        check_graph_model(self.model, "EvolutionCallback")
+        check_graph_model(self._net, "EvolutionCallback")
         if not self._started:
             self._start()
         if self.done:
@@ -362,6 +376,22 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush()
+        if self.learning_rate is not None and not self.done:
+            epochs = self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
+            if callable(self.learning_rate):
+                rate = self.learning_rate(self._epochs_done, epochs)
+            elif self._epochs_done == 0:
+                rate = self.learning_rate
+            else:
+                return
+            try:
+                self.model.optimizer.learning_rate = float(rate)
+            except (TypeError, ValueError, AttributeError) as error:
+                raise ValueError(
+                    "EvolutionCallback: cannot set the optimizer's learning rate "
+                    f"({error}); compile with a plain rate (not a LearningRateSchedule) "
+                    "to use learning_rate=."
+                ) from None
 
     def on_train_end(self, logs=None):
         self._flush()
@@ -402,17 +432,29 @@ class EvolutionCallback(keras.callbacks.Callback):
             self._complete(dict(logs), float(np.mean(values)) if len(values) > 1 else values[0])
 
     # ---------------------------------------------------------------- state
+    @property
+    def _net(self):
+        """The model being evolved: the fitted model, or a `Distiller`'s student."""
+        return self.model.student if isinstance(self.model, Distiller) else self.model
+
+    def _keep_parent(self):
+        """Remembers the current model as the parent (and, under a
+        `Distiller`, makes it the teacher)."""
+        self._parent = self._snapshot()
+        if isinstance(self.model, Distiller):
+            self.model.load_teacher(self._net)
+
     def _evo_layers(self):
-        return [layer for layer in _walk(self.model) if isinstance(layer, EvoLayer)]
+        return [layer for layer in _walk(self._net) if isinstance(layer, EvoLayer)]
 
     def _start(self):
-        genomes, _ = genetics.genomes_from_model(self.model, self.precision, self.protect)
+        genomes, _ = genetics.genomes_from_model(self._net, self.precision, self.protect)
         if self.environment.resource == "macs" or (
             isinstance(self.stop_when, dict) and "macs" in self.stop_when
         ):
             genetics.amount(genomes, "macs")  # raises for unknown sizes
         if self.latency_table is not None:
-            self.latency_table.predict(self.model)  # raises for unmeasured layers
+            self.latency_table.predict(self._net)  # raises for unmeasured layers
         self._traced = self._precisions()
         self._epochs_done = 0
         self._values = []
@@ -422,6 +464,8 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._factors = None
         self._candidate = 0
         self.attempt = 0
+        if isinstance(self.model, Distiller):  # generation 0 distils from the ancestor
+            self.model.load_teacher(self._net)
         if self.lineage is not None:
             records = self.lineage.open(self.settings())
             if any(r.get("accepted") for r in records):
@@ -440,11 +484,11 @@ class EvolutionCallback(keras.callbacks.Callback):
             self._traced = now
 
     def _snapshot(self):
-        return self.model.get_weights(), self._precisions()
+        return self._net.get_weights(), self._precisions()
 
     def _restore(self, snapshot):
         weights, precisions = snapshot
-        self.model.set_weights(weights)
+        self._net.set_weights(weights)
         for layer, precision in zip(self._evo_layers(), precisions, strict=True):
             layer.precision = precision
 
@@ -475,8 +519,8 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     # ----------------------------------------------------------- lifecycle
     def _record(self, logs, fitness, accepted):
-        stats = summary(self.model, print_fn=None)
-        genomes, _ = genetics.genomes_from_model(self.model, None, self.protect)
+        stats = summary(self._net, print_fn=None)
+        genomes, _ = genetics.genomes_from_model(self._net, None, self.protect)
         bits = sorted({row.bits for row in stats.layers})
         record = {
             "generation": self.generation,
@@ -504,7 +548,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             "checkpoint": None,
         }
         if self.latency_table is not None:
-            record["latency"] = self.latency_table.predict(self.model)
+            record["latency"] = self.latency_table.predict(self._net)
         if self._factors is not None:
             record.update(
                 cluster_factor=self._factors.cluster_factor,
@@ -535,13 +579,13 @@ class EvolutionCallback(keras.callbacks.Callback):
         if self.fitness_epochs > 1:
             record["fitness_values"] = values
         if accepted and self.lineage is not None:
-            record["checkpoint"] = self.lineage.save_model(self.model, self.generation)
+            record["checkpoint"] = self.lineage.save_model(self._net, self.generation)
         self.records.append(record)
         if self.lineage is not None:
             self.lineage.append(record)
         self._say(progress_line(record, self.records[0], self.generations))
         if accepted:
-            self._parent = self._snapshot()
+            self._keep_parent()
             if self.generation >= self.generations or self._stop_reached(record):
                 return self._finish()
             self.generation += 1
@@ -575,7 +619,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         path = self.lineage.path(last["checkpoint"])
         try:
             saved = keras.saving.load_model(path, compile=False)
-            self.model.set_weights(saved.get_weights())
+            self._net.set_weights(saved.get_weights())
         except Exception as error:  # Keras raises several types here
             raise ValueError(
                 f"EvolutionCallback: cannot load the lineage checkpoint {path!r} "
@@ -586,7 +630,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             layer.precision = source.precision
         self._sync_functions()
         self.records = list(records)
-        self._parent = self._snapshot()
+        self._keep_parent()
         self.generation = last["generation"]
         failures = sum(
             1 for r in records if r["generation"] == last["generation"] + 1 and not r["accepted"]
@@ -608,8 +652,8 @@ class EvolutionCallback(keras.callbacks.Callback):
     def _synthesize(self):
         """Turns the model (holding the parent) into the next offspring."""
         self._clock = time.perf_counter()
-        genomes, layers = genetics.genomes_from_model(self.model, self.precision, self.protect)
-        expected, current = self.environment.resource_model(self.model, genomes)
+        genomes, layers = genetics.genomes_from_model(self._net, self.precision, self.protect)
+        expected, current = self.environment.resource_model(self._net, genomes)
         self._factors = self.environment.factors(
             expected=expected,
             current=current,
@@ -637,7 +681,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             genetics.apply_masks(layers, masks, self.precision)
             if self.reinitialize:
                 reinitialize_weights(
-                    self.model, [self.seed, self.generation, self.attempt, candidate]
+                    self._net, [self.seed, self.generation, self.attempt, candidate]
                 )
             self._sync_functions()
             reset_optimizer(self.model)

@@ -256,6 +256,28 @@ def test_fitness_is_the_mean_of_the_last_epochs(digits, tmp_path):
                           fitness_epochs=3)
 
 
+@pytest.mark.parametrize("learning_rate, expected", [
+    (lambda e, n: 0.001 * (e + 1) * n, [0.001, 0.002, 0.004, 0.002, 0.004]),
+    (0.004, [0.004] * 5),
+])
+def test_learning_rate_restarts_every_generation(digits, learning_rate, expected):
+    rates = []
+
+    class Spy(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                rates.append(float(self.model.optimizer.learning_rate))
+
+    evolution = EvolutionCallback(**settings(
+        generations=2, epochs_per_generation=2, ancestor_epochs=1, learning_rate=learning_rate))
+    model = cnn()
+    model.optimizer.learning_rate = 0.02  # the constant rate is set over this
+    fit(model, digits, [evolution, Spy()], epochs=5)
+    assert rates == pytest.approx(expected)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+        EvolutionCallback(generations=1, learning_rate=-1.0)
+
+
 def test_rollbacks_exhausted_keep_the_parent(digits):
     class Score(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

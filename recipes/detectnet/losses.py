@@ -24,6 +24,8 @@ Keras' default reduction (mean over the batch) supplies the 1/N.
 import keras
 from keras import ops
 
+from recipes.detectnet.targets import STRIDE
+
 LOSS_WEIGHTS = {"coverage": 1.0, "bboxes": 2.0}
 
 
@@ -130,3 +132,39 @@ def losses():
     ['bboxes', 'coverage']
     """
     return {"coverage": CoverageLoss(), "bboxes": BboxLoss()}
+
+
+@keras.saving.register_keras_serializable(package="recipes.detectnet")
+def coverage_distillation(teacher, student):
+    """Per-example distillation loss of the coverage map: the coverage loss's
+    own form, `0.5 * sum((student - teacher)^2)` over the grid, with the
+    parent's map as the soft target (`keras_evosynth.Distiller`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> t, s = np.zeros((1, 2, 2, 1), "float32"), np.full((1, 2, 2, 1), 0.5, "float32")
+    >>> float(coverage_distillation(t, s)[0])
+    0.5
+    """
+    error = ops.convert_to_tensor(student) - ops.convert_to_tensor(teacher)
+    return 0.5 * ops.sum(ops.square(error), axis=(1, 2, 3))
+
+
+@keras.saving.register_keras_serializable(package="recipes.detectnet")
+def bbox_distillation(teacher, student):
+    """Per-example distillation loss of the bbox map: mean over grid cells of
+    the L1 distance between the corners, in cells (pixels / `STRIDE`).
+
+    Example:
+
+    >>> import numpy as np
+    >>> t, s = np.zeros((1, 1, 2, 4), "float32"), np.full((1, 1, 2, 4), 4.0, "float32")
+    >>> float(bbox_distillation(t, s)[0])   # 4 corners x 4 px / 16
+    1.0
+    """
+    error = ops.convert_to_tensor(student) - ops.convert_to_tensor(teacher)
+    return ops.mean(ops.sum(ops.abs(error), axis=-1), axis=(1, 2)) / STRIDE
+
+
+DISTILLATION_LOSSES = {"coverage": coverage_distillation, "bboxes": bbox_distillation}

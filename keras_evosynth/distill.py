@@ -1,0 +1,144 @@
+"""`Distiller`: retrain an offspring with its parent's outputs as soft targets.
+
+An offspring that lost filters starts far from where its parent was; the
+parent's own outputs (a detector's coverage and box maps, a classifier's
+probabilities) say, for every training input, what the network computed
+before the cut, a denser signal than the labels alone. `Distiller(student)`
+is a Keras model that computes `student(x)` and trains it on
+
+    loss = (1 - alpha) * task loss(y, student(x))
+           + alpha * sum over outputs of distillation_loss(teacher(x), student(x))
+
+with `teacher` a frozen copy of the student's architecture. Compile and fit
+it like the student (the same losses, metrics, callbacks). Given to
+`EvolutionCallback`, the callback evolves `distiller.student` and loads each
+accepted parent into `distiller.teacher` (generation 0 distils from the
+ancestor as it was when training began); lineage checkpoints hold the
+student, a plain evolvable model.
+
+Example:
+
+>>> import keras, numpy as np
+>>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="out")])
+>>> distiller = Distiller(student, alpha=0.5)
+>>> distiller.compile("adam", "mse")
+>>> x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
+>>> _ = distiller.fit(x, y, epochs=1, verbose=0)
+>>> bool(np.allclose(distiller.predict(x, verbose=0), student.predict(x, verbose=0)))
+True
+"""
+
+import keras
+
+from keras_evosynth.conversion import _walk
+from keras_evosynth.layers import EvoLayer
+
+
+def _output_names(model):
+    names = getattr(model, "output_names", None)
+    return list(names) if names else [f"output_{i}" for i in range(len(model.outputs))]
+
+
+@keras.saving.register_keras_serializable(package="keras_evosynth")
+class Distiller(keras.Model):
+    """A student trained on labels and on a frozen teacher's outputs.
+
+    Args:
+        student: The model being trained (functional or Sequential).
+        teacher: A model with the student's outputs (same structure), e.g.
+            the parent; None: a frozen copy of `student` as it is now (same
+            architecture, weights copied).
+        alpha: Weight of the distillation term in [0, 1] (0: labels only,
+            1: teacher only).
+        distillation_loss: A Keras loss (name, function or `Loss`) applied
+            to every output, `student(x)` against `teacher(x)`; or a dict /
+            list of them matching the outputs. Default `"mse"`.
+        **kwargs: `keras.Model` arguments (`name`).
+
+    Attributes:
+        student, teacher: The two models (the teacher is not trainable).
+    """
+
+    def __init__(self, student, teacher=None, alpha=0.5, distillation_loss="mse", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(student, keras.Model):
+            raise TypeError(f"Distiller: student must be a keras.Model, got {type(student)}.")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+            raise ValueError(f"Distiller: alpha must be a number in [0, 1], got {alpha!r}.")
+        if teacher is None:
+            teacher = keras.models.clone_model(student)
+            teacher.set_weights(student.get_weights())
+        student_out = keras.tree.flatten(student.outputs)
+        teacher_out = keras.tree.flatten(teacher.outputs)
+        if [tuple(t.shape[1:]) for t in student_out] != [tuple(t.shape[1:]) for t in teacher_out]:
+            raise ValueError(
+                "Distiller: the teacher's outputs "
+                f"{[tuple(t.shape) for t in teacher_out]} do not match the student's "
+                f"{[tuple(t.shape) for t in student_out]}."
+            )
+        teacher.trainable = False
+        self.student, self.teacher = student, teacher
+        self.alpha = float(alpha)
+        self.distillation_loss = distillation_loss
+        self._distill_fns = self._per_output(distillation_loss, student)
+
+    @staticmethod
+    def _per_output(spec, student):
+        names = _output_names(student)
+        if isinstance(spec, dict):
+            missing = set(names) - set(spec)
+            if missing:
+                raise ValueError(f"Distiller: distillation_loss lacks outputs {sorted(missing)}.")
+            return [keras.losses.get(spec[n]) for n in names]
+        if isinstance(spec, (list, tuple)):
+            if len(spec) != len(names):
+                raise ValueError(f"Distiller: {len(spec)} distillation losses for "
+                                 f"{len(names)} outputs.")
+            return [keras.losses.get(s) for s in spec]
+        return [keras.losses.get(spec)] * len(names)
+
+    def call(self, inputs, training=None):
+        return self.student(inputs, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        task = super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                    training=training)
+        if self.alpha == 0.0:
+            return task
+        soft, pred = self._ordered(self.teacher(x, training=False)), self._ordered(y_pred)
+        distill = sum(
+            keras.ops.mean(fn(keras.ops.stop_gradient(t), p))
+            for fn, t, p in zip(self._distill_fns, soft, pred, strict=True)
+        )
+        return (1.0 - self.alpha) * task + self.alpha * distill
+
+    def _ordered(self, outputs):
+        """Outputs as a list in `student.output_names` order."""
+        if isinstance(outputs, dict):
+            return [outputs[name] for name in _output_names(self.student)]
+        return keras.tree.flatten(outputs)
+
+    def load_teacher(self, model):
+        """Copies `model`'s weights (and Evo layers' precisions) into the
+        teacher, which must share its architecture."""
+        self.teacher.set_weights(model.get_weights())
+        teacher_layers = [x for x in _walk(self.teacher) if isinstance(x, EvoLayer)]
+        model_layers = [x for x in _walk(model) if isinstance(x, EvoLayer)]
+        for mine, theirs in zip(teacher_layers, model_layers, strict=True):
+            mine.precision = theirs.precision
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "alpha": self.alpha,
+            "distillation_loss": keras.saving.serialize_keras_object(self.distillation_loss),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("student", "teacher", "distillation_loss"):
+            config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
