@@ -37,10 +37,9 @@ from keras_evosynth.conversion import _walk
 from keras_evosynth.distill import Distiller
 from keras_evosynth.layers import EvoLayer
 from keras_evosynth.lineage import Lineage, check_writable, progress_line
-from keras_evosynth.stats import summary
+from keras_evosynth.selection import Selection, generation_record
 
 _MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "iou", "map", "f1")
-_STOP_RESOURCES = ("synapses", "clusters", "macs", "bytes", "latency")
 # The lineage record field holding each environment resource's amount.
 _AMOUNT_FIELD = {"synapses": "genome_synapses", "macs": "genome_macs", "latency": "latency"}
 
@@ -275,16 +274,12 @@ class EvolutionCallback(keras.callbacks.Callback):
                 f"epochs of a generation (epochs_per_generation={self.epochs_per_generation}, "
                 f"ancestor_epochs={self.ancestor_epochs})."
             )
-        if tolerance is not None:
-            if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)):
-                raise TypeError(
-                    f"EvolutionCallback: tolerance must be a number, got {tolerance!r}."
-                )
-            if not tolerance >= 0:
-                raise ValueError(f"EvolutionCallback: tolerance must be >= 0, got {tolerance!r}.")
-        self.tolerance = None if tolerance is None else float(tolerance)
-        self.max_rollbacks = _int(max_rollbacks, "max_rollbacks", 0)
-        self.stop_when = self._check_stop_when(stop_when)
+        self.selection = Selection(
+            mode, tolerance, _int(max_rollbacks, "max_rollbacks", 0), stop_when
+        )
+        self.tolerance = self.selection.tolerance
+        self.max_rollbacks = self.selection.max_rollbacks
+        self.stop_when = self.selection.stop_when
         self.latency_table = (
             latency_table
             if latency_table is not None
@@ -319,24 +314,6 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.done = False
         self._started = False
         self._pending = []
-
-    @staticmethod
-    def _check_stop_when(stop_when):
-        if stop_when is None or callable(stop_when):
-            return stop_when
-        if not isinstance(stop_when, dict) or not stop_when:
-            raise TypeError(
-                "EvolutionCallback: stop_when must be a dict {resource: fraction} "
-                f"or a callable(record) -> bool, got {stop_when!r}."
-            )
-        for key, value in stop_when.items():
-            if key not in _STOP_RESOURCES:
-                raise ValueError(
-                    f"EvolutionCallback: stop_when resource {key!r} is not one of "
-                    f"{_STOP_RESOURCES}."
-                )
-            environment_lib._check_fraction(value, f"stop_when[{key!r}]")
-        return dict(stop_when)
 
     # ------------------------------------------------------------- settings
     def settings(self):
@@ -503,78 +480,34 @@ class EvolutionCallback(keras.callbacks.Callback):
             print(text, flush=True)
         self._pending = []
 
-    def _worse_by(self, fitness, reference):
-        return fitness - reference if self.mode == "min" else reference - fitness
-
     def _stop_reached(self, record):
-        if self.stop_when is None:
-            return False
-        if callable(self.stop_when):
-            return bool(self.stop_when(record))
-        ancestor = self.records[0] if self.records else record
-        return any(
-            record.get(k) is not None and ancestor.get(k) and record[k] <= v * ancestor[k]
-            for k, v in self.stop_when.items()
-        )
+        return self.selection.stop_reached(record, self.records[0] if self.records else record)
 
     # ----------------------------------------------------------- lifecycle
     def _record(self, logs, fitness, accepted):
-        stats = summary(self._net, print_fn=None)
-        genomes, _ = genetics.genomes_from_model(self._net, None, self.protect)
-        bits = sorted({row.bits for row in stats.layers})
-        record = {
-            "generation": self.generation,
-            "attempt": self.attempt,
-            "candidate": self._candidate,
-            "accepted": accepted,
-            "seed": self.seed,
-            "synapses": stats.synapses,
-            "total_synapses": stats.total_synapses,
-            "clusters": stats.clusters,
-            "total_clusters": stats.total_clusters,
-            "macs": stats.macs,
-            "bytes": stats.bytes,
-            "bits": bits[0] if len(bits) == 1 else bits,
-            "genome_synapses": genetics.amount(genomes, "synapses"),
-            "genome_macs": (
-                None
-                if any(g.positions is None for g in genomes)
-                else genetics.amount(genomes, "macs")
-            ),
-            "monitor": self.monitor,
-            "fitness": fitness,
-            "metrics": {k: float(v) for k, v in logs.items()},
-            "wall_time": round(time.perf_counter() - self._clock, 3),
-            "checkpoint": None,
-        }
-        if self.latency_table is not None:
-            record["latency"] = self.latency_table.predict(self._net)
-        if self._factors is not None:
-            record.update(
-                cluster_factor=self._factors.cluster_factor,
-                synapse_factor=self._factors.synapse_factor,
-                target=self._factors.target,
-                expected=self._factors.expected,
-            )
-            if self._factors.pressure is not None:
-                record["pressure"] = self._factors.pressure
-        ancestor = self.records[0] if self.records else record
-        for key, name in (
-            ("synapses", "synaptic_efficiency"),
-            ("clusters", "cluster_efficiency"),
-            ("macs", "mac_efficiency"),
-        ):
-            if record[key] and ancestor[key]:
-                record[name] = ancestor[key] / record[key]
-        return record
+        return generation_record(
+            self._net,
+            generation=self.generation,
+            attempt=self.attempt,
+            candidate=self._candidate,
+            accepted=accepted,
+            seed=self.seed,
+            monitor=self.monitor,
+            fitness=fitness,
+            logs=logs,
+            started=self._clock,
+            protect=self.protect,
+            latency_table=self.latency_table,
+            factors=self._factors,
+            ancestor=self.records[0] if self.records else None,
+        )
 
     def _complete(self, logs, fitness):
         self._epochs_done = 0
         values, self._values = self._values, []
-        accepted = True
-        if self.generation > 0 and self.tolerance is not None:
-            worse = self._worse_by(fitness, self.records[0]["fitness"])
-            accepted = worse <= self.tolerance
+        accepted = self.generation == 0 or self.selection.accepts(
+            fitness, self.records[0]["fitness"]
+        )
         record = self._record(logs, fitness, accepted)
         if self.fitness_epochs > 1:
             record["fitness_values"] = values
@@ -593,7 +526,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         else:
             self._restore(self._parent)
             self.attempt += 1
-            if self.attempt > self.max_rollbacks:
+            if self.selection.exhausted(self.attempt):
                 self._sync_functions()
                 return self._finish(rolled_back=True)
         self._synthesize()
@@ -641,7 +574,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         )
         if self.generation >= self.generations or self._stop_reached(last):
             self.done = True
-        elif failures > self.max_rollbacks:
+        elif self.selection.exhausted(failures):
             self.generation, self.attempt = last["generation"] + 1, failures
             self.done = True
         else:
@@ -688,7 +621,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             if self.population == 1:
                 break
             fitness = self._trial()
-            if best is None or self._worse_by(fitness, best[0]) < 0:
+            if self.selection.better(fitness, None if best is None else best[0]):
                 best = (fitness, candidate, self._snapshot())
         self._candidate = 0
         if best is not None:
