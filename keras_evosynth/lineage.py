@@ -245,6 +245,30 @@ def progress_line(record, ancestor, generations):
     return "EvolutionCallback: " + ", ".join(parts)
 
 
+def readable_log_ticks(axis):
+    """Labels a log-scale matplotlib axis at 1, 2 and 5 x 10^k only, written
+    out with thousands separators (`12,000`, not `1.2x10^4`), minor ticks
+    unlabelled, so that labels never run into each other.
+
+    Example:
+
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> _, ax = plt.subplots()
+    >>> _ = ax.plot([2e3, 3e5], [0, 1]); ax.set_xscale("log"); readable_log_ticks(ax.xaxis)
+    >>> ax.figure.canvas.draw()
+    >>> [t.get_text() for t in ax.get_xticklabels() if t.get_text()][:4]
+    ['1,000', '2,000', '5,000', '10,000']
+    """
+    from matplotlib import ticker
+
+    axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ticker.FuncFormatter(
+        lambda value, _: f"{value:,.0f}" if value >= 1 else f"{value:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
     """Plots a metric against synapses (or MACs) for each generation.
 
@@ -305,6 +329,7 @@ def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
             label="rolled back",
         )
     ax.set_xscale("log")
+    readable_log_ticks(ax.xaxis)
     ax.invert_xaxis()
     ax.set_xlabel(resource)
     ax.set_ylabel(metric or "fitness")

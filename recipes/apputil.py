@@ -93,11 +93,29 @@ def latency_table_for(model, out_dir, print_fn=print):
     return table
 
 
-def quiet_tensorflow():
-    """Keeps the converter's INFO chatter out of the recipe's progress output."""
+def define_verbose(flag_values=None):
+    """Defines the recipes' `--verbose` flag (see `quiet_tensorflow`)."""
+    from absl import flags
+
+    flags.DEFINE_bool("verbose", False, "Show TensorFlow's, absl's and the LiteRT converter's "
+                      "log lines (hidden by default).",
+                      flag_values=flags.FLAGS if flag_values is None else flag_values)
+
+
+def quiet_tensorflow(verbose=False):
+    """Keeps the converter's INFO chatter out of the recipe's progress output;
+    `verbose=True` (a recipe's `--verbose`) lets all of it through, the
+    converter's native log lines included (`KERAS_EVOSYNTH_VERBOSE=1`)."""
+    import os
+
     import tensorflow as tf
     from absl import logging
 
+    if verbose:
+        os.environ["KERAS_EVOSYNTH_VERBOSE"] = "1"
+        logging.set_verbosity(logging.INFO)
+        tf.get_logger().setLevel("INFO")
+        return
     logging.set_verbosity(logging.WARNING)
     tf.get_logger().setLevel("ERROR")
 

@@ -31,6 +31,7 @@ from keras_evosynth import (  # noqa: E402
 from recipes import apputil, datasets, lineage_table  # noqa: E402
 from recipes.apputil import (  # noqa: E402
     SYNTHESIS,
+    define_verbose,
     environment_for,
     fit_lineage,
     latency_table_for,
@@ -49,6 +50,7 @@ flags.DEFINE_float(
     "keep", 0.6, "Fraction of the parent's MACs (filters) or synapses each offspring keeps."
 )
 flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "Which resource shrinks; see apputil.")
+define_verbose()
 flags.DEFINE_integer("width", 32, "Filters of the first conv block.", lower_bound=1)
 flags.DEFINE_integer("limit_train", 20000, "Training examples used (0 = all).", lower_bound=0)
 flags.DEFINE_integer("limit_test", 2000, "Test examples used (0 = all).", lower_bound=0)
@@ -193,7 +195,7 @@ def tfmot_baseline(data, ancestor, lineages, out_dir):
 
 def main(argv):
     del argv
-    quiet_tensorflow()
+    quiet_tensorflow(FLAGS.verbose)
     os.makedirs(FLAGS.out_dir, exist_ok=True)
     data = datasets.load_classification(
         FLAGS.dataset, FLAGS.limit_train or None, FLAGS.limit_test or None
@@ -219,6 +221,7 @@ def main(argv):
         evaluate=tflite_accuracy(data.x_test, data.y_test),
         runs=FLAGS.runs,
         baselines=tfmot_baseline(data, ancestor, lineages, FLAGS.out_dir),
+        space_to_depth=table, metric_name="top-1 accuracy",
     )
     print(lineage_table.markdown_table(rows))
     print(f"wrote {FLAGS.out_dir}/lineage.md, lineage.json, lineage.png")

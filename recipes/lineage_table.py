@@ -140,6 +140,7 @@ def build_table(
     extra_columns=(),
     baselines=(),
     space_to_depth=None,
+    metric_name="metric",
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -163,6 +164,8 @@ def build_table(
         space_to_depth: `export_tflite`'s argument, for every exported row
             (e.g. the `LatencyTable` a latency-target lineage evolved
             against, so that the rows deploy what it predicted).
+        metric_name: What `evaluate`'s `"metric"` is (e.g. `"DIGITS mAP"`),
+            for the plot's axes.
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -221,12 +224,15 @@ def build_table(
         if row["latency_ms"]:
             row["speedup_vs_float32"] = float_ms / row["latency_ms"]
             row["speedup_vs_int8"] = int8_ms / row["latency_ms"]
-    write_table(rows, out_dir, report, extra_columns, rates)
+    write_table(rows, out_dir, report, extra_columns, rates, metric_name)
     return rows
 
 
-def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=None):
-    """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`.
+def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=None,
+                metric_name="metric"):
+    """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`
+    (the metric, named `metric_name`, against synapses and against measured
+    latency, one curve per lineage, the ancestors as reference points).
 
     `rollback_rates`: `{lineage: rate}` (see `rollbacks`), listed under the
     table and stored in the JSON."""
@@ -249,23 +255,29 @@ def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=Non
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    from keras_evosynth.lineage import readable_log_ticks
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     evolved = [r["lineage"] for r in rows if not r["lineage"].startswith("ancestor")]
     for label in dict.fromkeys(evolved):
         mine = [r for r in rows if r["lineage"] == label]
         left.plot([r["synapses"] for r in mine], [r["metric"] for r in mine], "o-", label=label)
-        right.plot(
-            [r["generation"] for r in mine],
-            [r.get("speedup_vs_float32") or np.nan for r in mine],
-            "o-",
-            label=label,
-        )
-    if rows and rows[0]["lineage"] == "ancestor-float32":
-        left.axhline(rows[0]["metric"], ls="--", color="gray", label="float32 ancestor")
-    left.set(xscale="log", xlabel="synapses", ylabel="metric (LiteRT)", title="metric vs synapses")
-    right.set(xlabel="generation", ylabel="speedup vs float32 ancestor", title="LiteRT speedup")
-    left.legend()
-    right.legend()
+        timed = [r for r in mine if r.get("latency_ms")]
+        right.plot([r["latency_ms"] for r in timed], [r["metric"] for r in timed], "o-",
+                   label=label)
+    for row, marker in zip([r for r in rows if r["lineage"].startswith("ancestor")], "sD",
+                           strict=False):
+        name = row["lineage"].replace("-", " ")
+        left.plot(row["synapses"], row["metric"], marker, color="gray", label=name)
+        if row.get("latency_ms"):
+            right.plot(row["latency_ms"], row["metric"], marker, color="gray", label=name)
+    left.set(xscale="log", xlabel="synapses", ylabel=f"{metric_name} (LiteRT)",
+             title=f"{metric_name} vs synapses")
+    readable_log_ticks(left.xaxis)
+    right.set(xlabel="LiteRT latency (ms, 1 thread, batch 1)", ylabel=f"{metric_name} (LiteRT)",
+              title=f"{metric_name} vs measured latency")
+    left.legend(fontsize="small")
+    right.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "lineage.png"), dpi=100)
     plt.close(fig)

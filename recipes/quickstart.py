@@ -22,7 +22,7 @@ from absl import flags  # noqa: E402
 
 import keras_evosynth as ke  # noqa: E402
 from recipes import apputil, datasets, lineage_table  # noqa: E402
-from recipes.apputil import fit_lineage, quiet_tensorflow  # noqa: E402
+from recipes.apputil import define_verbose, fit_lineage, quiet_tensorflow  # noqa: E402
 from recipes.classification import (  # noqa: E402
     build_cnn,
     compile_classifier,
@@ -31,12 +31,13 @@ from recipes.classification import (  # noqa: E402
 
 flags.DEFINE_string("out_dir", "runs/quickstart", "Output directory (resumes when it exists).")
 flags.DEFINE_integer("generations", 4, "Offspring generations.", lower_bound=1)
+define_verbose()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     del argv
-    quiet_tensorflow()
+    quiet_tensorflow(FLAGS.verbose)
     keras.utils.set_random_seed(0)
     data = datasets.load_classification("digits")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
@@ -83,6 +84,7 @@ def main(argv):
         out_dir=FLAGS.out_dir,
         evaluate=tflite_accuracy(data.x_test, data.y_test),
         runs=200,
+        metric_name="top-1 accuracy",
     )
     print(lineage_table.markdown_table(rows))
 

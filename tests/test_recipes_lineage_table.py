@@ -108,3 +108,35 @@ def test_build_table_exports_measures_and_writes_the_table(tmp_path):
     assert table.splitlines()[-1] == (
         "rollback rate (rolled-back / trained offspring): int4 50%")
     assert os.path.exists(os.path.join(out, "lineage.png"))
+
+
+def test_verbose_flag_lets_the_converter_log_through(monkeypatch):
+    from absl import flags, logging
+
+    from keras_evosynth._io import quiet_native_output
+    from recipes.apputil import define_verbose, quiet_tensorflow
+
+    values = flags.FlagValues()
+    define_verbose(values)
+    values(["app", "--verbose"])
+    monkeypatch.delenv("KERAS_EVOSYNTH_VERBOSE", raising=False)
+    level = logging.get_verbosity()
+    try:
+        quiet_tensorflow(values.verbose)
+        assert os.environ["KERAS_EVOSYNTH_VERBOSE"] == "1"
+        assert logging.get_verbosity() == logging.INFO
+        read, write = os.pipe()
+        saved = os.dup(2)
+        os.dup2(write, 2)
+        try:
+            with quiet_native_output():
+                os.write(2, b"converter line\n")
+        finally:
+            os.dup2(saved, 2)
+            os.close(write)
+        assert os.read(read, 100) == b"converter line\n"
+        monkeypatch.delenv("KERAS_EVOSYNTH_VERBOSE")
+        quiet_tensorflow(False)
+        assert logging.get_verbosity() == logging.WARNING
+    finally:
+        logging.set_verbosity(level)

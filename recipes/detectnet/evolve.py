@@ -255,7 +255,7 @@ def main(argv):
     values = flags.FLAGS
     train.check_flags(values)
     check_evolution_flags(values)
-    quiet_tensorflow()
+    quiet_tensorflow(values.verbose)
     os.makedirs(values.out_dir, exist_ok=True)
     ancestor = ancestor_model(values)
     size = (values.image_height, values.image_width)
@@ -277,6 +277,7 @@ def main(argv):
         ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
         baselines=tfmot_baseline(ancestor, lineages, values), space_to_depth=table,
+        metric_name="DIGITS mAP",
     )  # fmt: skip
     print(lineage_table.markdown_table(rows, extra=EXTRA_COLUMNS))
     print(f"wrote {values.out_dir}/lineage.md, lineage.json, lineage.png")

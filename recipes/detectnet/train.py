@@ -52,6 +52,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4).", **define)
     flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.", **define)
     flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write results.", **define)
+    from recipes.apputil import define_verbose
+
+    define_verbose(flag_values)
 
 
 def check_flags(values):
@@ -188,6 +191,9 @@ def main(argv):
         check_flags(flags.FLAGS)
     except ValueError as error:
         raise app.UsageError(str(error)) from None
+    from recipes.apputil import quiet_tensorflow
+
+    quiet_tensorflow(flags.FLAGS.verbose)
     run(flags.FLAGS, print_fn=lambda line: print(line, flush=True))
 
 
