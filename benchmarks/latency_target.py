@@ -45,14 +45,21 @@ flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.")
 flags.DEFINE_integer("seed", 0, "Seed of data, ancestor and lineages.")
 flags.DEFINE_integer("mobilenet_train", 12000, "Fashion-MNIST training images (MobileNetV2).")
 flags.DEFINE_integer("mobilenet_epochs", 4, "Ancestor epochs (MobileNetV2).")
+flags.DEFINE_bool("sensitivity", True, "Latency mode divides each layer's pressure by its "
+                  "filters' Taylor importance on 128 training samples (sensitivity_data).")
 flags.DEFINE_string("json", "bench_out/latency_target.json", "Where to write results.")
 
 MODES = ("macs", "latency")
 
 
-def environment(mode, table):
+def environment(mode, table, sample):
     from recipes.apputil import environment_for
 
+    if mode == "latency" and FLAGS.sensitivity:
+        import keras_evosynth as ke
+
+        return ke.ResourceTarget(fraction=FLAGS.keep, resource="latency", latency_table=table,
+                                 sensitivity_data=sample)
     return environment_for("latency" if mode == "latency" else "filters", FLAGS.keep, table)
 
 
@@ -82,7 +89,9 @@ def detectnet_setup():
 
     settings = {"monitor": "detection_mAP", "mode": "max",
                 "epochs_per_generation": values.epochs_per_generation}
-    return ancestor, fit, evolve.tflite_scores(xv, yv, scale), x[:64], settings, "DIGITS mAP"
+    sample = (x[:128], {"coverage": grid[:128], "bboxes": grid[:128]})
+    return (ancestor, fit, evolve.tflite_scores(xv, yv, scale), x[:64], settings, "DIGITS mAP",
+            sample)
 
 
 def mobilenet_setup():
@@ -119,7 +128,8 @@ def mobilenet_setup():
                     validation_data=(xt, data.y_test), verbose=0)
 
     settings = {"monitor": "val_accuracy", "mode": "max", "epochs_per_generation": 1}
-    return ancestor, fit, tflite_accuracy(xt, data.y_test), x[:64], settings, "accuracy"
+    sample = (x[:128], data.y_train[:128])
+    return ancestor, fit, tflite_accuracy(xt, data.y_test), x[:64], settings, "accuracy", sample
 
 
 def run_model(name):
@@ -128,7 +138,7 @@ def run_model(name):
     from recipes.apputil import latency_table_for
 
     setup = detectnet_setup if name == "detectnet" else mobilenet_setup
-    ancestor, fit, evaluate, representative, settings, metric = setup()
+    ancestor, fit, evaluate, representative, settings, metric, sample = setup()
     out = os.path.join(FLAGS.out_dir, name)
     table = latency_table_for(ancestor, out)
     lineages = {}
@@ -137,7 +147,7 @@ def run_model(name):
         model = ke.evolvable(ancestor, precision="int8")
         callback = ke.EvolutionCallback(
             generations=FLAGS.generations, ancestor_epochs=1, precision="int8",
-            environment=environment(mode, table), seed=FLAGS.seed,
+            environment=environment(mode, table, sample), seed=FLAGS.seed,
             directory=os.path.join(out, f"lineage_{mode}"), latency_table=table, **settings)
         print(f"--- {name}: {mode}-target lineage", flush=True)
         fit(model, callback)
@@ -206,7 +216,8 @@ def main(argv):
                    "keep": FLAGS.keep, "precision": "int8", "rounds": FLAGS.rounds,
                    "threads": 1, "batch": 1, "seed": FLAGS.seed,
                    "mobilenet_train": FLAGS.mobilenet_train,
-                   "mobilenet_epochs": FLAGS.mobilenet_epochs},
+                   "mobilenet_epochs": FLAGS.mobilenet_epochs,
+                   "sensitivity": FLAGS.sensitivity},
         "models": results,
     })
 

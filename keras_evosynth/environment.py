@@ -98,6 +98,12 @@ def adaptive_cut(cut, history, grow=1.5, shrink=0.5, max_cut=MAX_CUT):
     return cut
 
 
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"ResourceTarget: {name} must be an int >= 1, got {value!r}.")
+    return value
+
+
 def _check_fraction(value, name, upper_inclusive=True):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number in (0, 1), got {value!r}.")
@@ -318,6 +324,15 @@ class ResourceTarget(Environment):
             being halved per rollback and reset each generation.
         grow, shrink: The adaptive step's multipliers (`grow` >= 1,
             `shrink` in (0, 1)).
+        sensitivity_data: Latency targets: `(x, y)` training samples; each
+            generation the parent's per-filter Taylor importance is measured
+            on `sensitivity_batches` batches of 32 (`sensitivity.
+            taylor_importance`, the model must be compiled) and a layer's
+            pressure is divided by its mean importance relative to the other
+            layers': layers that carry the accuracy are cut less for the
+            same latency saved. The data are not part of the config (only
+            `sensitivity_batches` is); None: heredity alone.
+        sensitivity_batches: Batches of `sensitivity_data` per generation.
 
     Example:
 
@@ -342,6 +357,8 @@ class ResourceTarget(Environment):
         adaptive=False,
         grow=1.5,
         shrink=0.5,
+        sensitivity_data=None,
+        sensitivity_batches=4,
     ):
         if (fraction is None) == (budget is None):
             raise ValueError(
@@ -397,6 +414,11 @@ class ResourceTarget(Environment):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                 raise ValueError(f"ResourceTarget: {name} must be a number {rule}, got {value!r}.")
         self.adaptive, self.grow, self.shrink = adaptive, float(grow), float(shrink)
+        if sensitivity_data is not None and not latency:
+            raise ValueError("ResourceTarget: sensitivity_data only applies to "
+                             "resource='latency'.")
+        self.sensitivity_data = sensitivity_data
+        self.sensitivity_batches = _positive_int(sensitivity_batches, "sensitivity_batches")
         self.latency_table = None if latency_table is None else _table(latency_table)
         self.round_to = round_to
         self.min_pressure = float(min_pressure)
@@ -417,6 +439,11 @@ class ResourceTarget(Environment):
         if self.resource != "latency":
             return super().resource_model(model, genomes)
         expected = self.latency_table.expectation(model, genomes)
+        if self.sensitivity_data is not None:
+            from keras_evosynth.sensitivity import taylor_importance
+
+            expected.importance = taylor_importance(
+                model, self.sensitivity_data, batches=self.sensitivity_batches)
         return expected, expected.current
 
     def factors(self, expected, current, ancestor, generation, generations, mildness=0,
@@ -439,7 +466,8 @@ class ResourceTarget(Environment):
         from keras_evosynth import latency
 
         pressure = latency.pressures(
-            expected.savings(), expected.p_c, expected.genomes, self.min_pressure
+            expected.savings(), expected.p_c, expected.genomes, self.min_pressure,
+            importance=expected.importance,
         )
 
         def at(strength):
@@ -478,6 +506,8 @@ class ResourceTarget(Environment):
         }
         if self.adaptive:
             config.update(adaptive=True, grow=self.grow, shrink=self.shrink)
+        if self.sensitivity_data is not None:
+            config.update(sensitivity_batches=self.sensitivity_batches)
         if self.resource == "latency":
             table = self.latency_table
             config.update(

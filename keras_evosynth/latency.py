@@ -954,6 +954,8 @@ class LatencyExpectation:
     Attributes:
         current: Predicted latency of the parent (ms).
         genomes: The parent's genomes.
+        importance: Per-cluster accuracy importance of the parent's filters
+            (`sensitivity.taylor_importance`), or None.
     """
 
     def __init__(self, table, model, genomes):
@@ -964,6 +966,7 @@ class LatencyExpectation:
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
         self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
+        self.importance = None  # per-cluster Taylor importance, set by the environment
         self.calibration = 1.0
         raw = self.at_odds([(p > 0).astype(np.float64) for p in self.p_c])
         self.current = table._predict(self.ops, live, model.name)
@@ -1325,15 +1328,18 @@ def _insert(rest, axis, value):
     return tuple(point)
 
 
-def pressures(savings, p_c, genomes, floor=0.0):
+def pressures(savings, p_c, genomes, floor=0.0, importance=None):
     """Latency pressure of each layer: saving per unit of strength lost.
 
-    `pi_l = max(s_l, 0) / v_l`, with `s_l` the latency saved per filter
-    removed (`LatencyExpectation.savings`) and `v_l` the mean heredity
+    `pi_l = max(s_l, 0) / (v_l * a_l)`, with `s_l` the latency saved per
+    filter removed (`LatencyExpectation.savings`), `v_l` the mean heredity
     `p_c` of the layer's live filters (the strength a removed filter takes
-    with it, in the layer's own normalised units), scaled so the largest is
-    1, then raised to at least `floor` for every sampled layer. Protected
-    layers get 0.
+    with it, in the layer's own normalised units) and `a_l` the layer's
+    accuracy sensitivity: with `importance` (per-cluster Taylor importance,
+    `sensitivity.taylor_importance`), the mean importance of its live
+    filters over the mean of all sampled layers' (at least 0.001), else 1.
+    Scaled so the largest is 1, then raised to at least `floor` for every
+    sampled layer. Protected layers get 0.
 
     Example:
 
@@ -1345,15 +1351,39 @@ def pressures(savings, p_c, genomes, floor=0.0):
     ...           [g, g]).tolist()
     [1.0, 1.0]
     """
+    sensitivity = _sensitivity(importance, p_c, genomes)
     values = []
-    for s, p, g in zip(savings, p_c, genomes, strict=True):
+    for s, p, g, a in zip(savings, p_c, genomes, sensitivity, strict=True):
         live = p[p > 0]
-        values.append(0.0 if g.protected or live.size == 0 else max(s, 0.0) / live.mean())
+        values.append(0.0 if g.protected or live.size == 0 else max(s, 0.0) / (live.mean() * a))
     values = np.asarray(values, dtype=np.float64)
     top = values.max() if values.size else 0.0
     values = values / top if top > 0 else values
     sampled = np.array([not g.protected for g in genomes])
     return np.where(sampled, np.maximum(values, floor), 0.0)
+
+
+def _sensitivity(importance, p_c, genomes):
+    """`a_l` of `pressures`: each sampled layer's mean live-filter importance
+    relative to the mean over sampled layers (1 without `importance`).
+
+    >>> from keras_evosynth import quantizers
+    >>> g = genetics.Genome("a", np.ones((1, 2)), np.ones((1, 2), bool),
+    ...                     np.ones(2, bool), quantizers.get(8), input_axis=0)
+    >>> _sensitivity([np.array([1.0, 3.0]), np.array([0.0, 6.0])],
+    ...              [np.array([1.0, 1.0]), np.array([0.0, 1.0])], [g, g]).tolist()
+    [0.5, 1.5]
+    """
+    if importance is None:
+        return np.ones(len(genomes))
+    means = np.array([
+        float(np.mean(np.asarray(i)[p > 0])) if not g.protected and (p > 0).any() else np.nan
+        for i, p, g in zip(importance, p_c, genomes, strict=True)
+    ])
+    reference = np.nanmean(means) if np.isfinite(means).any() else np.nan
+    if not reference > 0:
+        return np.ones(len(genomes))
+    return np.where(np.isfinite(means), np.maximum(means / reference, 1e-3), 1.0)
 
 
 def layer_factors(pressure, strength):

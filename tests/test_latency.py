@@ -475,3 +475,41 @@ def test_latency_target_never_sheds_more_filters_than_the_fraction():
     factors = env.factors(expected, current, current, 1, 3)
     assert factors.expected > 0.9  # 0.7 of the latency is out of reach
     assert expected.kept_filters(factors.cluster_factor) == pytest.approx(0.7, abs=0.01)
+
+
+def test_sensitivity_moves_the_pressure_off_layers_that_carry_accuracy():
+    genomes = [genetics.Genome(n, np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool),
+                               ke.quantizers.get(8), input_axis=0) for n in "ab"]
+    p_c = [np.ones(2), np.ones(2)]
+    plain = latency.pressures([1.0, 1.0], p_c, genomes)
+    weighted = latency.pressures([1.0, 1.0], p_c, genomes,
+                                 importance=[np.full(2, 4.0), np.full(2, 1.0)])
+    assert plain.tolist() == [1.0, 1.0]
+    assert weighted.tolist() == pytest.approx([0.25, 1.0])  # a carries 4x the accuracy
+
+
+def test_latency_target_with_sensitivity_data_cuts_important_layers_less():
+    model = ke.evolvable(_inception(width=16))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    table = synthetic_table(model, remainder=0.1)
+    genomes, _ = genetics.genomes_from_model(model)
+    rng = np.random.default_rng(0)
+    data = (rng.uniform(0, 1, (64, 16, 16, 3)).astype("float32"), rng.integers(0, 3, 64))
+    plain = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
+    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table,
+                         sensitivity_data=data, sensitivity_batches=2)
+    base = plain.factors(*plain.resource_model(model, genomes)[:1],
+                         plain.resource_model(model, genomes)[1], 1.0, 1, 3)
+    expected, current = env.resource_model(model, genomes)
+    assert [len(i) for i in expected.importance] == [g.cluster_mask.size for g in genomes]
+    factors = env.factors(expected, current, current, 1, 3)
+    assert factors.expected == pytest.approx(0.7, rel=1e-2)
+    importance = [float(np.mean(i)) for i in expected.importance]
+    ratio = [p / b if b else 0.0 for p, b in zip(factors.pressure, base.pressure, strict=True)]
+    sampled = [i for i, g in enumerate(genomes) if not g.protected]
+    most, least = max(sampled, key=importance.__getitem__), min(sampled,
+                                                                 key=importance.__getitem__)
+    assert ratio[most] < ratio[least]  # relative to heredity alone
+    assert env.get_config()["sensitivity_batches"] == 2
+    with pytest.raises(ValueError, match="sensitivity_data only applies"):
+        ResourceTarget(fraction=0.7, sensitivity_data=data)
