@@ -55,12 +55,10 @@ MODES = ("macs", "latency")
 def environment(mode, table, sample):
     from recipes.apputil import environment_for
 
-    if mode == "latency" and FLAGS.sensitivity:
-        import keras_evosynth as ke
-
-        return ke.ResourceTarget(fraction=FLAGS.keep, resource="latency", latency_table=table,
-                                 sensitivity_data=sample)
-    return environment_for("latency" if mode == "latency" else "filters", FLAGS.keep, table)
+    if mode == "latency":
+        return environment_for("latency", FLAGS.keep, table,
+                               sensitivity_data=sample if FLAGS.sensitivity else None)
+    return environment_for("filters", FLAGS.keep, table)
 
 
 def detectnet_setup():
@@ -132,6 +130,31 @@ def mobilenet_setup():
     return ancestor, fit, tflite_accuracy(xt, data.y_test), x[:64], settings, "accuracy", sample
 
 
+def at_equal_metric(rows):
+    """The comparison at equal accuracy: each mode's final generation
+    against the fastest generation of the other mode (generation 0
+    included) that scores at least as well.
+
+    >>> rows = [{"lineage": m, "generation": g, "metric": a, "speedup_vs_int8_ancestor": s}
+    ...         for m, g, a, s in [("macs", 0, 80, 1.0), ("macs", 1, 70, 1.5), ("macs", 2, 60, 3),
+    ...                            ("latency", 0, 80, 1.0), ("latency", 2, 72, 2.4)]]
+    >>> at_equal_metric(rows)["latency_vs_macs_at_equal_metric"]
+    2.4
+    """
+    def best(mode, floor):
+        speeds = [r["speedup_vs_int8_ancestor"] for r in rows
+                  if r["lineage"] == mode and r["metric"] >= floor]
+        return max(speeds) if speeds else None
+
+    final = {m: [r for r in rows if r["lineage"] == m][-1] for m in MODES}
+    macs_there = best("macs", final["latency"]["metric"])
+    return {
+        "macs_speedup_at_latency_final_metric": macs_there,
+        "latency_vs_macs_at_equal_metric": (
+            final["latency"]["speedup_vs_int8_ancestor"] / macs_there if macs_there else None),
+    }
+
+
 def run_model(name):
     import keras_evosynth as ke
     from keras_evosynth.latency import _interpreter, time_interleaved
@@ -190,6 +213,7 @@ def run_model(name):
         "latency_vs_macs_speedup_ratio": gain["latency"] / gain["macs"],
         "metric_difference_latency_minus_macs": (
             final["latency"]["metric"] - final["macs"]["metric"]),
+        **at_equal_metric(rows),
     }
     print(f"\n{name} ({metric}), int8 LiteRT, 1 thread, batch 1, interleaved")
     print(f"{'lineage':<15}{'gen':>4}{'synapses':>10}{'filters':>8}{'MMAC':>8}{'predicted':>11}"

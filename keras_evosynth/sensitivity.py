@@ -74,7 +74,7 @@ def taylor_importance(model, data, batches=4, batch_size=32):
                                       sample_weight=weight[0] if weight else None,
                                       training=False)
         grads = tape.gradient(loss, kernels)
-        for i, (layer, kernel, grad) in enumerate(zip(layers, kernels, grads, strict=True)):
+        for i, (kernel, grad) in enumerate(zip(kernels, grads, strict=True)):
             if grad is None:
                 continue
             product = keras.ops.convert_to_numpy(grad * kernel).astype(np.float64)

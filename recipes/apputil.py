@@ -57,10 +57,11 @@ def tfmot_wanted(mode):
     return installed
 
 
-def environment_for(synthesis, keep, latency_table=None, adaptive=False):
+def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensitivity_data=None):
     """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
     ancestor's `latency_table`, see `latency_table_for`; `adaptive`: the
-    adaptive step, `ResourceTarget(adaptive=True)`).
+    adaptive step, `ResourceTarget(adaptive=True)`; `sensitivity_data`:
+    `(x, y)` for the latency pressure's Taylor sensitivity).
 
     Example:
 
@@ -71,7 +72,8 @@ def environment_for(synthesis, keep, latency_table=None, adaptive=False):
     """
     common = {"fraction": keep, "adaptive": adaptive}
     if synthesis == "latency":
-        return ResourceTarget(resource="latency", latency_table=latency_table, **common)
+        return ResourceTarget(resource="latency", latency_table=latency_table,
+                              sensitivity_data=sensitivity_data, **common)
     if synthesis == "filters":
         return ResourceTarget(resource="macs", solve="cluster", fixed_factor=math.e, **common)
     if synthesis == "synapses":

@@ -88,6 +88,9 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("tolerance", 5.0, "Rollback past this loss of DIGITS mAP points.", **define)
     flags.DEFINE_integer("fitness_epochs", 2, "Fitness: mean DIGITS mAP of the last this many "
                          "epochs of each retraining (<= --epochs_per_generation).", **define)
+    flags.DEFINE_bool("sensitivity", False, "With --synthesis=latency: divide each layer's "
+                      "latency pressure by its filters' Taylor importance on 128 training "
+                      "scenes, so layers that carry the mAP are cut less.", **define)
     flags.DEFINE_bool("adaptive", True, "Adaptive step: the cut grows 1.5x after an accepted "
                       "offspring and halves after a rollback (ResourceTarget(adaptive=True)); "
                       "off: every generation cuts to --keep, halved per rollback.", **define)
@@ -184,8 +187,10 @@ def evolve(ancestor, precision, data, directory, values, latency_table=None):
         epochs_per_generation=values.epochs_per_generation,
         ancestor_epochs=values.fitness_epochs,
         precision=precision,
-        environment=environment_for(values.synthesis, values.keep, latency_table,
-                                    values.adaptive),
+        environment=environment_for(
+            values.synthesis, values.keep, latency_table, values.adaptive,
+            (x[:128], {"coverage": grid[:128], "bboxes": grid[:128]})
+            if values.sensitivity and values.synthesis == "latency" else None),
         monitor="detection_mAP",
         mode="max",
         fitness_epochs=values.fitness_epochs,
