@@ -52,6 +52,14 @@ def test_quickstart_tiny_run(tmp_path):
     assert rows[3]["metric"] > 0.8  # digits accuracy of the int8 flatbuffer, after evolution
     assert all(os.path.getsize(r["tflite"]) == r["size_bytes"] for r in rows)
     assert "| int4 | 1 |" in result.stdout
+    # a rerun resumes the lineage: cut its log mid-line and it must say so in one line
+    with open(out / "lineage" / "lineage.jsonl", "a") as f:
+        f.write('{"generation": 2, "acc')
+    again = run_app("recipes.quickstart", "--generations=1", f"--out_dir={out}", timeout=300)
+    assert again.returncode == 1
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "lineage.jsonl" in errors[0], again.stderr[-2000:]
+    assert "Traceback" not in again.stderr
     # clean output: no converter or absl log lines on either stream
     assert "fully_quantize" not in result.stdout + result.stderr
 
@@ -89,3 +97,4 @@ def test_detectnet_evolve_tiny_run(tmp_path):
     ]  # fmt: skip
     assert rows[3]["macs"] < rows[2]["macs"]
     assert {"ap_easy", "ap_moderate", "ap_hard", "mAP_spread", "rollbacks"} <= set(rows[3])
+
