@@ -1,4 +1,5 @@
-"""What every benchmark script shares: writing its JSON result."""
+"""What the benchmark scripts share: timing flatbuffers side by side and
+writing the JSON result."""
 
 import json
 import os
@@ -14,3 +15,17 @@ def save_result(path, result):
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {path}")
+
+
+def time_side_by_side(flatbuffers, rounds, instances=1, budget_ms=40.0):
+    """Median invoke ms of each flatbuffer (LiteRT, 1 thread), all timed in
+    this process, interleaved round by round; each figure is the mean over
+    `instances` interpreters of the model, so that one interpreter's
+    placement in memory does not decide it."""
+    import numpy as np
+
+    from keras_evosynth.latency import _interpreter, time_interleaved
+
+    interps = [_interpreter(f, 1) for f in flatbuffers for _ in range(instances)]
+    times = time_interleaved(interps, rounds=rounds, budget_ms=budget_ms, max_runs=1000)
+    return np.mean(np.reshape(times, (len(flatbuffers), instances)), axis=1)

@@ -31,10 +31,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import save_result, time_side_by_side  # noqa: E402
 from keras_evosynth import evolvable, genetics  # noqa: E402
 from keras_evosynth.export import export_tflite  # noqa: E402
-from keras_evosynth.latency import LatencyTable, _interpreter, time_interleaved  # noqa: E402
+from keras_evosynth.latency import LatencyTable  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["detectnet", "mobilenet_v2", "fashion_cnn"], "Networks.")
@@ -140,12 +140,7 @@ def run_model(name):
                      "predicted_ms": table.predict(evo), "size_bytes": report.size_bytes})
     print(f"timing {len(rows)} flatbuffers interleaved: {FLAGS.rounds} rounds, "
           f"{FLAGS.instances} interpreter(s) each", flush=True)
-    # Each model's figure is the mean over its interpreter instances, so
-    # that one instance's placement in memory does not decide it.
-    interps = [_interpreter(f, 1) for f in flatbuffers for _ in range(FLAGS.instances)]
-    times = time_interleaved(interps, rounds=FLAGS.rounds, budget_ms=FLAGS.budget_ms,
-                             max_runs=1000)
-    measured = np.mean(np.reshape(times, (len(flatbuffers), FLAGS.instances)), axis=1)
+    measured = time_side_by_side(flatbuffers, FLAGS.rounds, FLAGS.instances, FLAGS.budget_ms)
     anchor_ratio = measured[0] / rows[0]["predicted_ms"]
     for row, ms in zip(rows, measured, strict=True):
         row["measured_ms"] = float(ms)

@@ -20,14 +20,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import save_result, time_side_by_side  # noqa: E402
 from keras_evosynth import evolvable  # noqa: E402
 from keras_evosynth.export import export_tflite  # noqa: E402
 from keras_evosynth.latency import (  # noqa: E402
     LatencyTable,
     _cpu,
-    _interpreter,
-    time_interleaved,
 )
 
 FLAGS = flags.FLAGS
@@ -73,9 +71,7 @@ def run_model(name):
             labels.append((label, rewritten, report.max_abs_error))
     print(f"{name}: timing {len(flatbuffers)} flatbuffers interleaved, {FLAGS.rounds} rounds",
           flush=True)
-    interps = [_interpreter(f, 1) for f in flatbuffers for _ in range(FLAGS.instances)]
-    times = time_interleaved(interps, rounds=FLAGS.rounds, budget_ms=40.0, max_runs=1000)
-    ms = np.mean(np.reshape(times, (len(flatbuffers), FLAGS.instances)), axis=1)
+    ms = time_side_by_side(flatbuffers, FLAGS.rounds, FLAGS.instances)
     result = {"model": name, "stem": stem, "table_chooses": chosen}
     for (label, rewritten, error), value in zip(labels, ms, strict=True):
         key = f"{label}_{'rewritten' if rewritten else 'direct'}"
