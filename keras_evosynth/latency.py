@@ -349,13 +349,16 @@ def space_to_depth_op(op, below):
     input channels (its signature gains `"rewrite": "space_to_depth"`), or
     None when `keras_evosynth.rewrites` cannot rewrite it."""
     sig = op.signature
-    if op.kind != "conv2d" or op.cin > below or sig.get("rewrite"):
-        return None
-    plan, _ = rewrites.space_to_depth_plan(
-        sig["kernel"], sig["strides"], sig["padding"], sig["input"], sig["dilation"])
-    if plan is None:
+    if op.kind != "conv2d" or op.cin > below or sig.get("rewrite") or _plan(sig) is None:
         return None
     return dataclasses.replace(op, signature={**sig, "rewrite": "space_to_depth"})
+
+
+def _plan(signature):
+    """The `rewrites.SpaceToDepthPlan` of a conv2d signature, or None."""
+    return rewrites.space_to_depth_plan(
+        signature["kernel"], signature["strides"], signature["padding"], signature["input"],
+        signature["dilation"])[0]
 
 
 class _Fastest:
@@ -387,12 +390,10 @@ def _micro_model(signature, cin, cout):
     layers = keras.layers
     if signature.get("rewrite") == "space_to_depth":
         x = keras.Input(batch_shape=(1, *signature["input"], cin))
-        plan, _ = rewrites.space_to_depth_plan(
-            signature["kernel"], signature["strides"], signature["padding"],
-            signature["input"], signature["dilation"])
         config = {"filters": cout, "kernel_size": signature["kernel"],
                   "activation": signature["activation"]}
-        return keras.Model(x, rewrites.apply_space_to_depth(x, plan, config, "conv")[0])
+        return keras.Model(x, rewrites.apply_space_to_depth(x, _plan(signature), config,
+                                                            "conv")[0])
     if kind in ("conv2d", "depthwise"):
         x = keras.Input(batch_shape=(1, *signature["input"], cin))
         common = {
@@ -771,9 +772,9 @@ class LatencyTable:
         return table
 
     # ------------------------------------------------------------ predicting
-    def _entry(self, op, rewritten=True):
-        """The op's `Entry`; with `rewritten`, the faster of it and its
-        measured space-to-depth form (`_Fastest`) where there is one."""
+    def _entry(self, op):
+        """The op's `Entry`, or the faster of it and its measured
+        space-to-depth form (`_Fastest`) where there is one."""
         entry = self.entries.get(op.key)
         if entry is None:
             raise ValueError(
@@ -782,7 +783,7 @@ class LatencyTable:
                 f"table ({self.cpu}, {self.threads} thread(s)); measure the model with "
                 "LatencyTable.measure(model)."
             )
-        form = space_to_depth_op(op, math.inf) if rewritten else None
+        form = space_to_depth_op(op, math.inf)
         other = None if form is None else self.entries.get(form.key)
         return entry if other is None else _Fastest([entry, other])
 
@@ -801,13 +802,16 @@ class LatencyTable:
         >>> LatencyTable.measure(m, verbose=0).space_to_depth_layers(m)
         []
         """
+        return self._rewritten(*kept_channels(model))
+
+    def _rewritten(self, ops, live):
+        """`space_to_depth_layers` from `kept_channels` output."""
         names = []
-        for op, (cin, cout) in zip(*kept_channels(model), strict=True):
-            form = space_to_depth_op(op, math.inf)
-            other = None if form is None else self.entries.get(form.key)
-            if other is not None:
-                direct = self._entry(op, rewritten=False).cost(cin, cout, tile=TILE)
-                if other.cost(cin, cout, tile=TILE) < direct:
+        for op, (cin, cout) in zip(ops, live, strict=True):
+            entry = self._entry(op)
+            if isinstance(entry, _Fastest):
+                direct, rewritten = entry.entries
+                if rewritten.cost(cin, cout, tile=TILE) < direct.cost(cin, cout, tile=TILE):
                     names.append(op.name)
         return names
 
@@ -1208,7 +1212,8 @@ def _anchor_model(table, plain, keep, shapes, rng):
                 layer.set_masks(cluster_mask=mask)
     ops, live = kept_channels(evo)
     grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
-    cut = _Compactor(evo, remove_channels=True).build(batch_shapes=shapes, space_to_depth=table)
+    cut = _Compactor(evo, remove_channels=True).build(
+        batch_shapes=shapes, space_to_depth=table._rewritten(ops, live))
     _neutral_weights(cut, rng)
     return cut, grid_ms
 
