@@ -277,9 +277,6 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.selection = Selection(
             mode, tolerance, _int(max_rollbacks, "max_rollbacks", 0), stop_when
         )
-        self.tolerance = self.selection.tolerance
-        self.max_rollbacks = self.selection.max_rollbacks
-        self.stop_when = self.selection.stop_when
         self.latency_table = (
             latency_table
             if latency_table is not None
@@ -314,6 +311,11 @@ class EvolutionCallback(keras.callbacks.Callback):
         self.done = False
         self._started = False
         self._pending = []
+
+    # The selection rules, read from `self.selection`.
+    tolerance = property(lambda self: self.selection.tolerance)
+    max_rollbacks = property(lambda self: self.selection.max_rollbacks)
+    stop_when = property(lambda self: self.selection.stop_when)
 
     # ------------------------------------------------------------- settings
     def settings(self):

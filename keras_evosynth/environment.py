@@ -399,10 +399,8 @@ class ResourceTarget(Environment):
             raise ValueError(
                 "ResourceTarget: latency_table and round_to only apply to resource='latency'."
             )
-        if round_to is not None and (
-            isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1
-        ):
-            raise ValueError(f"ResourceTarget: round_to must be an int >= 1, got {round_to!r}.")
+        if round_to is not None:
+            _positive_int(round_to, "round_to")
         if isinstance(min_pressure, bool) or not 0.0 <= float(min_pressure) <= 1.0:
             raise ValueError(
                 f"ResourceTarget: min_pressure must be in [0, 1], got {min_pressure!r}."

@@ -36,7 +36,8 @@ def taylor_importance(model, data, batches=4, batch_size=32):
         `genetics.genomes_from_model` order), one entry per cluster.
 
     Raises:
-        ValueError: `model` is not compiled, or `data` is not `(x, y)`.
+        ValueError: `model` is not compiled or has no Evo layer, or `data`
+            is not `(x, y)`.
 
     Example:
 
@@ -51,7 +52,7 @@ def taylor_importance(model, data, batches=4, batch_size=32):
     """
     import tensorflow as tf
 
-    from keras_evosynth import genetics
+    from keras_evosynth import topology
 
     check_graph_model(model, "taylor_importance()")
     if not getattr(model, "compiled", False):
@@ -60,7 +61,12 @@ def taylor_importance(model, data, batches=4, batch_size=32):
         )
     if not isinstance(data, (tuple, list)) or len(data) not in (2, 3):
         raise ValueError("taylor_importance(): data must be (x, y) or (x, y, sample_weight).")
-    _, layers = genetics.genomes_from_model(model)
+    layers = topology.channel_sources(model).evo_layers  # genomes_from_model's order
+    if not layers:
+        raise ValueError(
+            f"taylor_importance(): model '{model.name}' has no evolvable layer; convert it "
+            "first with keras_evosynth.evolvable(model)."
+        )
     kernels = [layer.kernel for layer in layers]
     totals = [np.zeros(_clusters(layer)) for layer in layers]
     count = keras.tree.flatten(data[0])[0].shape[0]
