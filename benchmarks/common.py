@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: timing flatbuffers side by side and
-writing the JSON result."""
+"""What the benchmark scripts share: the CPU-default DetectNet setting,
+timing flatbuffers side by side and writing the JSON result."""
 
 import json
 import os
@@ -29,3 +29,30 @@ def time_side_by_side(flatbuffers, rounds, instances=1, budget_ms=40.0):
     interps = [_interpreter(f, 1) for f in flatbuffers for _ in range(instances)]
     times = time_interleaved(interps, rounds=rounds, budget_ms=budget_ms, max_runs=1000)
     return np.mean(np.reshape(times, (len(flatbuffers), instances)), axis=1)
+
+
+def detectnet_default(out_dir, seed):
+    """The CPU-default DetectNet of `recipes.detectnet.evolve` with its data.
+
+    The ancestor is trained once into `out_dir/ancestor` (or loaded from
+    there). Returns a namespace: `values` (the recipe's flag values),
+    `ancestor`, float32 `x` / `xv` images, `grid` (training targets), `yv`
+    (validation labels) and `scale` (KITTI's pixel-threshold scale).
+    """
+    import types
+
+    from absl import flags
+
+    from recipes.detectnet import evaluate as scoring
+    from recipes.detectnet import evolve, targets, train
+
+    values = flags.FlagValues()
+    evolve.define_flags(values)
+    values(["benchmark"])
+    values.out_dir, values.seed = out_dir, seed
+    ancestor = evolve.ancestor_model(values)
+    size = (values.image_height, values.image_width)
+    x, y, xv, yv = train.load_data(None, size, values.num_train, values.num_val, values.seed)
+    return types.SimpleNamespace(
+        values=values, ancestor=ancestor, x=x.astype("float32"), xv=xv.astype("float32"),
+        grid=targets.encode_batch(y, size), yv=yv, scale=scoring.kitti_scale(size[0]))

@@ -29,7 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import detectnet_default, save_result  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out_dir", "runs/latency_target/detectnet", "Ancestor and latency table.")
@@ -40,23 +40,6 @@ flags.DEFINE_float("learning_rate", 3e-4, "Adam rate of the retraining.")
 flags.DEFINE_float("within", 1.0, "Recovered: mAP within this many points of the parent.")
 flags.DEFINE_integer("seed", 0, "Seed of the data and the offspring.")
 flags.DEFINE_string("json", "bench_out/distillation.json", "Where to write results.")
-
-
-def setup():
-    """`(ancestor, x, grid, xv, yv, scale, batch size)` of the CPU default."""
-    from recipes.detectnet import evaluate as scoring
-    from recipes.detectnet import evolve, targets, train
-
-    values = flags.FlagValues()
-    evolve.define_flags(values)
-    values(["distillation"])
-    values.out_dir, values.seed = FLAGS.out_dir, FLAGS.seed
-    ancestor = evolve.ancestor_model(values)
-    size = (values.image_height, values.image_width)
-    x, y, xv, yv = train.load_data(None, size, values.num_train, values.num_val, values.seed)
-    grid = targets.encode_batch(y, size)
-    return (ancestor, x.astype("float32"), grid, xv.astype("float32"), yv,
-            scoring.kitti_scale(size[0]), values.batch_size)
 
 
 def offspring_of(parent, table):
@@ -103,8 +86,9 @@ def main(argv):
     from recipes.detectnet import evaluate as scoring
 
     quiet_tensorflow()
-    ancestor, x, grid, xv, yv, scale, batch_size = setup()
-    data = (x, grid, xv, yv, scale, batch_size)
+    dn = detectnet_default(FLAGS.out_dir, FLAGS.seed)
+    ancestor, xv, yv, scale = dn.ancestor, dn.xv, dn.yv, dn.scale
+    data = (dn.x, dn.grid, xv, yv, scale, dn.values.batch_size)
     parent = ke.evolvable(ancestor, precision="int8")
     table = latency_table_for(ancestor, FLAGS.out_dir)
     parent_map = scoring.score(parent.predict(xv, batch_size=20, verbose=0), yv,

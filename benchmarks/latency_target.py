@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import detectnet_default, save_result  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.")
@@ -64,19 +64,11 @@ def environment(mode, table, sample):
 def detectnet_setup():
     """`(ancestor, fit(model, callback), evaluate(path), representative)`."""
     from recipes.apputil import fit_lineage
-    from recipes.detectnet import evaluate as scoring
-    from recipes.detectnet import evolve, losses, targets, train
+    from recipes.detectnet import evolve, losses
 
-    values = flags.FlagValues()
-    evolve.define_flags(values)
-    values(["latency_target"])
-    values.out_dir = os.path.join(FLAGS.out_dir, "detectnet")
-    values.seed = FLAGS.seed
-    ancestor = evolve.ancestor_model(values)
-    size = (values.image_height, values.image_width)
-    x, y, xv, yv = train.load_data(None, size, values.num_train, values.num_val, values.seed)
-    x, xv = x.astype("float32"), xv.astype("float32")
-    grid, scale = targets.encode_batch(y, size), scoring.kitti_scale(size[0])
+    dn = detectnet_default(os.path.join(FLAGS.out_dir, "detectnet"), FLAGS.seed)
+    values, ancestor, x, grid, xv, yv, scale = (
+        dn.values, dn.ancestor, dn.x, dn.grid, dn.xv, dn.yv, dn.scale)
 
     def fit(model, callback):
         model.compile(keras.optimizers.Adam(values.finetune_learning_rate),
