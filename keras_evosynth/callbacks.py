@@ -30,8 +30,8 @@ import time
 import keras
 import numpy as np
 
+from keras_evosynth import distributed, genetics, quantizers
 from keras_evosynth import environment as environment_lib
-from keras_evosynth import genetics, quantizers
 from keras_evosynth._graph import check_graph_model
 from keras_evosynth.conversion import _walk
 from keras_evosynth.distill import Distiller
@@ -50,13 +50,6 @@ def _int(value, name, minimum):
     if value < minimum:
         raise ValueError(f"EvolutionCallback: {name} must be >= {minimum}, got {value!r}.")
     return int(value)
-
-
-def _unpack(data):
-    """`(x, y, sample_weight)` tuples for fit/evaluate; datasets as `x`."""
-    if isinstance(data, tuple) and 1 <= len(data) <= 3:
-        return dict(zip(("x", "y", "sample_weight"), data, strict=False))
-    return {"x": data}
 
 
 def reset_optimizer(model):
@@ -154,12 +147,18 @@ class EvolutionCallback(keras.callbacks.Callback):
         population: Offspring sampled per generation; with more than 1 each
             candidate is (optionally) trained briefly on `trial_data` and
             scored on `selection_data`, and the fittest is kept.
-        selection_data: `(x, y)` or a dataset to score candidates (required
-            when `population > 1`); the monitor without `val_` is read from
+        selection_data: `(x, y)`, a dataset or a zero-argument function
+            returning one, to score candidates (required when
+            `population > 1`); the monitor without `val_` is read from
             `model.evaluate` on it.
-        trial_data: `(x, y)` or a dataset for a brief training of every
-            candidate; None scores candidates untrained.
+        trial_data: Like `selection_data`, for a brief training of every
+            candidate; None scores candidates untrained. Each trial starts
+            from a seed of its own (`distributed.trial_seed`), so it is the
+            same wherever it runs.
         trial_steps: Batches of `trial_data` per candidate (None: one epoch).
+        executor: Where the population's trials run: None, one after another
+            in this process; a `keras_evosynth.distributed.RayExecutor`, side
+            by side on Ray workers (same lineage).
         fitness_epochs: Fitness is the mean of the monitor over the last
             this many epochs of a generation (ancestor included; at most
             `epochs_per_generation` and `ancestor_epochs`), so that one noisy
@@ -218,6 +217,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         selection_data=None,
         trial_data=None,
         trial_steps=None,
+        executor=None,
         fitness_epochs=1,
         tolerance=None,
         max_rollbacks=2,
@@ -261,6 +261,16 @@ class EvolutionCallback(keras.callbacks.Callback):
             raise ValueError("EvolutionCallback: trial_data is only used with population > 1.")
         self.selection_data, self.trial_data = selection_data, trial_data
         self.trial_steps = None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
+        if executor is not None and not callable(getattr(executor, "run", None)):
+            raise TypeError(
+                "EvolutionCallback: executor must be None or an executor such as "
+                f"keras_evosynth.distributed.RayExecutor(), got {executor!r}."
+            )
+        if executor is not None and self.population == 1:
+            raise ValueError(
+                "EvolutionCallback: an executor runs population trials; pass population > 1."
+            )
+        self.executor = executor
         self.fitness_epochs = _int(fitness_epochs, "fitness_epochs", 1)
         if learning_rate is not None and not callable(learning_rate) and (
                 isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
@@ -414,7 +424,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     @property
     def _net(self):
         """The model being evolved: the fitted model, or a `Distiller`'s student."""
-        return self.model.student if isinstance(self.model, Distiller) else self.model
+        return distributed.evolved_net(self.model)
 
     def _keep_parent(self):
         """Remembers the current model as the parent (and, under a
@@ -424,7 +434,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             self.model.load_teacher(self._net)
 
     def _evo_layers(self):
-        return [layer for layer in _walk(self._net) if isinstance(layer, EvoLayer)]
+        return distributed.evo_layers(self.model)
 
     def _start(self):
         genomes, _ = genetics.genomes_from_model(self._net, self.precision, self.protect)
@@ -455,12 +465,7 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     def _sync_functions(self):
         """Re-traces the compiled functions when a precision changed."""
-        now = self._precisions()
-        if now != self._traced:
-            self.model.make_train_function(force=True)
-            self.model.test_function = None
-            self.model.predict_function = None
-            self._traced = now
+        self._traced = distributed.retrace(self.model, self._traced)
 
     def _snapshot(self):
         return self._net.get_weights(), self._precisions()
@@ -469,7 +474,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         weights, precisions = snapshot
         self._net.set_weights(weights)
         for layer, precision in zip(self._evo_layers(), precisions, strict=True):
-            layer.precision = precision
+            layer.precision = quantizers.get(precision)
 
     def _say(self, text):
         """Queues a progress line; it is printed at the next epoch begin (or
@@ -599,53 +604,56 @@ class EvolutionCallback(keras.callbacks.Callback):
             **({"history": [r["accepted"] for r in self.records[1:]]}
                if self.environment.adaptive else {}),
         )
-        best = None
+        keys = (self.seed, self.generation, self.attempt)
+        candidates = []
         for candidate in range(self.population):
-            if candidate:
-                self._restore(self._parent)
             masks = genetics.sample_masks(
                 genomes,
                 self._factors.cluster_factor,
                 self._factors.synapse_factor,
-                self.seed,
-                self.generation,
-                self.attempt,
+                *keys,
                 candidate,
                 round_to=self._factors.round_to,
             )
-            genetics.apply_masks(layers, masks, self.precision)
-            if self.reinitialize:
-                reinitialize_weights(
-                    self._net, [self.seed, self.generation, self.attempt, candidate]
-                )
-            self._sync_functions()
-            reset_optimizer(self.model)
-            if self.population == 1:
-                break
-            fitness = self._trial()
-            if self.selection.better(fitness, None if best is None else best[0]):
-                best = (fitness, candidate, self._snapshot())
+            seeds = (distributed.trial_seed(*keys, candidate),
+                     [*keys, candidate] if self.reinitialize else None)
+            candidates.append((masks, seeds))
         self._candidate = 0
-        if best is not None:
-            self._candidate = best[1]
-            self._restore(best[2])
+        if self.population == 1:
+            masks, (_, reinitialize) = candidates[0]
+            genetics.apply_masks(layers, masks, self.precision)
+            if reinitialize is not None:
+                reinitialize_weights(self._net, reinitialize)
             self._sync_functions()
             reset_optimizer(self.model)
-
-    def _trial(self):
-        """Briefly trains (optionally) and scores the current candidate."""
-        if self.trial_data is not None:
-            self.model.fit(
-                **_unpack(self.trial_data),
-                epochs=1,
-                steps_per_epoch=self.trial_steps,
-                verbose=0,
-            )
-        scores = self.model.evaluate(**_unpack(self.selection_data), verbose=0, return_dict=True)
-        name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
-        if name not in scores:
-            raise ValueError(
-                f"EvolutionCallback: selection_data scores {sorted(scores)} lack "
-                f"{name!r} (from monitor {self.monitor!r})."
-            )
-        return float(scores[name])
+            return
+        spec = {
+            "precision": None if self.precision is None else self.precision.bits,
+            "trial_data": self.trial_data,
+            "selection_data": self.selection_data,
+            "trial_steps": self.trial_steps,
+            "monitor": self.monitor,
+            "layers": [layer.name for layer in layers],
+        }
+        where = f"generation {self.generation} (attempt {self.attempt})"
+        if self.executor is None:
+            fitnesses, trained = [], []
+            for masks, seeds in candidates:
+                self._restore(self._parent)
+                fitness, self._traced = distributed.run_trial(
+                    self.model, layers, masks, spec, seeds, self._traced)
+                fitnesses.append(fitness)
+                trained.append(self._snapshot())
+            fetch = trained.__getitem__
+        else:
+            fitnesses, fetch = self.executor.run(self.model, spec, candidates, where)
+        best = None
+        for candidate, fitness in enumerate(fitnesses):
+            if self.selection.better(fitness, None if best is None else fitnesses[best]):
+                best = candidate
+        self._candidate = best
+        self._restore(fetch(best))
+        self._sync_functions()
+        reset_optimizer(self.model)
+        # the retraining draws from the lineage's seed, whoever ran the trials
+        keras.utils.set_random_seed(distributed.trial_seed(*keys, self.population))
