@@ -156,6 +156,12 @@ class EvolutionCallback(keras.callbacks.Callback):
             from a seed of its own (`distributed.trial_seed`), so it is the
             same wherever it runs.
         trial_steps: Batches of `trial_data` per candidate (None: one epoch).
+        trial_score: A function `(network) -> fitness` (in the monitor's units
+            and mode) that scores a candidate after its trial instead of
+            `model.evaluate` on `selection_data`, for a fitness that is not a
+            compiled metric (e.g. a detection mAP); it must be picklable to
+            run on Ray workers (a module-level function or a
+            `functools.partial` of one).
         executor: Where the population's trials run: None, one after another
             in this process; a `keras_evosynth.distributed.RayExecutor`, side
             by side on Ray workers (same lineage).
@@ -217,6 +223,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         selection_data=None,
         trial_data=None,
         trial_steps=None,
+        trial_score=None,
         executor=None,
         fitness_epochs=1,
         tolerance=None,
@@ -252,11 +259,16 @@ class EvolutionCallback(keras.callbacks.Callback):
             mode = "max" if name.endswith(_MAX_WORDS) else "min"
         self.mode = mode
         self.population = _int(population, "population", 1)
-        if self.population > 1 and selection_data is None:
+        if self.population > 1 and selection_data is None and trial_score is None:
             raise ValueError(
                 "EvolutionCallback: population > 1 needs selection_data=(x, y) "
-                "to score the candidates."
+                "(or trial_score=) to score the candidates."
             )
+        if trial_score is not None and not callable(trial_score):
+            raise TypeError(
+                f"EvolutionCallback: trial_score must be a function, got {trial_score!r}."
+            )
+        self.trial_score = trial_score
         if trial_data is not None and self.population == 1:
             raise ValueError("EvolutionCallback: trial_data is only used with population > 1.")
         self.selection_data, self.trial_data = selection_data, trial_data
@@ -487,6 +499,14 @@ class EvolutionCallback(keras.callbacks.Callback):
             print(text, flush=True)
         self._pending = []
 
+    def _fittest(self, fitnesses):
+        """The index of the best fitness (the first of equals)."""
+        best = 0
+        for index, fitness in enumerate(fitnesses):
+            if self.selection.better(fitness, fitnesses[best]):
+                best = index
+        return best
+
     def _stop_reached(self, record):
         return self.selection.stop_reached(record, self.records[0] if self.records else record)
 
@@ -633,25 +653,23 @@ class EvolutionCallback(keras.callbacks.Callback):
             "selection_data": self.selection_data,
             "trial_steps": self.trial_steps,
             "monitor": self.monitor,
+            "trial_score": self.trial_score,
             "layers": [layer.name for layer in layers],
         }
         where = f"generation {self.generation} (attempt {self.attempt})"
         if self.executor is None:
-            fitnesses, trained = [], []
-            for masks, seeds in candidates:
+            fitnesses, kept = [], {}
+            for index, (masks, seeds) in enumerate(candidates):
                 self._restore(self._parent)
                 fitness, self._traced = distributed.run_trial(
                     self.model, layers, masks, spec, seeds, self._traced)
                 fitnesses.append(fitness)
-                trained.append(self._snapshot())
-            fetch = trained.__getitem__
+                if self._fittest(fitnesses) == index:  # only the best's weights are kept
+                    kept = {index: self._snapshot()}
+            fetch = kept.__getitem__
         else:
             fitnesses, fetch = self.executor.run(self.model, spec, candidates, where)
-        best = None
-        for candidate, fitness in enumerate(fitnesses):
-            if self.selection.better(fitness, None if best is None else fitnesses[best]):
-                best = candidate
-        self._candidate = best
+        best = self._candidate = self._fittest(fitnesses)
         self._restore(fetch(best))
         self._sync_functions()
         reset_optimizer(self.model)

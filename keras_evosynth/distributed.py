@@ -88,7 +88,8 @@ def run_trial(model, layers, masks, spec, seeds, traced):
         layers: Its Evo layers, in the order of `masks`.
         masks: The candidate's `(synapse_mask, cluster_mask)` per layer.
         spec: Dict with `precision`, `trial_data`, `selection_data`,
-            `trial_steps`, `monitor` and `layers` (the names of `layers`).
+            `trial_steps`, `monitor`, `trial_score` and `layers` (the names
+            of `layers`).
         seeds: `(trial_seed, reinitialize_seed or None)`.
         traced: The precisions the compiled functions were traced with.
     """
@@ -108,6 +109,8 @@ def run_trial(model, layers, masks, spec, seeds, traced):
             steps_per_epoch=spec["trial_steps"],
             verbose=0,
         )
+    if spec.get("trial_score") is not None:
+        return float(spec["trial_score"](evolved_net(model))), traced
     scores = model.evaluate(
         **data_for(spec["selection_data"]), verbose=0, return_dict=True
     )
@@ -282,6 +285,9 @@ class RayExecutor:
             resources=others or None,
             max_restarts=self.max_retries,
             max_task_retries=self.max_retries,
+            # the driver's TensorFlow log level, so that workers are as quiet
+            runtime_env={"env_vars": {"TF_CPP_MIN_LOG_LEVEL":
+                                      os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")}},
         )
         self._workers = [actor.remote(self.threads) for _ in range(count)]
 

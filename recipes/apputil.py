@@ -104,6 +104,57 @@ def define_verbose(flag_values=None):
                       flag_values=flags.FLAGS if flag_values is None else flag_values)
 
 
+def define_population(flag_values=None):
+    """Defines the recipes' population flags: `--population`,
+    `--trial_steps`, `--ray_address` and `--ray_resources`."""
+    from absl import flags
+
+    define = {"flag_values": flags.FLAGS if flag_values is None else flag_values}
+    flags.DEFINE_integer("population", 1, "Candidates sampled per generation; with more than 1 "
+                         "each is trained --trial_steps batches and the fittest is kept.",
+                         **define)  # fmt: skip
+    flags.DEFINE_integer("trial_steps", 20, "Training batches of each candidate's trial.",
+                         **define)  # fmt: skip
+    flags.DEFINE_string("ray_address", "", "Run the population's trials on Ray: 'local' starts "
+                        "a cluster on this machine, 'auto' joins the running one (ray start "
+                        "--head on one host, ray start --address=HEAD:6379 on the others), or "
+                        "HOST:PORT. Empty: one after another here.", **define)  # fmt: skip
+    flags.DEFINE_list("ray_resources", ["CPU:1"], "Ray resources of one trial worker, e.g. "
+                      "CPU:4 or GPU:1,CPU:2.", **define)  # fmt: skip
+
+
+def population_settings(values):
+    """`EvolutionCallback` keywords from the population flags: `population`,
+    `trial_steps` and, with `--ray_address`, a `RayExecutor`.
+
+    >>> from types import SimpleNamespace as S
+    >>> population_settings(S(population=1, trial_steps=20, ray_address="",
+    ...                       ray_resources=["CPU:1"]))
+    {}
+    """
+    if values.population < 1 or values.trial_steps < 1:
+        raise ValueError(f"--population and --trial_steps must be >= 1, got "
+                         f"{values.population} and {values.trial_steps}.")  # fmt: skip
+    if values.population == 1:
+        if values.ray_address:
+            raise ValueError("--ray_address runs population trials: pass --population > 1.")
+        return {}
+    settings = {"population": values.population, "trial_steps": values.trial_steps}
+    if values.ray_address:
+        from keras_evosynth.distributed import RayExecutor
+
+        resources = {}
+        for item in values.ray_resources:
+            name, _, amount = item.partition(":")
+            try:
+                resources[name.strip()] = float(amount)
+            except ValueError:
+                raise ValueError(f"--ray_resources: {item!r} is not NAME:AMOUNT.") from None
+        address = None if values.ray_address == "local" else values.ray_address
+        settings["executor"] = RayExecutor(address=address, resources_per_candidate=resources)
+    return settings
+
+
 def quiet_tensorflow(verbose=False):
     """Keeps the converter's INFO chatter out of the recipe's progress output;
     `verbose=True` (a recipe's `--verbose`) lets all of it through, the

@@ -359,6 +359,25 @@ def test_population_with_trial_training_and_stop_when(digits):
     )
 
 
+def test_trial_score_chooses_the_candidate(digits):
+    xt, yt, _, _ = digits
+    scores = iter([0.2, 0.9, 0.5])
+    networks = []
+
+    def score(network):
+        networks.append(network)
+        return next(scores)
+
+    evolution = EvolutionCallback(
+        **quick(generations=1, population=3, trial_data=(xt, yt), trial_steps=1,
+                trial_score=score)
+    )
+    model = cnn()
+    fit(model, digits, [evolution], epochs=2)
+    assert evolution.records[1]["candidate"] == 1
+    assert networks == [model] * 3
+
+
 def test_reinitialize_weights_keeps_masks_and_is_seeded():
     model = cnn()
     conv = model.get_layer("conv2")
@@ -425,6 +444,7 @@ def test_reset_optimizer_clears_slots_keeps_learning_rate(digits):
         ({"mode": "up"}, ValueError, "mode"),
         ({"monitor": ""}, TypeError, "monitor"),
         ({"population": 2}, ValueError, "selection_data"),
+        ({"population": 2, "trial_score": 1.0}, TypeError, "trial_score must be"),
         ({"trial_data": ([0], [0])}, ValueError, "trial_data"),
         ({"tolerance": -0.1}, ValueError, "tolerance"),
         ({"max_rollbacks": -1}, ValueError, "max_rollbacks"),

@@ -27,6 +27,7 @@ def run_app(module, *args, timeout=600):
         ("recipes.detectnet.evolve", ["--precisions=int9"], "int9"),
         ("recipes.detectnet.evolve", ["--image_height=100"], "multiples of 16"),
         ("recipes.detectnet.evolve", ["--kitti_root=/nonexistent"], "is not a directory"),
+        ("recipes.detectnet.evolve", ["--ray_address=auto"], "pass --population > 1"),
         ("recipes.classifier", ["--precisions=int1"], "--precisions"),
         ("recipes.classifier", ["--generations=0"], "generations"),
     ],

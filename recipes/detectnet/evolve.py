@@ -28,6 +28,11 @@
    int8 (`recipes.detectnet.tfmot_baseline`, its own process).
 
 Resumable: rerun with the same flags and it continues where it stopped.
+`--population=4` samples four candidates per generation, trains each
+`--trial_steps` batches and keeps the one with the best mAP; with
+`--ray_address=auto` the candidates train side by side on a Ray cluster
+(`ray start --head` here, `ray start --address=HEAD:6379` on the other hosts;
+`--ray_resources=GPU:1` gives each trial a GPU), with the same lineage.
 Full KITTI on a GPU (the paper's setting; documented, not run here):
 
     python -m recipes.detectnet.evolve --kitti_root=/data/kitti --image_height=384 \\
@@ -35,6 +40,7 @@ Full KITTI on a GPU (the paper's setting; documented, not run here):
         --num_train=6000 --num_val=1481 --generations=8 --epochs_per_generation=4
 """
 
+import functools
 import os
 import types
 
@@ -49,6 +55,7 @@ from recipes.apputil import (  # noqa: E402
     environment_for,
     fit_lineage,
     latency_table_for,
+    population_settings,
     quiet_tensorflow,
     tfmot_wanted,
 )
@@ -76,6 +83,7 @@ def define_flags(flag_values=flags.FLAGS):
     # between draws of the validation set (the lineage table's mAP_spread)
     flag_values.set_default("num_val", 500)
     define = {"flag_values": flag_values}
+    apputil.define_population(flag_values)
     flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions, one lineage each "
                       "(the full sweep: float32,int8,int4,int2).", **define)  # fmt: skip
     flags.DEFINE_integer("generations", 6, "Offspring per lineage.", **define)
@@ -126,6 +134,7 @@ def check_evolution_flags(values):
     if values.tfmot_epochs < 0:
         raise ValueError(f"--tfmot_epochs must be >= 0, got {values.tfmot_epochs}.")
     tfmot_wanted(values.tfmot)  # raises for --tfmot=on without tfmot
+    population_settings(values)  # raises for bad population flags
 
 
 class DetectionScore(keras.callbacks.Callback):
@@ -138,11 +147,21 @@ class DetectionScore(keras.callbacks.Callback):
         self.images, self.labels, self.scale = images, labels, scale
 
     def on_epoch_end(self, epoch, logs=None):
-        outputs = self.model.predict(self.images, batch_size=20, verbose=0)
         if logs is not None:
-            result = scoring.score(outputs, self.labels, scale=self.scale)
+            result = detection_scores(self.model, self.images, self.labels, self.scale)
             logs["detection_mAP"] = result["mAP"]
             logs["detection_mAP_spread"] = result["mAP_spread"]
+
+
+def detection_scores(model, images, labels, scale):
+    """`scoring.score` of the model's predictions on the validation images."""
+    outputs = model.predict(images, batch_size=20, verbose=0)
+    return scoring.score(outputs, labels, scale=scale)
+
+
+def detection_map(images, labels, scale, network):
+    """A population candidate's fitness (`trial_score`): its DIGITS mAP."""
+    return detection_scores(network, images, labels, scale)["mAP"]
 
 
 def tflite_scores(images, labels, scale):
@@ -173,12 +192,18 @@ def ancestor_model(values, print_fn=print):
     return model
 
 
-def evolve(ancestor, precision, data, directory, values, latency_table=None):
+def evolve(ancestor, precision, data, directory, values, latency_table=None, population=None):
     """One lineage at `precision`, resumed from `directory` when it exists
-    (`latency_table`: the ancestor's, for `--synthesis=latency`)."""
+    (`latency_table`: the ancestor's, for `--synthesis=latency`;
+    `population`: `apputil.population_settings(values)`, one executor for all
+    lineages)."""
     import keras_evosynth as ke
 
     x, grid, xv, yv, scale = data
+    population = dict(population or {})
+    if population:  # trials train on the training set, score by mAP
+        population.update(trial_data=(x, {"coverage": grid, "bboxes": grid}),
+                          trial_score=functools.partial(detection_map, xv, yv, scale))
     model = ke.evolvable(ancestor, precision=precision)
     model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
                   loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
@@ -197,6 +222,7 @@ def evolve(ancestor, precision, data, directory, values, latency_table=None):
         tolerance=values.tolerance,
         seed=values.seed,
         directory=directory,
+        **population,
     )
     fit_lineage(model, evolution, x, {"coverage": grid, "bboxes": grid},
                 callbacks=[DetectionScore(xv, yv, scale)], batch_size=values.batch_size,
@@ -273,11 +299,14 @@ def main(argv):
     if values.synthesis == "latency":
         table = latency_table_for(ancestor, values.out_dir)
     lineages = {}
+    population = population_settings(values)
     for precision in values.precisions:
         directory = os.path.join(values.out_dir, f"lineage_{precision}")
         print(f"--- evolving at {precision} -> {directory}")
-        evolve(ancestor, precision, data, directory, values, table)
+        evolve(ancestor, precision, data, directory, values, table, population)
         lineages[precision] = directory
+    if "executor" in population:
+        population["executor"].close()
     rows = lineage_table.build_table(
         ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
