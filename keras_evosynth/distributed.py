@@ -17,8 +17,11 @@ trials agree but the following retraining may not, bit for bit.)
 Ray is optional: `pip install keras-evosynth[distributed]`.
 """
 
+import itertools
+import json
 import os
 import tempfile
+import zipfile
 
 import keras
 import numpy as np
@@ -151,8 +154,9 @@ class _Trainer:
         self.key = None
 
     def trial(self, key, model_bytes, custom_objects, parent, spec, trial_data,
-              selection_data, masks, seeds):
-        spec = dict(spec, trial_data=trial_data, selection_data=selection_data)
+              selection_data, trial_score, masks, seeds):
+        spec = dict(spec, trial_data=trial_data, selection_data=selection_data,
+                    trial_score=trial_score)
         if key != self.key:
             with tempfile.TemporaryDirectory() as directory:
                 path = os.path.join(directory, "model.keras")
@@ -174,6 +178,22 @@ class _Trainer:
             self.model.optimizer.learning_rate = learning_rate
         fitness, self.traced = run_trial(self.model, layers, masks, spec, seeds, self.traced)
         return fitness, (net.get_weights(), [layer.precision.bits for layer in walked])
+
+
+def _custom_objects(config):
+    """The registered custom objects a saved model's config names (only
+    those: the registry may hold classes from modules workers cannot import)."""
+    names, stack = set(), [config]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if isinstance(item.get("registered_name"), str):
+                names.add(item["registered_name"])
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    registry = keras.saving.get_custom_objects()
+    return {name: registry[name] for name in sorted(names) if name in registry}
 
 
 def _learning_rate(model):
@@ -262,6 +282,7 @@ class RayExecutor:
         self.threads = threads or max(1, int(resources.get("CPU", 1)))
         self.init_kwargs = dict(init_kwargs or {})
         self._workers, self._model_key, self._data = [], None, {}
+        self._serials = itertools.count()
 
     def _start(self, population):
         ray = self._ray
@@ -291,30 +312,36 @@ class RayExecutor:
         )
         self._workers = [actor.remote(self.threads) for _ in range(count)]
 
-    def _put(self, data, where):
-        """Data for the workers: arrays into the object store (once), a
-        callable as is."""
-        if data is None or callable(data):
-            return data
-        if not isinstance(data, tuple):
+    def _put(self, value, where):
+        """Puts `value` (`(x, y)` arrays or a function) into the object store
+        once per run: workers on a node read arrays zero-copy, and a
+        function's bound arguments travel once, not with every candidate."""
+        if value is None:
+            return None
+        if not (isinstance(value, tuple) or callable(value)):
             raise TypeError(
                 f"RayExecutor: {where} must be (x, y) arrays or a zero-argument function "
-                f"returning a dataset (built on the worker); got {type(data).__name__}."
+                f"returning a dataset (built on the worker); got {type(value).__name__}."
             )
-        key = (where, id(data))
+        key = (where, id(value))
         if key not in self._data:
-            self._data[key] = (data, self._ray.put(data))  # keeps `data` alive: stable id
+            self._data[key] = (value, self._ray.put(value))  # keeps `value` alive: stable id
         return self._data[key][1]
 
     def _model_ref(self, model):
-        if self._model_key is None or self._model_key[0] != id(model):
+        """`(serial, object ref of the .keras bytes, custom objects)` of the
+        model, saved once per model."""
+        if self._model_key is None or self._model_key[2] is not model:
             with tempfile.TemporaryDirectory() as directory:
                 path = os.path.join(directory, "model.keras")
                 model.save(path)
                 with open(path, "rb") as file:
                     blob = file.read()
-            self._model_key = (id(model), self._ray.put(blob), model)
-        return self._model_key[1]
+                with zipfile.ZipFile(path) as archive:
+                    config = json.loads(archive.read("config.json"))
+            self._model_key = (next(self._serials), self._ray.put(blob), model,
+                               _custom_objects(config))
+        return self._model_key[0], self._model_key[1], self._model_key[3]
 
     def run(self, model, spec, candidates, where):
         """Runs `candidates` (a list of `(masks, seeds)`) for `model` (holding
@@ -328,17 +355,15 @@ class RayExecutor:
             _learning_rate(model),
         ))
         # object refs as arguments of their own, so that Ray resolves them
-        trial_data = self._put(spec["trial_data"], "trial_data")
-        selection_data = self._put(spec["selection_data"], "selection_data")
-        shipped = dict(spec, trial_data=None, selection_data=None)
-        model_ref = self._model_ref(model)
-        custom = keras.saving.get_custom_objects()
+        shared = [self._put(spec[name], name)
+                  for name in ("trial_data", "selection_data", "trial_score")]
+        shipped = dict(spec, trial_data=None, selection_data=None, trial_score=None)
+        key, model_ref, custom = self._model_ref(model)
         refs = []
         for index, (masks, seeds) in enumerate(candidates):
             worker = self._workers[index % len(self._workers)]
             refs.append(worker.trial.options(num_returns=2).remote(
-                id(model), model_ref, custom, parent, shipped, trial_data, selection_data,
-                masks, seeds))
+                key, model_ref, custom, parent, shipped, *shared, masks, seeds))
 
         def get(index, part):
             try:

@@ -4,7 +4,9 @@ lineage as the sequential run, worker faults, driver resume, errors."""
 import functools
 import os
 import sys
+import types
 
+import keras
 import numpy as np
 import pytest
 import ray
@@ -30,9 +32,16 @@ def executor(**kw):
 def cluster():
     # test functions shipped to the workers travel by value
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # a registered class from a module no worker can import (another test
+    # module's, a notebook's): the model does not use it, so it must not travel
+    module = types.ModuleType("not_on_the_workers")
+    module.Elsewhere = type("Elsewhere", (keras.layers.Layer,), {"__module__": module.__name__})
+    sys.modules[module.__name__] = module  # so pickled by reference
+    keras.saving.register_keras_serializable("test_distributed")(module.Elsewhere)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
+    del sys.modules[module.__name__]
 
 
 def settings(digits, trial_data=None, **kw):
@@ -74,6 +83,22 @@ def test_ray_lineage_equals_the_sequential_one(digits, sequential):
         assert len(ray_executor._workers) == 2  # the cluster holds 2 of 3 candidates
     assert_same_lineage(evolution.records, sequential)
     assert {r["candidate"] for r in evolution.records[1:]} <= set(range(POPULATION))
+
+
+def _fewest_synapses(network):
+    """A trial score that prefers the candidate with the fewest synapses."""
+    return -sum(float(np.sum(layer.get_masks()[0])) for layer in distributed.evo_layers(network))
+
+
+def test_trial_score_runs_on_the_workers(digits):
+    runs = []
+    for make in (lambda: None, executor):
+        ray_executor = make()
+        evolution = evolve(digits, executor=ray_executor, trial_score=_fewest_synapses)
+        if ray_executor is not None:
+            ray_executor.close()
+        runs.append(evolution.records)
+    assert_same_lineage(runs[1], runs[0])
 
 
 def _data_once_killing(marker, x, y):
