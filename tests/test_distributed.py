@@ -24,8 +24,11 @@ EPOCHS = 1 + GENERATIONS  # one epoch per generation, ancestor included
 THREADS = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
 
 
-def executor(**kw):
-    return RayExecutor(threads=THREADS, **kw)
+@pytest.fixture(scope="module")
+def executor(cluster):
+    """One executor (2 workers) for the module: workers start once."""
+    with RayExecutor(threads=THREADS, max_retries=2) as shared:
+        yield shared
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -77,10 +80,9 @@ def assert_same_lineage(records, expected):
         assert got == want  # candidates, masks' counts, factors, precisions
 
 
-def test_ray_lineage_equals_the_sequential_one(digits, sequential):
-    with executor() as ray_executor:
-        evolution = evolve(digits, executor=ray_executor)
-        assert len(ray_executor._workers) == 2  # the cluster holds 2 of 3 candidates
+def test_ray_lineage_equals_the_sequential_one(digits, sequential, executor):
+    evolution = evolve(digits, executor=executor)
+    assert len(executor._workers) == 2  # the cluster holds 2 of 3 candidates
     assert_same_lineage(evolution.records, sequential)
     assert {r["candidate"] for r in evolution.records[1:]} <= set(range(POPULATION))
 
@@ -90,14 +92,9 @@ def _fewest_synapses(network):
     return -sum(float(np.sum(layer.get_masks()[0])) for layer in distributed.evo_layers(network))
 
 
-def test_trial_score_runs_on_the_workers(digits):
-    runs = []
-    for make in (lambda: None, executor):
-        ray_executor = make()
-        evolution = evolve(digits, executor=ray_executor, trial_score=_fewest_synapses)
-        if ray_executor is not None:
-            ray_executor.close()
-        runs.append(evolution.records)
+def test_trial_score_runs_on_the_workers(digits, executor):
+    runs = [evolve(digits, executor=where, trial_score=_fewest_synapses).records
+            for where in (None, executor)]
     assert_same_lineage(runs[1], runs[0])
 
 
@@ -109,11 +106,11 @@ def _data_once_killing(marker, x, y):
     return x, y
 
 
-def test_killed_worker_is_retried_with_the_same_lineage(digits, sequential, tmp_path):
+def test_killed_worker_is_retried_with_the_same_lineage(digits, sequential, executor,
+                                                        tmp_path):
     xt, yt = digits[0][:256], digits[1][:256]
     trial_data = functools.partial(_data_once_killing, str(tmp_path / "killed"), xt, yt)
-    with executor(max_retries=2) as ray_executor:
-        evolution = evolve(digits, executor=ray_executor, trial_data=trial_data)
+    evolution = evolve(digits, executor=executor, trial_data=trial_data)
     assert os.path.exists(tmp_path / "killed")
     assert_same_lineage(evolution.records, sequential)
 
@@ -122,19 +119,18 @@ def _failing_data():
     raise OSError("cannot read trial shard 3")
 
 
-def test_worker_error_names_the_candidate(digits):
-    with executor(max_retries=0) as ray_executor:
-        with pytest.raises(RuntimeError, match=r"candidate 0 of generation 1 .*trial shard 3"):
-            evolve(digits, executor=ray_executor, trial_data=_failing_data)
+def test_worker_error_names_the_candidate(digits, executor):
+    # errors raised by a trial are not retried (only dead workers are)
+    with pytest.raises(RuntimeError, match=r"candidate 0 of generation 1 .*trial shard 3"):
+        evolve(digits, executor=executor, trial_data=_failing_data)
 
 
-def test_driver_killed_mid_lineage_resumes(digits, sequential, tmp_path):
-    with executor() as ray_executor:
-        first = evolve(digits, epochs=2, executor=ray_executor, directory=tmp_path)
-        assert not first.done  # the driver stopped during generation 2
-        model = cnn(seed=5)  # a fresh process: other weights until resumed
-        second = evolve(digits, epochs=EPOCHS - 1, model=model, executor=ray_executor,
-                        directory=tmp_path)
+def test_driver_killed_mid_lineage_resumes(digits, sequential, executor, tmp_path):
+    first = evolve(digits, epochs=2, executor=executor, directory=tmp_path)
+    assert not first.done  # the driver stopped during generation 2
+    model = cnn(seed=5)  # a fresh process: other weights until resumed
+    second = evolve(digits, epochs=EPOCHS - 1, model=model, executor=executor,
+                    directory=tmp_path)
     assert second.done
     assert_same_lineage(second.records, sequential)
 
