@@ -641,11 +641,8 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._candidate = 0
         if self.population == 1:
             masks, (_, reinitialize) = candidates[0]
-            genetics.apply_masks(layers, masks, self.precision)
-            if reinitialize is not None:
-                reinitialize_weights(self._net, reinitialize)
-            self._sync_functions()
-            reset_optimizer(self.model)
+            self._traced = distributed.apply_candidate(
+                self.model, layers, masks, self.precision, reinitialize, self._traced)
             return
         spec = {
             "precision": None if self.precision is None else self.precision.bits,
@@ -660,7 +657,8 @@ class EvolutionCallback(keras.callbacks.Callback):
         if self.executor is None:
             fitnesses, kept = [], {}
             for index, (masks, seeds) in enumerate(candidates):
-                self._restore(self._parent)
+                if index:  # the model holds the parent for the first
+                    self._restore(self._parent)
                 fitness, self._traced = distributed.run_trial(
                     self.model, layers, masks, spec, seeds, self._traced)
                 fitnesses.append(fitness)

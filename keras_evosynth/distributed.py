@@ -79,6 +79,21 @@ def retrace(model, traced):
     return now
 
 
+def apply_candidate(model, layers, masks, precision, reinitialize, traced):
+    """Makes `model` (holding the parent) the candidate: writes the masks and
+    `precision`, re-initializes with the seed `reinitialize` (None: inherit),
+    re-traces if a precision changed and resets the optimizer. Returns the
+    precisions traced now."""
+    from keras_evosynth.callbacks import reinitialize_weights, reset_optimizer
+
+    genetics.apply_masks(layers, masks, precision)
+    if reinitialize is not None:
+        reinitialize_weights(evolved_net(model), reinitialize)
+    traced = retrace(model, traced)
+    reset_optimizer(model)
+    return traced
+
+
 def run_trial(model, layers, masks, spec, seeds, traced):
     """One candidate's trial on `model` (holding the parent): writes the
     masks, re-initializes if asked, re-traces if a precision changed, resets
@@ -96,14 +111,8 @@ def run_trial(model, layers, masks, spec, seeds, traced):
         seeds: `(trial_seed, reinitialize_seed or None)`.
         traced: The precisions the compiled functions were traced with.
     """
-    from keras_evosynth.callbacks import reinitialize_weights, reset_optimizer
-
-    genetics.apply_masks(layers, masks, spec["precision"])
     seed, reinitialize = seeds
-    if reinitialize is not None:
-        reinitialize_weights(evolved_net(model), reinitialize)
-    traced = retrace(model, traced)
-    reset_optimizer(model)
+    traced = apply_candidate(model, layers, masks, spec["precision"], reinitialize, traced)
     keras.utils.set_random_seed(seed)
     if spec["trial_data"] is not None:
         model.fit(
@@ -281,7 +290,8 @@ class RayExecutor:
         self.num_workers, self.max_retries = num_workers, max_retries
         self.threads = threads or max(1, int(resources.get("CPU", 1)))
         self.init_kwargs = dict(init_kwargs or {})
-        self._workers, self._model_key, self._data = [], None, {}
+        self._workers, self._data = [], {}
+        self._shipped, self._payload = None, None  # the model saved last, its payload
         self._serials = itertools.count()
 
     def _start(self, population):
@@ -331,7 +341,7 @@ class RayExecutor:
     def _model_ref(self, model):
         """`(serial, object ref of the .keras bytes, custom objects)` of the
         model, saved once per model."""
-        if self._model_key is None or self._model_key[2] is not model:
+        if self._shipped is not model:
             with tempfile.TemporaryDirectory() as directory:
                 path = os.path.join(directory, "model.keras")
                 model.save(path)
@@ -339,9 +349,9 @@ class RayExecutor:
                     blob = file.read()
                 with zipfile.ZipFile(path) as archive:
                     config = json.loads(archive.read("config.json"))
-            self._model_key = (next(self._serials), self._ray.put(blob), model,
-                               _custom_objects(config))
-        return self._model_key[0], self._model_key[1], self._model_key[3]
+            self._shipped = model
+            self._payload = (next(self._serials), self._ray.put(blob), _custom_objects(config))
+        return self._payload
 
     def run(self, model, spec, candidates, where):
         """Runs `candidates` (a list of `(masks, seeds)`) for `model` (holding
@@ -382,7 +392,8 @@ class RayExecutor:
         """Stops the workers (Ray itself stays up)."""
         for worker in self._workers:
             self._ray.kill(worker)
-        self._workers, self._model_key, self._data = [], None, {}
+        self._workers, self._data = [], {}
+        self._shipped, self._payload = None, None
 
     def __enter__(self):
         return self
