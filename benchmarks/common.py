@@ -50,6 +50,7 @@ def detectnet_default(out_dir, seed):
     evolve.define_flags(values)
     values(["benchmark"])
     values.out_dir, values.seed = out_dir, seed
+    values.augment = False  # the setting of the recorded results (before augmentation existed)
     ancestor = evolve.ancestor_model(values)
     size = (values.image_height, values.image_width)
     x, y, xv, yv = train.load_data(None, size, values.num_train, values.num_val, values.seed)

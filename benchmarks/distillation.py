@@ -73,7 +73,7 @@ def retrain(child, parent, distil, data):
     model.compile(keras.optimizers.Adam(FLAGS.learning_rate), loss=losses.losses(),
                   loss_weights=losses.LOSS_WEIGHTS)
     keras.utils.set_random_seed(FLAGS.seed)  # same data order for both
-    score = evolve.DetectionScore(xv, yv, scale)
+    score = evolve.DetectionScore((xv.astype("uint8"), yv), xv.shape[1:3], scale)
     history = model.fit(x, {"coverage": grid, "bboxes": grid}, batch_size=batch_size,
                         epochs=FLAGS.epochs, callbacks=[score], verbose=2)
     return [float(v) for v in history.history["detection_mAP"]]

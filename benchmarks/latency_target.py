@@ -70,11 +70,13 @@ def detectnet_setup():
     values, ancestor, x, grid, xv, yv, scale = (
         dn.values, dn.ancestor, dn.x, dn.grid, dn.xv, dn.yv, dn.scale)
 
+    score = evolve.DetectionScore((xv.astype("uint8"), yv), xv.shape[1:3], scale)
+
     def fit(model, callback):
         model.compile(keras.optimizers.Adam(values.finetune_learning_rate),
                       loss=losses.losses(), loss_weights=losses.LOSS_WEIGHTS)
         fit_lineage(model, callback, x, {"coverage": grid, "bboxes": grid},
-                    callbacks=[evolve.DetectionScore(xv, yv, scale)],
+                    callbacks=[score],
                     batch_size=values.batch_size, verbose=0)
 
     settings = {"monitor": "detection_mAP", "mode": "max",

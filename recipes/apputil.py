@@ -155,6 +155,56 @@ def population_settings(values):
     return settings
 
 
+STRATEGIES = ("none", "mirrored", "multi_worker")
+PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+MULTI_WORKER_REFUSAL = (
+    "--strategy=multi_worker is refused: Keras 3 with the TensorFlow backend fails under "
+    "tf.distribute.MultiWorkerMirroredStrategy even for a plain model (upstream "
+    "keras-team/keras#20585; reproduced here with 2 local workers). Use --strategy=mirrored "
+    "(all GPUs of one host), or spread evolution's trials over hosts with --population and "
+    "--ray_address."
+)
+
+
+def define_distribution(flag_values=None):
+    """Defines `--strategy`, `--mixed_precision` and `--tensorboard`."""
+    from absl import flags
+
+    define = {"flag_values": flags.FLAGS if flag_values is None else flag_values}
+    flags.DEFINE_enum("strategy", "none", list(STRATEGIES), "tf.distribute strategy: mirrored "
+                      "trains data-parallel on all visible GPUs (all logical CPU devices when "
+                      "there is no GPU); multi_worker is refused (keras-team/keras#20585).",
+                      **define)  # fmt: skip
+    flags.DEFINE_enum("mixed_precision", "float32", list(PRECISION_POLICIES), "Keras dtype "
+                      "policy; evolvable layers keep masks and quantizer maths in float32.",
+                      **define)  # fmt: skip
+    flags.DEFINE_bool("tensorboard", False, "Write TensorBoard logs to --out_dir/logs.", **define)
+
+
+def distribution_strategy(name):
+    """The `tf.distribute` strategy of a `--strategy` value.
+
+    Example:
+
+    >>> distribution_strategy("none").num_replicas_in_sync
+    1
+    >>> distribution_strategy("multi_worker")
+    Traceback (most recent call last):
+    ...
+    ValueError: --strategy=multi_worker is refused: Keras 3 with the TensorFlow backend ...
+    """
+    import tensorflow as tf
+
+    if name == "multi_worker":
+        raise ValueError(MULTI_WORKER_REFUSAL)
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name != "mirrored":
+        raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([device.name for device in devices])
+
+
 def quiet_tensorflow(verbose=False):
     """Keeps the converter's INFO chatter out of the recipe's progress output;
     `verbose=True` (a recipe's `--verbose`) lets all of it through, the

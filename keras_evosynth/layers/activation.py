@@ -45,18 +45,20 @@ class FakeQuantActivation(keras.layers.Layer):
         if self.bits == 32:
             return inputs
         low, high = self.range[0], self.range[1]
+        x = ops.cast(inputs, "float32")  # the quantizer maths stay float32 (mixed precision)
         if training:
-            x = ops.stop_gradient(ops.cast(inputs, "float32"))
-            batch_low = ops.minimum(ops.min(x), 0.0)
-            batch_high = ops.maximum(ops.max(x), 0.0)
+            seen = ops.stop_gradient(x)
+            batch_low = ops.minimum(ops.min(seen), 0.0)
+            batch_high = ops.maximum(ops.max(seen), 0.0)
             keep = self.momentum * self.seen  # 0 on the first batch
             low = keep * low + (1.0 - keep) * batch_low
             high = keep * high + (1.0 - keep) * batch_high
             self.range.assign(ops.stack([low, high]))
             self.seen.assign(1.0)
-        return keras.quantizers.fake_quant_with_min_max_vars(
-            inputs, low, ops.maximum(high, low + 1e-6), num_bits=self.bits
+        quantized = keras.quantizers.fake_quant_with_min_max_vars(
+            x, low, ops.maximum(high, low + 1e-6), num_bits=self.bits
         )
+        return ops.cast(quantized, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

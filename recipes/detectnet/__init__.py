@@ -1,7 +1,12 @@
 """GoogLeNet-based DetectNet (NVIDIA DIGITS, KITTI cars) in Keras 3.
 
-One concept per module (import the one you need; nothing heavy is imported
-here):
+Importing the package registers the custom objects a saved DetectNet refers
+to (`losses`), so `keras.models.load_model` works in a fresh process after
+`import recipes.detectnet` (and, for evolved models, `import keras_evosynth`).
+Inside the tfmot baseline's legacy-Keras process (`TF_USE_LEGACY_KERAS=1`)
+nothing is imported.
+
+One concept per module (import the one you need):
 
 - `model`: the network (`detectnet(...)`), width multiplier, input size.
 - `targets`: the DetectNet ground-truth encoder (coverage, bbox corners,
@@ -13,6 +18,14 @@ here):
 - `kitti_ap`: a true average precision, KITTI-style (Easy/Moderate/Hard).
 - `kitti`: KITTI label reader/writer and dataset loading.
 - `scenes`: seeded generator of KITTI-format road scenes.
+- `data`: the tf.data input pipeline (streamed KITTI folders, checks).
+- `augment`: DIGITS' training augmentation on Keras' bounding-box layers.
+- `callbacks`: the validation DIGITS mAP as a Keras callback.
 
 See docs/detectnet.md.
 """
+
+import os as _os
+
+if _os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+    from recipes.detectnet import losses  # noqa: F401,E402  (registers the saved losses)

@@ -52,6 +52,7 @@ from absl import flags  # noqa: E402
 from recipes import apputil  # noqa: E402
 from recipes.apputil import (  # noqa: E402
     SYNTHESIS,
+    distribution_strategy,
     environment_for,
     fit_lineage,
     latency_table_for,
@@ -59,8 +60,9 @@ from recipes.apputil import (  # noqa: E402
     quiet_tensorflow,
     tfmot_wanted,
 )
+from recipes.detectnet import data, losses, targets, train  # noqa: E402
 from recipes.detectnet import evaluate as scoring  # noqa: E402
-from recipes.detectnet import losses, targets, train  # noqa: E402
+from recipes.detectnet.callbacks import DetectionScore, detection_scores  # noqa: E402
 
 TFMOT_MAX_EPOCHS = 6
 EXTRA_COLUMNS = [("mAP_spread", "±{:.1f}"), ("ap_easy", "{:.1f}"), ("ap_moderate", "{:.1f}"),
@@ -137,31 +139,10 @@ def check_evolution_flags(values):
     population_settings(values)  # raises for bad population flags
 
 
-class DetectionScore(keras.callbacks.Callback):
-    """Adds `detection_mAP` (DIGITS, on the validation images) to the epoch
-    logs so that `EvolutionCallback(monitor="detection_mAP")` can use it; put
-    it before the `EvolutionCallback` in the callback list."""
-
-    def __init__(self, images, labels, scale):
-        super().__init__()
-        self.images, self.labels, self.scale = images, labels, scale
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            result = detection_scores(self.model, self.images, self.labels, self.scale)
-            logs["detection_mAP"] = result["mAP"]
-            logs["detection_mAP_spread"] = result["mAP_spread"]
-
-
-def detection_scores(model, images, labels, scale):
-    """`scoring.score` of the model's predictions on the validation images."""
-    outputs = model.predict(images, batch_size=20, verbose=0)
-    return scoring.score(outputs, labels, scale=scale)
-
-
-def detection_map(images, labels, scale, network):
-    """A population candidate's fitness (`trial_score`): its DIGITS mAP."""
-    return detection_scores(network, images, labels, scale)["mAP"]
+def detection_map(source, image_size, scale, fit, network):
+    """A population candidate's fitness (`trial_score`): its DIGITS mAP on
+    the validation source."""
+    return detection_scores(network, source, image_size, scale, fit)["mAP"]
 
 
 def tflite_scores(images, labels, scale):
@@ -183,30 +164,54 @@ def ancestor_model(values, print_fn=print):
     if os.path.exists(path):
         print_fn(f"ancestor: loading {path}")
         return keras.models.load_model(path)
-    settings = types.SimpleNamespace(
-        **{name: getattr(values, name) for name in train.SETTINGS},
-    )
+    settings = train_settings(values)
     settings.out_dir = os.path.dirname(path)
     print_fn(f"ancestor: training {values.epochs} epochs -> {path}")
-    model, _ = train.run(settings, print_fn=print_fn)
-    return model
+    train.run(settings, print_fn=print_fn)
+    # reloaded, so that its variables belong to no tf.distribute strategy
+    # (the lineages build under their own)
+    return keras.models.load_model(path)
 
 
-def evolve(ancestor, precision, data, directory, values, latency_table=None, population=None):
+def train_settings(values):
+    """The `train.SETTINGS` attributes of the flags, as a picklable namespace
+    (a population's trial data is built from it on Ray workers)."""
+    return types.SimpleNamespace(**{name: getattr(values, name) for name in train.SETTINGS})
+
+
+def sensitivity_data(source, image_size, count=128):
+    """`(images, targets)` arrays of the first `count` training examples,
+    unaugmented (the latency pressure's Taylor sensitivity)."""
+    head = source[:count] if isinstance(source, list) else (source[0][:count], source[1][:count])
+    grid = targets.encode_batch(data.labels_of(head), image_size)
+    images = data.images_of(head, image_size).astype("float32")
+    return images, {"coverage": grid, "bboxes": grid}
+
+
+def evolve(ancestor, precision, sources, directory, values, latency_table=None,
+           population=None, strategy=None):  # fmt: skip
     """One lineage at `precision`, resumed from `directory` when it exists
-    (`latency_table`: the ancestor's, for `--synthesis=latency`;
+    (`sources`: `(train_source, val_source)` of `train.sources`;
+    `latency_table`: the ancestor's, for `--synthesis=latency`;
     `population`: `apputil.population_settings(values)`, one executor for all
-    lineages)."""
+    lineages; `strategy`: the `tf.distribute` strategy to build under)."""
+    import tensorflow as tf
+
     import keras_evosynth as ke
 
-    x, grid, xv, yv, scale = data
+    train_source, val_source = sources
+    size = (values.image_height, values.image_width)
+    scale = scoring.kitti_scale(size[0])
+    settings = train_settings(values)
     population = dict(population or {})
     if population:  # trials train on the training set, score by mAP
-        population.update(trial_data=(x, {"coverage": grid, "bboxes": grid}),
-                          trial_score=functools.partial(detection_map, xv, yv, scale))
-    model = ke.evolvable(ancestor, precision=precision)
-    model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
-                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+        population.update(
+            trial_data=functools.partial(train.training_dataset, train_source, settings),
+            trial_score=functools.partial(detection_map, val_source, size, scale, values.fit))
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = ke.evolvable(ancestor, precision=precision)
+        model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
+                      loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
     evolution = ke.EvolutionCallback(
         generations=values.generations,
         epochs_per_generation=values.epochs_per_generation,
@@ -214,7 +219,7 @@ def evolve(ancestor, precision, data, directory, values, latency_table=None, pop
         precision=precision,
         environment=environment_for(
             values.synthesis, values.keep, latency_table, values.adaptive,
-            (x[:128], {"coverage": grid[:128], "bboxes": grid[:128]})
+            sensitivity_data(train_source, size)
             if values.sensitivity and values.synthesis == "latency" else None),
         monitor="detection_mAP",
         mode="max",
@@ -224,9 +229,11 @@ def evolve(ancestor, precision, data, directory, values, latency_table=None, pop
         directory=directory,
         **population,
     )
-    fit_lineage(model, evolution, x, {"coverage": grid, "bboxes": grid},
-                callbacks=[DetectionScore(xv, yv, scale)], batch_size=values.batch_size,
-                verbose=0)  # fmt: skip
+    callbacks = [DetectionScore(val_source, size, scale, values.fit)]
+    if values.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(directory, "logs")))
+    fit_lineage(model, evolution, train.training_dataset(train_source, settings), None,
+                callbacks=callbacks, verbose=0)  # fmt: skip
     return evolution
 
 
@@ -290,11 +297,9 @@ def main(argv):
     os.makedirs(values.out_dir, exist_ok=True)
     ancestor = ancestor_model(values)
     size = (values.image_height, values.image_width)
-    x, y, xv, yv = train.load_data(values.kitti_root, size, values.num_train, values.num_val,
-                                   values.seed)  # fmt: skip
-    x, xv = x.astype("float32"), xv.astype("float32")
-    scale = scoring.kitti_scale(size[0])
-    data = (x, targets.encode_batch(y, size), xv, yv, scale)
+    sources = train.sources(values, print)
+    keras.mixed_precision.set_global_policy(values.mixed_precision)
+    strategy = distribution_strategy(values.strategy)
     table = None
     if values.synthesis == "latency":
         table = latency_table_for(ancestor, values.out_dir)
@@ -303,10 +308,14 @@ def main(argv):
     for precision in values.precisions:
         directory = os.path.join(values.out_dir, f"lineage_{precision}")
         print(f"--- evolving at {precision} -> {directory}")
-        evolve(ancestor, precision, data, directory, values, table, population)
+        evolve(ancestor, precision, sources, directory, values, table, population, strategy)
         lineages[precision] = directory
     if "executor" in population:
         population["executor"].close()
+    keras.mixed_precision.set_global_policy("float32")  # compaction and export in float32
+    x = data.images_of(sources[0], size, 64, values.fit).astype("float32")
+    xv = data.images_of(sources[1], size, fit=values.fit).astype("float32")
+    yv, scale = data.labels_of(sources[1]), scoring.kitti_scale(size[0])
     rows = lineage_table.build_table(
         ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,

@@ -20,8 +20,11 @@ import time
 import numpy as np
 from absl import app, flags
 
+from recipes.detectnet.data import FITS
+
 SETTINGS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
-            "num_val", "epochs", "batch_size", "learning_rate", "seed", "out_dir")  # fmt: skip
+            "num_val", "epochs", "batch_size", "learning_rate", "seed", "out_dir", "augment",
+            "fit", "cache", "strategy", "mixed_precision", "tensorboard")  # fmt: skip
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -52,8 +55,17 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4).", **define)
     flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.", **define)
     flags.DEFINE_string("out_dir", "runs/detectnet_train", "Where to write results.", **define)
-    from recipes.apputil import define_verbose
+    flags.DEFINE_bool("augment", True, "DIGITS' DetectNet augmentation while training (shift "
+                      "32 px, flip, scale, hue, desaturation; recipes.detectnet.augment).",
+                      **define)  # fmt: skip
+    flags.DEFINE_enum("fit", "pad", list(FITS), "How --kitti_root images reach the input size: "
+                      "pad (right/bottom, as DIGITS), resize, or none (all must match).",
+                      **define)  # fmt: skip
+    flags.DEFINE_string("cache", "none", "Cache decoded --kitti_root images: none, memory, or a "
+                        "file prefix (tf.data cache on disk).", **define)  # fmt: skip
+    from recipes.apputil import define_distribution, define_verbose
 
+    define_distribution(flag_values)
     define_verbose(flag_values)
 
 
@@ -68,7 +80,8 @@ def check_flags(values):
     >>> import types
     >>> check_flags(types.SimpleNamespace(image_height=100, image_width=384,
     ...     width=0.25, num_train=10, num_val=10, epochs=1, batch_size=2,
-    ...     learning_rate=1e-3, kitti_root=None))
+    ...     learning_rate=1e-3, kitti_root=None, fit="pad", strategy="none",
+    ...     mixed_precision="float32"))
     Traceback (most recent call last):
     ...
     ValueError: --image_height=100 and --image_width=384 must be positive multiples of 16.
@@ -89,6 +102,18 @@ def check_flags(values):
         raise ValueError(f"--learning_rate must be in (0, 1), got {values.learning_rate}.")
     if values.kitti_root is not None and not os.path.isdir(values.kitti_root):
         raise ValueError(f"--kitti_root={values.kitti_root!r} is not a directory.")
+    from recipes.apputil import MULTI_WORKER_REFUSAL, PRECISION_POLICIES, STRATEGIES
+
+    if values.fit not in FITS:
+        raise ValueError(f"--fit must be one of {', '.join(FITS)}, got {values.fit!r}.")
+    if values.strategy == "multi_worker":
+        raise ValueError(MULTI_WORKER_REFUSAL)
+    if values.strategy not in STRATEGIES:
+        raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got "
+                         f"{values.strategy!r}.")  # fmt: skip
+    if values.mixed_precision not in PRECISION_POLICIES:
+        raise ValueError(f"--mixed_precision must be one of {', '.join(PRECISION_POLICIES)}, "
+                         f"got {values.mixed_precision!r}.")  # fmt: skip
 
 
 def load_data(kitti_root, image_size, num_train, num_val, seed):
@@ -119,8 +144,65 @@ def load_data(kitti_root, image_size, num_train, num_val, seed):
     return images[:num_train], labels[:num_train], images[num_train:], labels[num_train:]
 
 
+def sources(settings, print_fn=None):
+    """`(train_source, val_source)` for `recipes.detectnet.data.dataset`.
+
+    With `settings.kitti_root`: the first `num_train` examples of
+    `training/` train and the next `num_val` validate, files streamed
+    (`data.scan` checks them all first). Without: generated scenes in memory
+    (`load_data`), small enough at the CPU default.
+    """
+    from recipes.detectnet import data
+
+    size = (settings.image_height, settings.image_width)
+    wanted = settings.num_train + settings.num_val
+    if settings.kitti_root is None:
+        x, y, xv, yv = load_data(None, size, settings.num_train, settings.num_val, settings.seed)
+        return (x, y), (xv, yv)
+    examples = data.scan(settings.kitti_root, size, fit=settings.fit, limit=wanted,
+                         print_fn=print_fn)  # fmt: skip
+    if len(examples) < wanted:
+        raise ValueError(
+            f"--kitti_root={settings.kitti_root!r} has {len(examples)} images, fewer than "
+            f"--num_train + --num_val = {wanted}."
+        )
+    return examples[: settings.num_train], examples[settings.num_train :]
+
+
+def cache_argument(value):
+    """`data.dataset`'s `cache` for a `--cache` value (none, memory, a path)."""
+    return {"none": None, "memory": ""}.get(value, value)
+
+
+def training_dataset(source, settings):
+    """The shuffled (and, with `--augment`, augmented) training batches."""
+    from recipes.detectnet import data
+    from recipes.detectnet.augment import Augmentation
+
+    return data.dataset(
+        source, (settings.image_height, settings.image_width), settings.batch_size,
+        shuffle=True, augmentation=Augmentation() if settings.augment else None,
+        seed=settings.seed, cache=cache_argument(settings.cache), fit=settings.fit,
+    )  # fmt: skip
+
+
+def _read_rows(path):
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        rows = [json.loads(line) for line in handle if line.strip()]
+    return {row["epoch"]: row for row in rows}
+
+
 def run(settings, print_fn=print):
     """Trains and scores one DetectNet; writes `model.keras` and `metrics.json`.
+
+    Training streams the data (`recipes.detectnet.data`), augments it as
+    DIGITS does unless `settings.augment` is False, runs under
+    `settings.strategy` and `settings.mixed_precision`, and is resumable:
+    `keras.callbacks.BackupAndRestore` keeps `out_dir/backup` until the last
+    epoch, and each epoch's scores go to `out_dir/epochs.jsonl` as they come,
+    so a killed run continues from its last finished epoch when rerun.
 
     Args:
         settings: An object with the attributes named in `SETTINGS` (the
@@ -136,49 +218,75 @@ def run(settings, print_fn=print):
     >>> import types
     >>> settings = types.SimpleNamespace(kitti_root=None, image_height=64,
     ...     image_width=96, width=0.0625, batch_norm="all", num_train=4, num_val=2,
-    ...     epochs=1, batch_size=2, learning_rate=1e-3, seed=0, out_dir="/tmp/dn")
+    ...     epochs=1, batch_size=2, learning_rate=1e-3, seed=0, out_dir="/tmp/dn",
+    ...     augment=True, fit="pad", cache="none", strategy="none",
+    ...     mixed_precision="float32", tensorboard=False)
     >>> model, history = run(settings, print_fn=None)  # doctest: +SKIP
     """
     check_flags(settings)
     print_fn = print_fn or (lambda line: None)
     import keras
 
-    from recipes.detectnet import evaluate, losses, targets
+    from recipes.apputil import distribution_strategy
+    from recipes.detectnet import evaluate, losses
+    from recipes.detectnet.callbacks import DetectionScore
     from recipes.detectnet.model import detectnet
 
     size = (settings.image_height, settings.image_width)
-    x, y, xv, yv = load_data(settings.kitti_root, size, settings.num_train, settings.num_val,
-                             settings.seed)  # fmt: skip
-    grid = targets.encode_batch(y, size)
-    print_fn(f"data: {len(x)} training, {len(xv)} validation images of {size[1]}x{size[0]}")
+    train_source, val_source = sources(settings, print_fn)
+    kind = "generated in memory" if isinstance(train_source, tuple) else "streamed"
+    print_fn(f"data: {len(train_source[1] if kind != 'streamed' else train_source)} training, "
+             f"{len(val_source[1] if kind != 'streamed' else val_source)} validation images "
+             f"of {size[1]}x{size[0]} ({kind}; augmentation {'on' if settings.augment else 'off'})")
+    keras.mixed_precision.set_global_policy(settings.mixed_precision)
     keras.utils.set_random_seed(settings.seed)
+    strategy = distribution_strategy(settings.strategy)
     batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
-    model = detectnet(size, settings.width, batch_norm)
-    model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
-                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
-    scale = evaluate.kitti_scale(size[0])
-    history = []
-    for epoch in range(1, settings.epochs + 1):
-        start = time.time()
-        fit = model.fit(x.astype("float32"), {"coverage": grid, "bboxes": grid},
-                        batch_size=settings.batch_size, epochs=1, verbose=0)  # fmt: skip
-        seconds = time.time() - start
-        outputs = model.predict(xv.astype("float32"), batch_size=20, verbose=0)
-        result = evaluate.score(outputs, yv, scale=scale)
-        result.update(epoch=epoch, loss=float(fit.history["loss"][-1]), seconds=seconds)
-        history.append(result)
+    with strategy.scope():
+        model = detectnet(size, settings.width, batch_norm)
+        model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
+                      loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    os.makedirs(settings.out_dir, exist_ok=True)
+    backup = os.path.join(settings.out_dir, "backup")
+    rows_path = os.path.join(settings.out_dir, "epochs.jsonl")
+    if not os.path.isdir(backup) and os.path.exists(rows_path):
+        os.remove(rows_path)  # a fresh run, not a resumed one
+    timer = {}
+
+    def on_epoch(epoch, result, logs):
+        result.update(epoch=epoch + 1, loss=float(logs.get("loss", float("nan"))),
+                      seconds=time.time() - timer.pop("start", time.time()))  # fmt: skip
+        row = {k: None if v != v else v for k, v in result.items()}  # NaN -> null
+        with open(rows_path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
         aps = "/".join(f"{result[f'ap_{level}']:.1f}" for level in ("easy", "moderate", "hard"))
         print_fn(
-            f"epoch {epoch}/{settings.epochs}: loss {result['loss']:.3f}, DIGITS mAP "
+            f"epoch {epoch + 1}/{settings.epochs}: loss {result['loss']:.3f}, DIGITS mAP "
             f"{result['mAP']:.1f} (P {result['precision']:.1f}, R {result['recall']:.1f}), "
-            f"AP easy/mod/hard {aps}, {seconds:.0f} s"
+            f"AP easy/mod/hard {aps}, {result['seconds']:.0f} s"
         )
-    os.makedirs(settings.out_dir, exist_ok=True)
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            timer["start"] = time.time()
+
+    callbacks = [
+        EpochTimer(),
+        DetectionScore(val_source, size, evaluate.kitti_scale(size[0]), settings.fit, on_epoch),
+        # double_checkpoint: a kill while the backup is written falls back to the one before
+        keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+    ]
+    if settings.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(settings.out_dir, "logs")))
+    if os.path.isdir(backup):
+        print_fn(f"resuming from {backup}")
+    model.fit(training_dataset(train_source, settings), epochs=settings.epochs,
+              callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles
+    rows = _read_rows(rows_path)
+    history = [rows[epoch] for epoch in sorted(rows)]
     model.save(os.path.join(settings.out_dir, "model.keras"))
-    record = {
-        "settings": {name: getattr(settings, name) for name in SETTINGS},
-        "epochs": [{k: None if v != v else v for k, v in row.items()} for row in history],
-    }  # NaN (no box at a difficulty) -> null
+    record = {"settings": {name: getattr(settings, name) for name in SETTINGS},
+              "epochs": history}  # fmt: skip
     with open(os.path.join(settings.out_dir, "metrics.json"), "w") as handle:
         json.dump(record, handle, indent=1)
     print_fn(f"wrote {settings.out_dir}/model.keras and metrics.json")

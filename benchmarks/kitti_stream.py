@@ -1,0 +1,105 @@
+"""Streamed full-size KITTI-format training: peak memory and input throughput.
+
+    python -m benchmarks.kitti_stream          # ~15 min on 2 cores
+
+Writes `--images` generated scenes at 1248x384 as KITTI files (PNG + label
+txt, `scenes.write_dataset`; reused when already there), checks them
+(`data.scan`), then in this process:
+
+1. times the input pipeline alone (decode, pad, DIGITS augmentation, target
+   encoding, batching) over one pass: images/s;
+2. trains one epoch of a width-`--width` DetectNet on the same pipeline:
+   images/s, with the same augmentation.
+
+The pipeline is not the bottleneck when (1) is well above (2). Peak RSS is
+the process's maximum resident set (`resource.getrusage`), which must stay
+below 3 GB although the float32 images alone would need
+`images * 1248 * 384 * 3 * 4` bytes (11.5 GB for 2,000). Writes
+`benchmarks/results/kitti_stream.json`.
+"""
+
+import os
+import resource
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+from benchmarks.common import save_result  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("images", 2000, "Generated full-size scenes.")
+flags.DEFINE_float("width", 0.25, "DetectNet width multiplier.")
+flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).")
+flags.DEFINE_string("data_dir", "runs/kitti_stream_scenes", "Where the scenes are written.")
+flags.DEFINE_string("json", "benchmarks/results/kitti_stream.json", "Result file.")
+
+SIZE = (384, 1248)
+
+
+def peak_rss_gb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KB on Linux
+
+
+def main(argv):
+    del argv
+    from recipes.detectnet import scenes
+
+    label_dir = os.path.join(FLAGS.data_dir, "training", "label_2")
+    have = len(os.listdir(label_dir)) if os.path.isdir(label_dir) else 0
+    if have < FLAGS.images:
+        start = time.time()
+        for first in range(have, FLAGS.images, 250):
+            scenes.write_dataset(FLAGS.data_dir, min(250, FLAGS.images - first), seed=0,
+                                 start=first, image_size=SIZE)  # fmt: skip
+            print(f"wrote {min(first + 250, FLAGS.images)}/{FLAGS.images} scenes "
+                  f"({time.time() - start:.0f} s)", flush=True)  # fmt: skip
+    import keras
+
+    from recipes.detectnet import data, losses
+    from recipes.detectnet.augment import Augmentation
+    from recipes.detectnet.model import detectnet
+
+    start = time.time()
+    examples = data.scan(FLAGS.data_dir, SIZE, limit=FLAGS.images, print_fn=print)
+    scan_s = time.time() - start
+    print(f"scan: {len(examples)} examples in {scan_s:.1f} s", flush=True)
+
+    def pipeline():
+        return data.dataset(examples, SIZE, FLAGS.batch_size, shuffle=True,
+                            augmentation=Augmentation(), seed=0)  # fmt: skip
+
+    start = time.time()
+    count = sum(int(images.shape[0]) for images, _ in pipeline())
+    pipeline_s = time.time() - start
+    print(f"pipeline alone: {count} images in {pipeline_s:.1f} s "
+          f"({count / pipeline_s:.1f} images/s), peak RSS {peak_rss_gb():.2f} GB", flush=True)
+
+    keras.utils.set_random_seed(0)
+    model = detectnet(SIZE, FLAGS.width, "all")
+    model.compile(keras.optimizers.Adam(2e-4), loss=losses.losses(),
+                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    start = time.time()
+    model.fit(pipeline(), epochs=1, verbose=2, shuffle=False)
+    train_s = time.time() - start
+    print(f"training: {count} images in {train_s:.1f} s ({count / train_s:.2f} images/s, "
+          f"graph tracing included), peak RSS {peak_rss_gb():.2f} GB", flush=True)
+    float32_gb = count * SIZE[0] * SIZE[1] * 3 * 4 / 1024**3
+    save_result(FLAGS.json, {
+        "command": "python -m benchmarks.kitti_stream",
+        "images": count, "image_size": list(SIZE), "width": FLAGS.width,
+        "batch_size": FLAGS.batch_size, "augmentation": "DIGITS (Augmentation())",
+        "scan_s": round(scan_s, 1),
+        "pipeline_images_per_s": round(count / pipeline_s, 2),
+        "training_images_per_s": round(count / train_s, 3),
+        "pipeline_vs_training": round(train_s / pipeline_s, 1),
+        "peak_rss_gb": round(peak_rss_gb(), 2),
+        "in_memory_float32_gb": round(float32_gb, 1),
+        "target": {"peak_rss_gb_below": 3.0, "pipeline_faster_than_training": True},
+        "met": peak_rss_gb() < 3.0 and pipeline_s < train_s,
+    })  # fmt: skip
+
+
+if __name__ == "__main__":
+    app.run(main)
