@@ -78,36 +78,17 @@ def test_help_lists_the_flags():
         assert f"--{flag}:" in result.stdout or f"--[no]{flag}:" in result.stdout
 
 
-def test_tiny_run_writes_model_and_metrics(tmp_path):
-    out = tmp_path / "out"
-    lines = []
-    settings = _flags(width=0.0625, num_train=6, num_val=3, epochs=2, batch_size=3,
-                      out_dir=str(out))  # fmt: skip
-    model, history = run(settings, print_fn=lines.append)
-    assert lines[0] == ("data: 6 training, 3 validation images of 96x64 (generated in memory; "
-                        "augmentation off)")
-    assert not (out / "backup").exists()  # removed after the last epoch
-    assert lines[2].startswith("epoch 2/2: loss")
-    with open(out / "metrics.json") as handle:
-        metrics = json.load(handle)
-    assert metrics["settings"]["width"] == 0.0625
-    assert [row["epoch"] for row in metrics["epochs"]] == [1, 2]
-    for row, kept in zip(metrics["epochs"], history, strict=True):
-        assert row["loss"] == pytest.approx(kept["loss"]) and np.isfinite(row["loss"])
-        assert 0 <= row["mAP"] <= 100
-        assert set(row) >= {"precision", "recall", "ap_easy", "ap_moderate", "ap_hard"}
-    assert (out / "model.keras").exists()
-    assert model.get_layer("conv1_7x7_s2").filters == 4
-
-
 def test_streamed_augmented_run_and_fresh_process_load(tmp_path):
     scenes.write_dataset(str(tmp_path / "kitti"), 5, seed=2, image_size=(64, 80))
     out = tmp_path / "out"
     lines = []
     settings = _flags(width=0.0625, num_train=3, num_val=2, epochs=1, batch_size=2,
-                      kitti_root=str(tmp_path / "kitti"), augment=True, out_dir=str(out))
+                      kitti_root=str(tmp_path / "kitti"), augment=True, out_dir=str(out),
+                      tensorboard=True)  # fmt: skip
     model, history = run(settings, print_fn=lines.append)  # padded 80 -> 96 wide
     assert lines[0].endswith("of 96x64 (streamed; augmentation on)") and len(history) == 1
+    events = [name for _, _, names in os.walk(out / "logs") for name in names]
+    assert any(name.startswith("events.out.tfevents") for name in events)
     expected = model.predict(np.zeros((1, 64, 96, 3), np.float32), verbose=0)["coverage"]
     script = (
         "import sys, numpy as np, keras, recipes.detectnet\n"
@@ -145,8 +126,18 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     lines = []
     settings = _flags(width=0.0625, num_train=6, num_val=2, epochs=4, batch_size=3,
                       out_dir=str(out))  # fmt: skip
-    _, history = run(settings, print_fn=lines.append)
+    model, history = run(settings, print_fn=lines.append)
+    assert lines[0] == ("data: 6 training, 2 validation images of 96x64 (generated in memory; "
+                        "augmentation off)")
     assert lines[1] == f"resuming from {out / 'backup'}"
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
     assert sum(line.startswith("epoch ") for line in lines) <= 4 - done + 1
+    assert lines[-2].startswith("epoch 4/4: loss")
     assert not (out / "backup").exists() and (out / "model.keras").exists()
+    with open(out / "metrics.json") as handle:
+        metrics = json.load(handle)
+    assert metrics["settings"]["width"] == 0.0625 and metrics["epochs"] == history
+    for row in history:
+        assert np.isfinite(row["loss"]) and 0 <= row["mAP"] <= 100
+        assert set(row) >= {"precision", "recall", "ap_easy", "ap_moderate", "ap_hard"}
+    assert model.get_layer("conv1_7x7_s2").filters == 4

@@ -79,3 +79,55 @@ def test_mirrored_mixed_precision_evolution_and_compaction(policy, tmp_path):
     # the compacted float32 model computes what the masked one does (to the
     # policy's rounding)
     assert facts["max_diff"] <= {"float32": 1e-5, "mixed_float16": 5e-3}.get(policy, 2e-2)
+
+
+RECIPE = r"""
+import json, os, sys
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from absl import flags
+import keras_evosynth as ke
+from recipes.apputil import distribution_strategy
+from recipes.detectnet import evolve, scenes, train
+
+out = sys.argv[1]
+scenes.write_dataset(out + "/kitti", 11, seed=0, image_size=(64, 96))
+values = flags.FlagValues()
+evolve.define_flags(values)
+values(["evolve", "--image_height=64", "--image_width=96", "--width=0.0625", "--num_train=8",
+        "--num_val=3", "--epochs=1", "--batch_size=4", "--generations=1",
+        "--epochs_per_generation=1", "--fitness_epochs=1", "--strategy=mirrored",
+        "--mixed_precision=mixed_bfloat16", "--tfmot=off", "--out_dir=" + out,
+        "--kitti_root=" + out + "/kitti", "--precisions=int8"])
+ancestor = evolve.ancestor_model(values, print_fn=print)
+sources = train.sources(values)
+strategy = distribution_strategy("mirrored")
+keras.mixed_precision.set_global_policy("mixed_bfloat16")
+evolution = evolve.evolve(ancestor, "int8", sources, out + "/lineage", values, strategy=strategy)
+keras.mixed_precision.set_global_policy("float32")
+compacted = ke.compact(evolution.model)
+x = np.zeros((1, 64, 96, 3), "float32")
+diff = np.abs(np.asarray(evolution.model.predict(x, verbose=0)["coverage"], "float32")
+              - np.asarray(compacted.predict(x, verbose=0)["coverage"], "float32")).max()
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync,
+      "generations": [r["generation"] for r in ke.read_lineage(out + "/lineage")],
+      "max_diff": float(diff)}))
+"""
+
+
+@pytest.mark.slow
+def test_detectnet_recipe_streams_evolves_and_compacts_mirrored(tmp_path):
+    """~2 min: the recipe's ancestor training and one lineage generation on
+    streamed KITTI files, MirroredStrategy on 2 logical CPUs, bfloat16."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, "-c", RECIPE, str(tmp_path)], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(row for row in result.stdout.splitlines() if row.startswith("RESULT "))
+    facts = json.loads(line[len("RESULT ") :])
+    assert facts["replicas"] == 2 and facts["generations"] == [0, 1]
+    assert facts["max_diff"] < 2e-2

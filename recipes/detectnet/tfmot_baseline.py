@@ -13,9 +13,11 @@ the ancestor's weights (`save_weights`) and starts that process.
 
 Steps: build the same DetectNet with `tf_keras` (`model.detectnet(...,
 keras=tf_keras)`), load the ancestor's weights layer by layer (names and
-shapes must match), regenerate the same training scenes (`train.load_data`,
-`targets.encode_batch`), fine-tune with `prune_low_magnitude` (polynomial
-decay from 0 to `--sparsity` over all `--epochs`) on the DetectNet loss
+shapes must match), stream the same training data (`recipes.detectnet.data`:
+the generated scenes of `train.load_data`, or `--kitti_root`'s files; not
+augmented, since the augmentation layers are Keras 3's), fine-tune with
+`prune_low_magnitude` (polynomial decay from 0 to `--sparsity` over all
+`--epochs`) on the DetectNet loss
 (tf-op copies of `losses.coverage_loss` and `losses.bbox_loss`, weights 1
 and 2), strip the pruning wrappers and convert to full-integer int8 with
 float32 input/output, calibrated on training images (post-training
@@ -184,7 +186,7 @@ def train(args):
     tf, tf_keras, tfmot = _import_legacy_stack()
     import numpy as np
 
-    from recipes.detectnet import targets
+    from recipes.detectnet import data
     from recipes.detectnet.model import detectnet
     from recipes.detectnet.train import load_data
 
@@ -196,25 +198,27 @@ def train(args):
     batch_norm = None if args.batch_norm == "none" else args.batch_norm
     model = detectnet(size, args.width, batch_norm, keras=tf_keras)
     load_weights(model, args.weights)
-    x, labels, _, _ = load_data(args.kitti_root, size, args.num_train, 1, args.seed)
-    x = x.astype(np.float32)
-    grid = targets.encode_batch(labels, size)
-    y = {"coverage": grid, "bboxes": grid}
+    if args.kitti_root:  # streamed, as the recipe trains (no augmentation: that needs Keras 3)
+        source = data.scan(args.kitti_root, size, limit=args.num_train)
+    else:
+        images, labels, _, _ = load_data(None, size, args.num_train, 1, args.seed)
+        source = (images, labels)
+    count = len(data.labels_of(source))
+    train_ds = data.dataset(source, size, args.batch_size, shuffle=True, seed=args.seed)
     loss_weights = {"coverage": 1.0, "bboxes": 2.0}
 
     def fit(m, epochs, callbacks=()):
         m.compile(tf_keras.optimizers.Adam(args.learning_rate), loss=_losses(tf),
                   loss_weights=loss_weights)  # fmt: skip
-        m.fit(x, y, batch_size=args.batch_size, epochs=epochs, callbacks=list(callbacks),
-              verbose=2)  # fmt: skip
+        m.fit(train_ds, epochs=epochs, callbacks=list(callbacks), verbose=2)
 
     sparsity = tfmot.sparsity.keras
-    steps = math.ceil(len(x) / args.batch_size) * args.epochs
+    steps = math.ceil(count / args.batch_size) * args.epochs
     schedule = sparsity.PolynomialDecay(
         initial_sparsity=0.0, final_sparsity=args.sparsity, begin_step=0,
         end_step=steps - 1, frequency=max(steps // 10, 1),
     )  # fmt: skip
-    log(f"pruning to {args.sparsity:.1%}: {args.epochs} epoch(s), {len(x)} images")
+    log(f"pruning to {args.sparsity:.1%}: {args.epochs} epoch(s), {count} images")
 
     def prune_convs(layer):  # tfmot cannot wrap Rescaling: prune the convolutions only
         if isinstance(layer, tf_keras.layers.Conv2D):
@@ -228,7 +232,7 @@ def train(args):
     log("converting to int8 .tflite (float32 input/output)")
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    calib = x[: args.representative]
+    calib = data.images_of(source, size, args.representative).astype(np.float32)
     converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     flatbuffer = converter.convert()
@@ -244,7 +248,7 @@ def train(args):
         "kernel_total": total,
         "kernel_sparsity": 1.0 - nonzero / total,
         "epochs": args.epochs,
-        "train_images": int(len(x)),
+        "train_images": int(count),
         "image_size": list(size),
         "width": args.width,
         "size_bytes": len(flatbuffer),
