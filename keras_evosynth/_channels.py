@@ -53,7 +53,7 @@ ELEMENTWISE_ACTIVATIONS = frozenset(
     "tanh_shrink".split()
 )
 
-_IDENTITY_AT_INFERENCE = (
+IDENTITY_AT_INFERENCE = (
     L.Dropout,
     L.SpatialDropout1D,
     L.SpatialDropout2D,
@@ -148,13 +148,13 @@ def classify(node, specs, shared):
         return "merge", None
     if len(ins) != 1 or ins[0] != outs[0]:
         return "fixed", f"{name} changes the channel axis"
-    if shared and kind not in _IDENTITY_AT_INFERENCE + _SPATIAL + _PADDING:
+    if shared and kind not in IDENTITY_AT_INFERENCE + _SPATIAL + _PADDING:
         # Shared stateful layers (e.g. one BN called twice) would need one
         # slice per call; keep them whole.
         return "fixed", "layer called several times"
     if kind is FakeQuantActivation:
         return "fakequant", None
-    if kind in _IDENTITY_AT_INFERENCE + _SPATIAL + _PADDING + (L.Reshape, L.PReLU):
+    if kind in IDENTITY_AT_INFERENCE + _SPATIAL + _PADDING + (L.Reshape, L.PReLU):
         return "channelwise", None
     if kind is L.BatchNormalization:
         rank = len(specs[node.inputs[0]].shape)

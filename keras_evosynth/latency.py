@@ -63,6 +63,7 @@ import keras
 import numpy as np
 
 from keras_evosynth import genetics, rewrites, topology
+from keras_evosynth._channels import IDENTITY_AT_INFERENCE
 from keras_evosynth._graph import trace
 from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
@@ -83,7 +84,7 @@ TILE = 8
 _SYNAPTIC = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Free at inference (removed by the converter, or a reshape of a buffer).
 _FREE = (
-    *topology.IDENTITY_AT_INFERENCE,
+    *IDENTITY_AT_INFERENCE,
     keras.layers.InputLayer,
     keras.layers.Flatten,
     keras.layers.Reshape,
@@ -230,26 +231,15 @@ def model_ops(model, graph=None):
             data or grouped convolutions, or an unknown spatial input size.
     """
     graph = trace(model) if graph is None else graph
-    evo = topology.channel_sources(model).evo_layers
-    index_of = {id(layer): i for i, layer in enumerate(evo)}
+    channel_graph, sources = topology.tensor_sources(model, graph)
+    index_of = {id(layer): i for i, layer in enumerate(channel_graph.evo_layers)}
     consumers = graph.consumers()
-    sources, synaptic_out, ops = {}, {}, []
-    for tid in keras.tree.flatten(graph.inputs):
-        sources[tid] = topology.Sources.unknown(graph.specs[tid].shape[-1])
+    synaptic_out, ops = {}, []
     for node in graph.nodes:
         layer = node.layer
         in_specs = [graph.specs[t] for t in node.inputs]
-        in_sources = [
-            sources.get(t) or topology.Sources.unknown(graph.specs[t].shape[-1])
-            for t in node.inputs
-        ]
-        in_shapes = [tuple(s.shape) for s in in_specs]
-        out = topology._propagate(layer, index_of, in_sources, in_shapes)
+        in_sources = [sources[t] for t in node.inputs]
         out_spec = graph.specs[node.outputs[0]] if node.outputs else None
-        if out is None and out_spec is not None and out_spec.shape:
-            out = topology.Sources.unknown(out_spec.shape[-1])
-        for tid in node.outputs:
-            sources[tid] = out
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(
                 f"LatencyTable: layer '{layer.name}' is channels_first; only "
@@ -276,6 +266,7 @@ def model_ops(model, graph=None):
                 synaptic_out[tid] = producer
             continue
         if isinstance(layer, _CHANNEL_OPS):
+            out = sources[node.outputs[0]]
             ops.append(_channel_op(layer, in_specs, out_spec, in_sources, out))
             ops[-1].in_tid, ops[-1].out_tid = node.inputs[0], node.outputs[0]
             continue

@@ -3,18 +3,23 @@
 When evolution drops a cluster (an output filter), the matching input
 channel of every consumer carries no information any more, so the consumer's
 synapses reading it are dead too. `channel_sources(model)` traces, through the
-model's functional graph, where each input channel of each Evo layer comes
-from:
+model's graph, where each input channel of each Evo layer comes from. It
+walks the same flattened graph as compaction (`_graph.trace`: nested models
+inlined, shared layers once per call) and reads the same table of channel
+rules (`_channels.classify`, documented there), so a layer that compaction
+sees through is seen through here too:
 
-- through channel-preserving layers (BatchNormalization on the last axis,
-  activations, pooling, dropout/noise, padding/cropping, up-sampling, global
-  pooling, `FakeQuantActivation`, ...) a channel keeps its source;
-- `Concatenate` on the channel axis stacks its inputs' sources;
-- `Flatten` (channels_last) maps channel `c` to all its positions;
-- element-wise merges (`Add`, `Multiply`, `Average`, ...) make a channel
-  that is dead only when it is dead in *every* input;
-- anything else (reshapes, attention, unknown custom layers, nested model
-  boundaries, channels_first data) is *unknown*: never treated as dead.
+- `"channelwise"` / `"fakequant"` layers (BatchNormalization on the last
+  axis, value-wise activations, scalar Rescaling, pooling, dropout/noise,
+  padding/cropping, up-sampling, channel-keeping Reshape, ...): a channel
+  keeps its source;
+- `"concat"` (Concatenate on the channel axis) stacks its inputs' sources;
+- `"flatten"` (channels_last) maps channel `c` to all its positions;
+- `"merge"` (`Add`, `Multiply`, `Average`, ...; 1-channel inputs broadcast)
+  makes a channel that is dead only when it is dead in *every* input;
+- an Evo layer's output channels are its own clusters; plain Conv2D/Dense
+  and everything `"fixed"` (softmax, attention, channels_first data, unknown
+  custom layers, ...) give *unknown* channels: never treated as dead.
 
 Sources are numpy arrays of shape `(alternatives, channels)`: `producer`
 (index into `evo_layers`, or `UNKNOWN`, or `NONE` for "no term") and
@@ -43,65 +48,12 @@ import dataclasses
 import keras
 import numpy as np
 
-from keras_evosynth.layers import EvoLayer, FakeQuantActivation
+from keras_evosynth import _channels as ch
+from keras_evosynth._graph import trace
+from keras_evosynth.layers import EvoLayer
 
 UNKNOWN = -1
 NONE = -2
-
-# Layers that pass their input through unchanged at inference.
-IDENTITY_AT_INFERENCE = (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout1D,
-    keras.layers.SpatialDropout2D,
-    keras.layers.SpatialDropout3D,
-    keras.layers.GaussianDropout,
-    keras.layers.GaussianNoise,
-    keras.layers.AlphaDropout,
-    keras.layers.Identity,
-)
-
-# Layers that act on each channel of the last axis on its own, so that a
-# channel that carries no information keeps carrying none.
-_CHANNEL_PRESERVING = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-    *IDENTITY_AT_INFERENCE,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.MaxPooling3D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.AveragePooling3D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.GlobalMaxPooling3D,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding2D,
-    keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping2D,
-    keras.layers.Cropping3D,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling2D,
-    keras.layers.UpSampling3D,
-    FakeQuantActivation,
-)
-
-_ELEMENTWISE_MERGE = (
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-)
-
 
 @dataclasses.dataclass
 class Sources:
@@ -166,178 +118,98 @@ def _stack_alternatives(parts):
     return Sources(np.concatenate(producers, 1), np.concatenate(clusters, 1))
 
 
-def _merge_alternatives(parts):
-    """Union of alternatives (element-wise merge, shared-layer calls)."""
+def _merge_alternatives(parts, channels=None):
+    """Union of alternatives (element-wise merge, shared-layer calls); a
+    1-channel part broadcasts to `channels`."""
+    channels = channels or parts[0].channels
     return Sources(
-        np.concatenate([p.producer for p in parts], 0),
-        np.concatenate([p.cluster for p in parts], 0),
-    )
+        np.concatenate([np.broadcast_to(p.producer, (len(p.producer), channels))
+                        for p in parts], 0),
+        np.concatenate([np.broadcast_to(p.cluster, (len(p.cluster), channels))
+                        for p in parts], 0),
+    )  # fmt: skip
 
 
-def _propagate(layer, index_of, in_sources, in_shapes):
-    """Sources of `layer`'s output given its inputs' sources (None: unknown)."""
-    if isinstance(layer, EvoLayer):
-        if not _channels_last(layer) or id(layer) not in index_of:
+def _propagate(kind, node, in_sources, specs):
+    """Sources of a non-Evo node's output from its inputs' (None: unknown)."""
+    if kind in ("channelwise", "fakequant"):
+        return in_sources[0]
+    if kind == "flatten":
+        shape = specs[node.inputs[0]].shape
+        if None in shape[1:]:
             return None
-        return Sources.of_layer(index_of[id(layer)], layer.cluster_mask.shape[0])
-    if len(in_sources) == 1:
-        (src,), (shape,) = in_sources, in_shapes
-        if isinstance(layer, _CHANNEL_PRESERVING) and _channels_last(layer):
-            return src
-        if isinstance(layer, keras.layers.BatchNormalization):
-            if layer.axis in (-1, len(shape) - 1):
-                return src
-        if (
-            isinstance(layer, keras.layers.Flatten)
-            and _channels_last(layer)
-            and None not in shape[1:]
-        ):
-            repeats = int(np.prod(shape[1:-1], dtype=np.int64))
-            return Sources(np.tile(src.producer, (1, repeats)), np.tile(src.cluster, (1, repeats)))
-        return None
-    if isinstance(layer, keras.layers.Concatenate):
-        rank = len(in_shapes[0])
-        if layer.axis in (-1, rank - 1) and all(len(s) == rank for s in in_shapes):
-            return _stack_alternatives(in_sources)
-        return None
-    if isinstance(layer, _ELEMENTWISE_MERGE):
-        widths = {s.channels for s in in_sources}
-        if len(widths) == 1 and len({tuple(s) for s in in_shapes}) == 1:
-            return _merge_alternatives(in_sources)
-    return None
-
-
-def _is_tensor_config(obj):
-    return isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
-
-
-def _tensor_refs(obj):
-    """Flattens the serialized keras tensors in a node's args/kwargs."""
-    if _is_tensor_config(obj):
-        return [obj["config"]]
-    if isinstance(obj, dict):
-        return [t for v in obj.values() for t in _tensor_refs(v)]
-    if isinstance(obj, (list, tuple)):
-        return [t for v in obj for t in _tensor_refs(v)]
-    return []
-
-
-def _as_triples(refs):
-    """`[layer name, node index, tensor index]` triples of a config's
-    `input_layers`/`output_layers` (a triple, a list, or a dict of them)."""
-    if isinstance(refs, dict):
-        return [t for value in refs.values() for t in _as_triples(value)]
-    if refs and isinstance(refs[0], str):
-        return [refs]
-    return [t for ref in refs for t in _as_triples(ref)]
-
-
-class _Tracer:
-    """Walks one (possibly nested) model's graph and records sources."""
-
-    def __init__(self, evo_layers):
-        self.evo_layers = evo_layers
-        self.index_of = {id(layer): i for i, layer in enumerate(evo_layers)}
-        self.inputs = [None] * len(evo_layers)
-        self.traced = {}
-
-    def _record_input(self, layer, sources):
-        i = self.index_of[id(layer)]
-        if self.inputs[i] is None:
-            self.inputs[i] = sources
-        elif self.inputs[i].channels == sources.channels:
-            self.inputs[i] = _merge_alternatives([self.inputs[i], sources])
-        else:  # pragma: no cover - a shared layer always sees one width
-            self.inputs[i] = Sources.unknown(sources.channels)
-
-    def trace(self, model):
-        """Traces `model`; returns the `Sources` of its outputs (or None)."""
-        if isinstance(model, keras.Sequential):
-            nodes = self._sequential_nodes(model)
-            outputs = [(model.layers[-1].name, 0)] if model.layers else []
-        else:
-            config = model.get_config()
-            nodes = self._functional_nodes(model, config)
-            key = self._keys(config)
-            outputs = [key(*t) for t in _as_triples(config["output_layers"])]
-        known = {}
-        for layer, out_key, refs in nodes:
-            if isinstance(layer, keras.Model):
-                if id(layer) not in self.traced:
-                    self.traced[id(layer)] = self.trace(layer)
-                nested = self.traced[id(layer)]
-                if len(nested) == 1 and nested[0] is not None:
-                    known[out_key] = nested[0]
-                continue
-            in_sources, in_shapes = [], []
-            for ref_key, shape in refs:
-                src = known.get(ref_key)
-                if src is None and shape and shape[-1] is not None:
-                    src = Sources.unknown(shape[-1])
-                in_sources.append(src)
-                in_shapes.append(shape)
-            if any(s is None for s in in_sources):
-                continue
-            if isinstance(layer, EvoLayer) and len(in_sources) == 1 and _channels_last(layer):
-                self._record_input(layer, in_sources[0])
-            out = _propagate(layer, self.index_of, in_sources, in_shapes)
-            if out is not None:
-                known[out_key] = out
-        return [known.get(k) for k in outputs]
-
-    @staticmethod
-    def _keys(config):
-        counts = {c["name"]: len(c["inbound_nodes"]) for c in config["layers"]}
-
-        # Tensors are keyed without the node index for single-node layers:
-        # Keras numbers nested models' nodes inconsistently in its config.
-        def key(name, node, tensor):
-            return (name, tensor) if counts.get(name, 1) <= 1 else (name, node, tensor)
-
-        return key
-
-    def _sequential_nodes(self, model):
-        nodes, previous = [], None
-        for layer in model.layers:
-            try:
-                shape = tuple(layer.input.shape)
-            except (AttributeError, ValueError):
-                shape = None
-            refs = [((previous, 0), shape)] if previous is not None else [(("__input__", 0), shape)]
-            nodes.append((layer, (layer.name, 0), refs))
-            previous = layer.name
-        return nodes
-
-    def _functional_nodes(self, model, config):
-        key = self._keys(config)
-        nodes = []
-        for layer_config in config["layers"]:
-            layer = model.get_layer(layer_config["name"])
-            for n, node in enumerate(layer_config["inbound_nodes"]):
-                refs = [
-                    (key(*t["keras_history"]), tuple(t["shape"]))
-                    for t in _tensor_refs(node["args"]) + _tensor_refs(node["kwargs"])
-                ]
-                nodes.append((layer, key(layer.name, n, 0), refs))
-        return nodes
+        repeats = int(np.prod(shape[1:-1], dtype=np.int64))
+        (src,) = in_sources
+        return Sources(np.tile(src.producer, (1, repeats)), np.tile(src.cluster, (1, repeats)))
+    if kind == "concat":
+        return _stack_alternatives(in_sources)
+    if kind == "merge":
+        return _merge_alternatives(in_sources, ch.channels(specs[node.outputs[0]]))
+    return None  # "synaptic" (a plain layer), "depthwise", "fixed"
 
 
 def channel_sources(model):
     """Traces where every input channel of every Evo layer comes from.
 
     Args:
-        model: A built Keras model (Sequential or functional; nested models
-            are analysed on their own, their boundaries are opaque).
+        model: A built functional or Sequential Keras model (nested models
+            are inlined, as compaction sees them).
 
     Returns:
         A `ChannelGraph`.
     """
+    return tensor_sources(model)[0]
+
+
+def tensor_sources(model, graph=None):
+    """`channel_sources` plus the `Sources` of every tensor of the traced
+    graph (for walkers of the same graph, e.g. the latency table's ops).
+
+    Args:
+        model: A built functional or Sequential Keras model.
+        graph: Its `_graph.trace` (traced here when None).
+
+    Returns:
+        `(channel_graph, sources)`: a `ChannelGraph` and a dict from every
+        tensor id of `graph` to its `Sources` (unknown channels where nothing
+        is traced; None for a tensor without a channel axis).
+    """
     from keras_evosynth.conversion import _walk
 
     evo_layers = [layer for layer in _walk(model) if isinstance(layer, EvoLayer)]
-    tracer = _Tracer(evo_layers)
+    index_of = {id(layer): i for i, layer in enumerate(evo_layers)}
+    inputs = [None] * len(evo_layers)
+    graph = trace(model, "channel_sources()") if graph is None else graph
+    known = {}  # tid -> Sources of its channels
+
+    def sources_of(tid):
+        if tid not in known:
+            channels = ch.channels(graph.specs[tid])
+            known[tid] = None if channels is None else Sources.unknown(channels)
+        return known[tid]
+
+    for node in graph.nodes:
+        layer = node.layer
+        if isinstance(layer, EvoLayer):
+            if not _channels_last(layer) or id(layer) not in index_of or len(node.inputs) != 1:
+                continue  # its output stays unknown
+            src, i = sources_of(node.inputs[0]), index_of[id(layer)]
+            if src is not None:  # a shared layer: the alternatives of every call
+                inputs[i] = src if inputs[i] is None else _merge_alternatives([inputs[i], src])
+            known[node.outputs[0]] = Sources.of_layer(i, layer.cluster_mask.shape[0])
+            continue
+        kind, _ = ch.classify(node, graph.specs, shared=False)
+        in_sources = [sources_of(tid) for tid in node.inputs]
+        if None in in_sources or len(node.outputs) != 1:
+            continue
+        out = _propagate(kind, node, in_sources, graph.specs)
+        if out is not None:
+            known[node.outputs[0]] = out
     producers = set()
-    for sources in tracer.trace(model):
+    for tid in keras.tree.flatten(graph.outputs):
+        sources = known.get(tid)
         if sources is not None:
             producers.update(int(p) for p in np.unique(sources.producer) if p >= 0)
-    return ChannelGraph(evo_layers, tracer.inputs, producers)
+    for tid in graph.specs:
+        sources_of(tid)
+    return ChannelGraph(evo_layers, inputs, producers), known

@@ -77,14 +77,17 @@ def test_concatenate_of_merge_pads_with_none():
 def test_unknown_layers_are_conservative():
     x = keras.Input((4, 4, 2))
     a = L.Conv2D(4, 1, name="a")(x)
-    r = L.Reshape((4, 4, 4))(a)
+    r = L.Reshape((4, 16))(a)  # a new last axis
+    kept = L.Reshape((2, 8, 4))(a)  # the last axis kept: channel c stays c
     s = L.Softmax()(a)  # mixes channels
-    b = L.Conv2D(2, 1, name="b")(r)
+    b = L.Dense(2, name="b")(r)
     c = L.Conv2D(2, 1, name="c")(s)
-    g = graph_of(x, [b, c])
-    assert sources(g, "b")[0] == [[UNKNOWN] * 4]
+    k = L.Conv2D(2, 1, name="k")(kept)
+    g = graph_of(x, [b, c, k])
+    assert sources(g, "b")[0] == [[UNKNOWN] * 16]
     assert sources(g, "c")[0] == [[UNKNOWN] * 4]
-    assert g.output_producers == {index(g, "b"), index(g, "c")}
+    assert sources(g, "k") == ([[index(g, "a")] * 4], [[0, 1, 2, 3]])
+    assert g.output_producers == {index(g, "b"), index(g, "c"), index(g, "k")}
 
 
 def test_depthwise_and_channels_first_and_concat_on_spatial_axis():
@@ -119,7 +122,7 @@ def test_shared_layer_collects_alternatives():
     ]
 
 
-def test_nested_model_boundary_is_opaque_but_outputs_are_traced():
+def test_nested_models_are_inlined_as_compaction_sees_them():
     inner_in = keras.Input((4, 4, 2))
     inner_out = L.Conv2D(3, 1, name="inner_conv")(inner_in)
     inner = keras.Model(inner_in, inner_out, name="inner")
@@ -128,7 +131,7 @@ def test_nested_model_boundary_is_opaque_but_outputs_are_traced():
     h = inner(a)
     out = L.Conv2D(2, 1, name="after")(h)
     g = graph_of(x, [out])
-    assert sources(g, "inner_conv")[0] == [[UNKNOWN] * 2]
+    assert sources(g, "inner_conv") == ([[index(g, "a")] * 2], [[0, 1]])
     assert sources(g, "after") == ([[index(g, "inner_conv")] * 3], [[0, 1, 2]])
 
 
@@ -161,3 +164,19 @@ def test_dict_outputs_two_heads_are_both_output_producers():
     g = graph_of(x, outputs)
     assert g.output_producers == {index(g, "coverage"), index(g, "bboxes")}
     assert sources(g, "bboxes") == ([[index(g, "trunk")] * 4], [[0, 1, 2, 3]])
+
+
+def test_rules_are_the_compaction_table():
+    """One table (`_channels.classify`) for dead-channel tracing and
+    compaction: a softmax mixes channels (unknown), a scalar Rescaling is
+    value-wise (traced), a 1-channel gate broadcasts in a Multiply."""
+    x = keras.Input((4, 4, 2))
+    a = L.Conv2D(3, 1, name="a")(x)
+    gate = L.Conv2D(1, 1, name="gate")(x)
+    soft = L.Activation("softmax")(a)
+    se = L.Multiply()([L.Rescaling(0.5, offset=1.0)(a), gate])
+    g = graph_of(x, [L.Conv2D(2, 1, name="after_softmax")(soft),
+                     L.Conv2D(2, 1, name="after_se")(se)])  # fmt: skip
+    assert sources(g, "after_softmax")[0] == [[UNKNOWN] * 3]
+    assert sources(g, "after_se") == ([[index(g, "a")] * 3, [index(g, "gate")] * 3],
+                                      [[0, 1, 2], [0, 0, 0]])  # fmt: skip
