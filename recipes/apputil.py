@@ -178,7 +178,8 @@ def define_distribution(flag_values=None):
     flags.DEFINE_enum("mixed_precision", "float32", list(PRECISION_POLICIES), "Keras dtype "
                       "policy; evolvable layers keep masks and quantizer maths in float32.",
                       **define)  # fmt: skip
-    flags.DEFINE_bool("tensorboard", False, "Write TensorBoard logs to --out_dir/logs.", **define)
+    flags.DEFINE_bool("tensorboard", False, "Write TensorBoard logs to --out_dir/logs (needs "
+                      "the tensorboard package: keras-evosynth[tensorboard]).", **define)
 
 
 def distribution_strategy(name):

@@ -58,7 +58,7 @@ def test_child_without_tfmot_exits_2_with_one_line(tmp_path):
     from tflite_bench.commands import child_env
 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=child_env())  # fmt: skip
+                          env=dict(child_env(), TF_USE_LEGACY_KERAS="1"))  # as run_baseline
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("tfmot baseline: error: ")
     assert "pip install 'keras-evosynth[baselines]'" in proc.stderr
@@ -89,3 +89,14 @@ def test_child_prunes_the_ancestor_to_the_target_and_exports_int8(tmp_path):
     assert info.ops["float"] == 0
     assert info.ops["mixed"] == info.op_types["QUANTIZE"] + info.op_types["DEQUANTIZE"]
     assert not os.path.exists(str(tmp_path / "tfmot_ancestor_weights.npz"))
+
+
+def test_command_line_without_legacy_keras_says_what_to_set(tmp_path):
+    from tflite_bench.commands import child_env
+
+    env = {k: v for k, v in child_env().items() if k != "TF_USE_LEGACY_KERAS"}
+    proc = subprocess.run([sys.executable, "-m", "recipes.detectnet.tfmot_baseline", "--weights",
+                           str(tmp_path / "w.npz"), "--out", "x.tflite", "--sparsity", "0.5"],
+                          capture_output=True, text=True, env=env)  # fmt: skip
+    assert proc.returncode == 1
+    assert "TF_USE_LEGACY_KERAS=1 python -m recipes.detectnet.tfmot_baseline" in proc.stderr

@@ -4,6 +4,7 @@ tiny runs produce the lineage table and resume (slow)."""
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -24,10 +25,6 @@ def run_app(module, *args, timeout=600):
     "module, args, message",
     [
         ("recipes.detectnet.evolve", ["--keep=1.5"], "--keep must be in (0, 1)"),
-        ("recipes.detectnet.evolve", ["--precisions=int9"], "int9"),
-        ("recipes.detectnet.evolve", ["--image_height=100"], "multiples of 16"),
-        ("recipes.detectnet.evolve", ["--kitti_root=/nonexistent"], "is not a directory"),
-        ("recipes.detectnet.evolve", ["--ray_address=auto"], "pass --population > 1"),
         ("recipes.classifier", ["--precisions=int1"], "--precisions"),
         ("recipes.classifier", ["--generations=0"], "generations"),
     ],
@@ -39,6 +36,31 @@ def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
     # neither the detectnet app's out/ancestor/ nor the classifier's out/ancestor.keras
     assert not glob.glob(str(tmp_path / "out" / "**" / "*.keras"), recursive=True)
     assert not os.path.exists(tmp_path / "out" / "ancestor")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--precisions=int9"], "int9"),
+        (["--image_height=100"], "multiples of 16"),
+        (["--kitti_root=/nonexistent"], "is not a directory"),
+        (["--ray_address=auto"], "pass --population > 1"),
+        (["--strategy=multi_worker"], "keras-team/keras#20585"),
+    ],
+)
+def test_detectnet_evolve_checks_every_flag_before_work(args, message):
+    """The checks `main` runs first (the subprocess case above shows that a
+    failing one stops the app before any file is written)."""
+    from absl import flags
+
+    from recipes.detectnet import evolve, train
+
+    values = flags.FlagValues()
+    evolve.define_flags(values)
+    values(["evolve", *args])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train.check_flags(values)
+        evolve.check_evolution_flags(values)
 
 
 def test_quickstart_tiny_run(tmp_path):

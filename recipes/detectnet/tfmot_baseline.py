@@ -4,12 +4,15 @@ Run it as its own process (tensorflow-model-optimization works on `tf_keras`
 only, and importing it switches TensorFlow to legacy Keras; this process never
 imports Keras 3 or keras_evosynth):
 
-    python -m recipes.detectnet.tfmot_baseline --weights ancestor.npz \\
+    TF_USE_LEGACY_KERAS=1 python -m recipes.detectnet.tfmot_baseline --weights ancestor.npz \\
         --out tfmot.tflite --json tfmot.json --sparsity 0.9 --epochs 6 \\
         --image_height 128 --image_width 384 --width 0.25
 
 or from a Keras 3 program through `run_baseline(ancestor, ...)`, which saves
 the ancestor's weights (`save_weights`) and starts that process.
+`TF_USE_LEGACY_KERAS=1` is needed on the command line: without it, importing
+the `recipes.detectnet` package registers the recipe's Keras 3 losses (so that
+saved DetectNets load anywhere), and this process refuses to run.
 
 Steps: build the same DetectNet with `tf_keras` (`model.detectnet(...,
 keras=tf_keras)`), load the ancestor's weights layer by layer (names and
@@ -278,6 +281,12 @@ def main(argv=None):
     """
     args = build_parser().parse_args(argv)
     try:
+        if os.environ.get("TF_USE_LEGACY_KERAS") != "1" and "keras" in sys.modules:
+            raise BenchError(
+                "run it as `TF_USE_LEGACY_KERAS=1 python -m recipes.detectnet.tfmot_baseline "
+                "...` or through run_baseline(): importing recipes.detectnet without it "
+                "loads Keras 3 (to register the recipe's losses), and tfmot needs tf_keras."
+            )
         print(json.dumps(train(args)))
     except (ValueError, BenchError) as error:
         print(f"tfmot baseline: error: {error}", file=sys.stderr)

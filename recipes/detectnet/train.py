@@ -111,6 +111,12 @@ def check_flags(values):
     if values.strategy not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {', '.join(STRATEGIES)}, got "
                          f"{values.strategy!r}.")  # fmt: skip
+    if getattr(values, "tensorboard", False):
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--tensorboard needs the tensorboard package: "
+                             "pip install 'keras-evosynth[tensorboard]'.")  # fmt: skip
     if values.mixed_precision not in PRECISION_POLICIES:
         raise ValueError(f"--mixed_precision must be one of {', '.join(PRECISION_POLICIES)}, "
                          f"got {values.mixed_precision!r}.")  # fmt: skip
@@ -184,6 +190,23 @@ def training_dataset(source, settings):
         shuffle=True, augmentation=Augmentation() if settings.augment else None,
         seed=settings.seed, cache=cache_argument(settings.cache), fit=settings.fit,
     )  # fmt: skip
+
+
+def _drop_torn_backup(backup, print_fn):
+    """Removes a backup that a kill tore during its very first write (with
+    no earlier copy for BackupAndRestore to fall back to)."""
+    import shutil
+
+    import h5py
+
+    latest = os.path.join(backup, "latest.weights.h5")
+    if not os.path.exists(latest) or os.path.exists(latest + ".bkp"):
+        return
+    try:
+        h5py.File(latest, "r").close()
+    except OSError:
+        shutil.rmtree(backup)
+        print_fn(f"{latest} was torn by a kill during its first write: starting over")
 
 
 def _read_rows(path):
@@ -272,12 +295,14 @@ def run(settings, print_fn=print):
 
     callbacks = [
         EpochTimer(),
-        DetectionScore(val_source, size, evaluate.kitti_scale(size[0]), settings.fit, on_epoch),
-        # double_checkpoint: a kill while the backup is written falls back to the one before
+        # double_checkpoint: a kill while the backup is written falls back to the one before;
+        # the epoch's row is written after its backup
         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
+        DetectionScore(val_source, size, evaluate.kitti_scale(size[0]), settings.fit, on_epoch),
     ]
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(settings.out_dir, "logs")))
+    _drop_torn_backup(backup, print_fn)
     if os.path.isdir(backup):
         print_fn(f"resuming from {backup}")
     model.fit(training_dataset(train_source, settings), epochs=settings.epochs,
