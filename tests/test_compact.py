@@ -163,15 +163,18 @@ def test_mobilenet_v2_compacts_exactly():
         previous = report.params_after
 
 
+# EfficientNetB0 runs in the default suite (~9 s): it has the most layer kinds
+# (depthwise convs, squeeze-excite Multiply with a broadcast gate, Rescaling and
+# Normalization, swish); ResNet50 (Add merges) and InceptionV3 (Concatenate)
+# add size more than kinds, which the MobileNetV2 and concat tests cover: slow.
 APPLICATIONS = [
-    ("ResNet50", (32, 32, 3)),
-    ("InceptionV3", (75, 75, 3)),
-    ("EfficientNetB0", (32, 32, 3)),
+    pytest.param("ResNet50", (32, 32, 3), marks=pytest.mark.slow, id="ResNet50"),
+    pytest.param("InceptionV3", (75, 75, 3), marks=pytest.mark.slow, id="InceptionV3"),
+    pytest.param("EfficientNetB0", (32, 32, 3), id="EfficientNetB0"),
 ]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name, shape", APPLICATIONS, ids=[a[0] for a in APPLICATIONS])
+@pytest.mark.parametrize("name, shape", APPLICATIONS)
 def test_keras_applications_compact_exactly(name, shape):
     base = getattr(keras.applications, name)(
         weights=None, input_shape=shape, classes=10, classifier_activation=None
