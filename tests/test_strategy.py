@@ -62,7 +62,17 @@ for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
         "max_diff": float(np.abs(masked - small).max()),
         "finite": bool(np.isfinite(masked).all()),
     }
-print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "runs": results}))
+# one validation image for 2 replicas: detection_scores pads the replica-less batch
+from recipes.detectnet import callbacks, scenes
+from recipes.detectnet.model import detectnet
+
+keras.mixed_precision.set_global_policy("float32")
+with strategy.scope():
+    net = detectnet((32, 48), 0.0625, "all")
+scene = next(scenes.generate(1, seed=0, image_size=(32, 48)))
+score = callbacks.detection_scores(net, (scene.image[None], [scene.objects]), (32, 48), 0.1)
+print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync, "runs": results,
+                              "one_image_mAP": score["mAP"]}))
 """
 
 
@@ -84,6 +94,7 @@ def test_mirrored_mixed_precision_evolution_and_compaction(tmp_path):
         # the policy's rounding)
         assert run["max_diff"] <= tolerance[policy], (policy, run["max_diff"])
     assert sorted(facts["runs"]) == sorted(tolerance)
+    assert 0 <= facts["one_image_mAP"] <= 100
 
 
 RECIPE = r"""
@@ -115,7 +126,7 @@ keras.mixed_precision.set_global_policy("mixed_bfloat16")
 evolution = evolve.evolve(ancestor, "int8", sources, out + "/lineage", values, strategy=strategy)
 keras.mixed_precision.set_global_policy("float32")
 compacted = ke.compact(evolution.model)
-x = np.zeros((1, 64, 96, 3), "float32")
+x = np.zeros((2, 64, 96, 3), "float32")  # a batch for each replica
 diff = np.abs(np.asarray(evolution.model.predict(x, verbose=0)["coverage"], "float32")
               - np.asarray(compacted.predict(x, verbose=0)["coverage"], "float32")).max()
 print("RESULT " + json.dumps({"replicas": strategy.num_replicas_in_sync,

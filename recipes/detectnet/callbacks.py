@@ -4,13 +4,29 @@ import keras
 
 from recipes.detectnet import data, evaluate
 
+BATCH = 20
+
 
 def detection_scores(model, source, image_size, scale, fit="pad"):
     """`evaluate.score` of the model's predictions on a validation source
-    (`recipes.detectnet.data`; streamed, 20 images per batch)."""
-    images = data.dataset(source, image_size, 20, targets=False, fit=fit)
+    (`recipes.detectnet.data`; streamed, 20 images per batch).
+
+    Under a `tf.distribute` strategy with R replicas, a last batch of fewer
+    than R images leaves a replica without data, which TensorFlow 2.21 fails
+    on (BatchNormalization: "Incompatible shapes: [0,...]"): the last batch is
+    padded with copies of the first image and their outputs dropped.
+    """
+    labels = data.labels_of(source)
+    images = data.dataset(source, image_size, BATCH, targets=False, fit=fit)
+    strategy = getattr(model, "distribute_strategy", None)
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    last = len(labels) % BATCH
+    if 0 < last < replicas:
+        single = images.unbatch()
+        images = single.concatenate(single.take(1).repeat(replicas - last)).batch(BATCH)
     outputs = model.predict(images, verbose=0)
-    return evaluate.score(outputs, data.labels_of(source), scale=scale)
+    outputs = {name: value[: len(labels)] for name, value in outputs.items()}
+    return evaluate.score(outputs, labels, scale=scale)
 
 
 class DetectionScore(keras.callbacks.Callback):
