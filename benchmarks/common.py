@@ -53,7 +53,7 @@ def detectnet_default(out_dir, seed):
     values.augment = False  # the setting of the recorded results (before augmentation existed)
     ancestor = evolve.ancestor_model(values)
     size = (values.image_height, values.image_width)
-    x, y, xv, yv = train.load_data(None, size, values.num_train, values.num_val, values.seed)
+    x, y, xv, yv = train.generated_scenes(size, values.num_train, values.num_val, values.seed)
     return types.SimpleNamespace(
         values=values, ancestor=ancestor, x=x.astype("float32"), xv=xv.astype("float32"),
         grid=targets.encode_batch(y, size), yv=yv, scale=scoring.kitti_scale(size[0]))

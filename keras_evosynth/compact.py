@@ -107,9 +107,19 @@ def _count_weights(model):
     return total
 
 
+def _float32(layer, config):
+    """`config` with a mixed-precision policy replaced by float32: the
+    compacted model is the deployment model (LiteRT converts float32 and
+    quantizes to int8 from it; float16 ops would need TF Select)."""
+    if layer.dtype_policy.name.startswith("mixed_"):
+        config["dtype"] = "float32"
+    return config
+
+
 def _from_config(layer, rebuilder, **overrides):
-    """A fresh layer of the same class and config (unique name)."""
-    config = {**layer.get_config(), **overrides}
+    """A fresh layer of the same class and config (unique name, float32
+    instead of a mixed-precision policy)."""
+    config = _float32(layer, {**layer.get_config(), **overrides})
     config["name"] = rebuilder.unique_name(layer.name)
     return type(layer).from_config(config)
 
@@ -417,7 +427,7 @@ class _Compactor:
                 bias = bias.reshape(len(kept_in), -1)[kept_in].reshape(-1)
         else:
             new_kernel, bias = self._fold(node, kernel, bias, kept_in, kept_out)
-        config = layer.get_config()
+        config = _float32(layer, layer.get_config())
         config.pop("precision", None)
         config["name"] = rebuilder.unique_name(layer.name)
         if isinstance(layer, keras.layers.Dense):

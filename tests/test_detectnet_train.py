@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from recipes.detectnet import kitti, scenes
-from recipes.detectnet.train import SETTINGS, check_flags, load_data, run
+from recipes.detectnet.train import SETTINGS, check_flags, run, sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,15 +48,14 @@ def test_check_flags(overrides, message):
     check_flags(_flags())
 
 
-def test_load_data_from_kitti_layout(tmp_path):
+def test_kitti_sources_split_in_order_and_count(tmp_path):
     scenes.write_dataset(str(tmp_path), 5, seed=3, image_size=(64, 96))
-    x, y, xv, yv = load_data(str(tmp_path), (64, 112), 3, 2, seed=0)  # padded wider
-    assert x.shape == (3, 64, 112, 3) and xv.shape == (2, 64, 112, 3)
+    train_source, val_source = sources(_flags(kitti_root=str(tmp_path), image_width=112,
+                                              num_train=3, num_val=2))  # padded wider
     _, labels, _ = kitti.load_split(str(tmp_path))
-    assert y + yv == labels
-    assert np.all(x[:, :, 96:] == 0)
+    assert [list(e.objects) for e in train_source + val_source] == labels
     with pytest.raises(ValueError, match="has 5 images, fewer than"):
-        load_data(str(tmp_path), (64, 96), 4, 2, seed=0)
+        sources(_flags(kitti_root=str(tmp_path), num_train=4, num_val=2))
 
 
 def _run(*args):

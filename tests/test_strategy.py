@@ -54,7 +54,13 @@ for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
     compacted = ke.compact(model)
     masked = np.asarray(model.predict(x[:8], verbose=0), "float32")
     small = np.asarray(compacted.predict(x[:8], verbose=0), "float32")
+    exported = None
+    if policy == "mixed_float16":  # the GPU users' policy: the int8 export takes it
+        report = ke.export_tflite(compacted, x[:16], f"{out}/{policy}.tflite")
+        exported = [report.mode, report.top1_agreement]
     results[policy] = {
+        "compacted_policies": sorted({layer.dtype_policy.name for layer in compacted.layers}),
+        "exported": exported,
         "variable_dtypes": sorted({v.dtype for v in model.weights}),
         "compute_dtype": conv.compute_dtype,
         "masked_zero_kernel": bool(np.all(np.asarray(conv.kernel)[~synapse_mask] == 0)),
@@ -90,10 +96,13 @@ def test_mirrored_mixed_precision_evolution_and_compaction(tmp_path):
         assert run["compute_dtype"] == {"float32": "float32"}.get(policy, policy[6:])
         assert run["masked_zero_kernel"] and run["finite"], policy
         assert run["generations"] == [0, 1, 2], policy
+        assert run["compacted_policies"] == ["float32"], policy  # the deployment model
         # the compacted float32 model computes what the masked one does (to
         # the policy's rounding)
         assert run["max_diff"] <= tolerance[policy], (policy, run["max_diff"])
     assert sorted(facts["runs"]) == sorted(tolerance)
+    mode, agreement = facts["runs"]["mixed_float16"]["exported"]
+    assert mode == "int8" and agreement >= 0.9
     assert 0 <= facts["one_image_mAP"] <= 100
 
 

@@ -17,7 +17,7 @@ saved DetectNets load anywhere), and this process refuses to run.
 Steps: build the same DetectNet with `tf_keras` (`model.detectnet(...,
 keras=tf_keras)`), load the ancestor's weights layer by layer (names and
 shapes must match), stream the same training data (`recipes.detectnet.data`:
-the generated scenes of `train.load_data`, or `--kitti_root`'s files; not
+the generated scenes of `train.generated_scenes`, or `--kitti_root`'s files; not
 augmented, since the augmentation layers are Keras 3's), fine-tune with
 `prune_low_magnitude` (polynomial decay from 0 to `--sparsity` over all
 `--epochs`) on the DetectNet loss
@@ -191,7 +191,7 @@ def train(args):
 
     from recipes.detectnet import data
     from recipes.detectnet.model import detectnet
-    from recipes.detectnet.train import load_data
+    from recipes.detectnet.train import generated_scenes
 
     def log(line):
         print(f"[tfmot-detectnet] {line}", file=sys.stderr, flush=True)
@@ -204,7 +204,7 @@ def train(args):
     if args.kitti_root:  # streamed, as the recipe trains (no augmentation: that needs Keras 3)
         source = data.scan(args.kitti_root, size, limit=args.num_train)
     else:
-        images, labels, _, _ = load_data(None, size, args.num_train, 1, args.seed)
+        images, labels, _, _ = generated_scenes(size, args.num_train, 1, args.seed)
         source = (images, labels)
     count = len(data.labels_of(source))
     train_ds = data.dataset(source, size, args.batch_size, shuffle=True, seed=args.seed)

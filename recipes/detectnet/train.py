@@ -20,7 +20,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from recipes.detectnet.data import FITS
+from recipes.detectnet import data
 
 SETTINGS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
             "num_val", "epochs", "batch_size", "learning_rate", "seed", "out_dir", "augment",
@@ -58,8 +58,8 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("augment", True, "DIGITS' DetectNet augmentation while training (shift "
                       "32 px, flip, scale, hue, desaturation; recipes.detectnet.augment).",
                       **define)  # fmt: skip
-    flags.DEFINE_enum("fit", "pad", list(FITS), "How --kitti_root images reach the input size: "
-                      "pad (right/bottom, as DIGITS), resize, or none (all must match).",
+    flags.DEFINE_enum("fit", "pad", list(data.FITS), "How --kitti_root images reach the input "
+                      "size: pad (right/bottom, as DIGITS), resize, or none (all must match).",
                       **define)  # fmt: skip
     flags.DEFINE_string("cache", "none", "Cache decoded --kitti_root images: none, memory, or a "
                         "file prefix (tf.data cache on disk).", **define)  # fmt: skip
@@ -104,8 +104,8 @@ def check_flags(values):
         raise ValueError(f"--kitti_root={values.kitti_root!r} is not a directory.")
     from recipes.apputil import MULTI_WORKER_REFUSAL, PRECISION_POLICIES, STRATEGIES
 
-    if values.fit not in FITS:
-        raise ValueError(f"--fit must be one of {', '.join(FITS)}, got {values.fit!r}.")
+    if values.fit not in data.FITS:
+        raise ValueError(f"--fit must be one of {', '.join(data.FITS)}, got {values.fit!r}.")
     if values.strategy == "multi_worker":
         raise ValueError(MULTI_WORKER_REFUSAL)
     if values.strategy not in STRATEGIES:
@@ -122,32 +122,23 @@ def check_flags(values):
                          f"got {values.mixed_precision!r}.")  # fmt: skip
 
 
-def load_data(kitti_root, image_size, num_train, num_val, seed):
-    """`(train_images, train_labels, val_images, val_labels)`, images uint8.
-
-    From `kitti_root` (first `num_train` images, then `num_val`, padded to
-    `image_size`) or, when it is None, generated scenes.
+def generated_scenes(image_size, num_train, num_val, seed):
+    """`(train_images, train_labels, val_images, val_labels)` of generated
+    scenes (seeds `seed` and `seed + 1`), images uint8, in memory: the CPU
+    default's tiny data (KITTI folders are streamed, see `sources`).
 
     Example:
 
-    >>> x, y, xv, yv = load_data(None, (64, 96), 3, 2, seed=0)
+    >>> x, y, xv, yv = generated_scenes((64, 96), 3, 2, seed=0)
     >>> x.shape, len(yv)
     ((3, 64, 96, 3), 2)
     """
-    from recipes.detectnet import kitti, scenes
+    from recipes.detectnet import scenes
 
-    if kitti_root is None:
-        train = list(scenes.generate(num_train, seed=seed, image_size=image_size))
-        val = list(scenes.generate(num_val, seed=seed + 1, image_size=image_size))
-        return (np.stack([s.image for s in train]), [s.objects for s in train],
-                np.stack([s.image for s in val]), [s.objects for s in val])  # fmt: skip
-    images, labels, _ = kitti.load_split(kitti_root, limit=num_train + num_val, pad_to=image_size)
-    if len(images) < num_train + num_val:
-        raise ValueError(
-            f"--kitti_root={kitti_root!r} has {len(images)} images, fewer than "
-            f"--num_train + --num_val = {num_train + num_val}."
-        )
-    return images[:num_train], labels[:num_train], images[num_train:], labels[num_train:]
+    train = list(scenes.generate(num_train, seed=seed, image_size=image_size))
+    val = list(scenes.generate(num_val, seed=seed + 1, image_size=image_size))
+    return (np.stack([s.image for s in train]), [s.objects for s in train],
+            np.stack([s.image for s in val]), [s.objects for s in val])  # fmt: skip
 
 
 def sources(settings, print_fn=None):
@@ -156,14 +147,13 @@ def sources(settings, print_fn=None):
     With `settings.kitti_root`: the first `num_train` examples of
     `training/` train and the next `num_val` validate, files streamed
     (`data.scan` checks them all first). Without: generated scenes in memory
-    (`load_data`), small enough at the CPU default.
+    (`generated_scenes`), small enough at the CPU default.
     """
-    from recipes.detectnet import data
-
     size = (settings.image_height, settings.image_width)
     wanted = settings.num_train + settings.num_val
     if settings.kitti_root is None:
-        x, y, xv, yv = load_data(None, size, settings.num_train, settings.num_val, settings.seed)
+        x, y, xv, yv = generated_scenes(size, settings.num_train, settings.num_val,
+                                        settings.seed)  # fmt: skip
         return (x, y), (xv, yv)
     examples = data.scan(settings.kitti_root, size, fit=settings.fit, limit=wanted,
                          print_fn=print_fn)  # fmt: skip
@@ -182,7 +172,6 @@ def cache_argument(value):
 
 def training_dataset(source, settings):
     """The shuffled (and, with `--augment`, augmented) training batches."""
-    from recipes.detectnet import data
     from recipes.detectnet.augment import Augmentation
 
     return data.dataset(
@@ -257,10 +246,10 @@ def run(settings, print_fn=print):
 
     size = (settings.image_height, settings.image_width)
     train_source, val_source = sources(settings, print_fn)
-    kind = "generated in memory" if isinstance(train_source, tuple) else "streamed"
-    print_fn(f"data: {len(train_source[1] if kind != 'streamed' else train_source)} training, "
-             f"{len(val_source[1] if kind != 'streamed' else val_source)} validation images "
-             f"of {size[1]}x{size[0]} ({kind}; augmentation {'on' if settings.augment else 'off'})")
+    kind = "generated in memory" if settings.kitti_root is None else "streamed"
+    print_fn(f"data: {len(data.labels_of(train_source))} training, "
+             f"{len(data.labels_of(val_source))} validation images of {size[1]}x{size[0]} "
+             f"({kind}; augmentation {'on' if settings.augment else 'off'})")
     keras.mixed_precision.set_global_policy(settings.mixed_precision)
     keras.utils.set_random_seed(settings.seed)
     strategy = distribution_strategy(settings.strategy)
