@@ -109,7 +109,7 @@ def main(argv):
           flush=True)  # fmt: skip
     float32_gb = count * SIZE[0] * SIZE[1] * 3 * 4 / 1024**3
     save_result(FLAGS.json, {
-        "command": "python -m benchmarks.kitti_stream " + " ".join(argv_flags()),
+        "command": " ".join(["python -m benchmarks.kitti_stream", *argv_flags()]),
         "images": count, "epochs": FLAGS.epochs, "image_size": list(SIZE), "width": FLAGS.width,
         "strategy": FLAGS.strategy, "mixed_precision": FLAGS.mixed_precision,
         "replicas": strategy.num_replicas_in_sync, "gpus": [g.name for g in gpus],
