@@ -80,6 +80,20 @@ def test_truncation_is_the_visible_fraction():
     assert len({round(float(out["truncated"][0]), 2) for out in outputs}) > 5
 
 
+def test_slivers_cut_by_the_border_become_dontcare():
+    box = (130, 30, 160, 70)  # 30 px wide at the right edge: shifts cut it to slivers
+    outputs = _run(dict(NONE, shift_x=40), _scene(box), [box], [data.TARGET], [0.0], draws=60)
+    kinds = set()
+    for out in outputs:
+        x1, y1, x2, y2 = out["boxes"][0]
+        if out["labels"][0] == data.PADDING:
+            continue
+        expected = data.DONTCARE if min(x2 - x1, y2 - y1) < 8 else data.TARGET
+        assert out["labels"][0] == expected, out["boxes"][0]
+        kinds.add(expected)
+    assert kinds == {data.TARGET, data.DONTCARE}
+
+
 def test_probabilities_and_colour_ranges():
     outputs = _run(dict(NONE, flip_prob=0.5, hue_rotation_prob=0.8, desaturation_prob=0.8),
                    _scene((10, 10, 30, 30)), [(10, 10, 30, 30)], [data.TARGET], [0.0],
@@ -99,7 +113,8 @@ def test_bad_parameters():
     for bad, message in [({"flip_prob": 0.7}, "flip_prob must be in"),
                          ({"hue_rotation": 200}, "hue_rotation must be in"),
                          ({"shift_x": -1}, "shifts must be"),
-                         ({"desaturation_prob": 2}, "desaturation_prob must be in")]:  # fmt: skip
+                         ({"desaturation_prob": 2}, "desaturation_prob must be in"),
+                         ({"min_side": -1}, "min_side must be >= 0")]:  # fmt: skip
         with pytest.raises(ValueError, match=message):
             Augmentation(**bad)
 

@@ -16,7 +16,8 @@ the colour steps through `RandomHue` and `RandomSaturation`.
 An example is a dict: `images` (H, W, 3), `boxes` (M, 4) `x1 y1 x2 y2`
 pixels, `labels` (M,) float class codes (`recipes.detectnet.data`; -1 marks
 a padding row or a box moved out of the image) and `truncated` (M,).
-DontCare boxes move like any other. Truncation is updated with the visible
+DontCare boxes move like any other; a target box cut to a sliver narrower
+or lower than `min_side` becomes DontCare. Truncation is updated with the visible
 fraction: `1 - (1 - t) * clipped area / unclipped area` (DontCare's -1
 stays).
 
@@ -27,6 +28,8 @@ blending with grey.
 """
 
 import dataclasses
+
+from recipes.detectnet.data import DONTCARE, TARGET
 
 _REFERENCE = 8.0  # side in pixels of the centred box that measures the zoom
 
@@ -45,6 +48,10 @@ class Augmentation:
             `hue_rotation` degrees either way.
         desaturation_prob: Probability of a desaturation of up to
             `desaturation_max` (0: none, 1: grey).
+        min_side: A target box cut by the image border to less than this
+            width or height (pixels) becomes DontCare: such slivers are not
+            detectable, and their coverage region would make the bbox loss's
+            `obj_norm` (stride^2 / region area) explode.
 
     Example:
 
@@ -66,6 +73,7 @@ class Augmentation:
     hue_rotation: float = 30.0
     desaturation_prob: float = 0.8
     desaturation_max: float = 0.8
+    min_side: float = 8.0
 
     def __post_init__(self):
         if not 0 <= self.flip_prob <= 0.5:
@@ -84,6 +92,8 @@ class Augmentation:
         if not 0 <= self.hue_rotation <= 180:
             raise ValueError(f"Augmentation: hue_rotation must be in [0, 180] degrees, got "
                              f"{self.hue_rotation!r}.")  # fmt: skip
+        if self.min_side < 0:
+            raise ValueError(f"Augmentation: min_side must be >= 0, got {self.min_side!r}.")
         if not 0 <= self.desaturation_max <= 1:
             raise ValueError(f"Augmentation: desaturation_max must be in [0, 1], got "
                              f"{self.desaturation_max!r}.")  # fmt: skip
@@ -164,6 +174,9 @@ class _Transform:
             images = _maybe(draws[3] < params.desaturation_prob, self.saturation, images)
         boxes = data["bounding_boxes"]["boxes"]
         labels = tf.where(labels < 0, labels, data["bounding_boxes"]["labels"])
+        sliver = (boxes[:, 2] - boxes[:, 0] < params.min_side) | (
+            boxes[:, 3] - boxes[:, 1] < params.min_side)
+        labels = tf.where((labels == TARGET) & sliver, DONTCARE, labels)
         visible = tf.math.divide_no_nan(_area(boxes), areas * area_factor)
         truncated = tf.where(truncated < 0, truncated,
                              1.0 - (1.0 - truncated) * tf.clip_by_value(visible, 0.0, 1.0))
