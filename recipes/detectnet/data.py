@@ -37,7 +37,6 @@ from recipes.detectnet import targets as ground_truth
 # "no box": padding rows and boxes moved out of the image)
 PADDING, OTHER, TARGET, DONTCARE = -1.0, 0.0, 1.0, 2.0
 FITS = ("pad", "resize", "none")
-_BOX_TOLERANCE = 1.0  # pixels: KITTI's inclusive right/bottom may reach the size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,19 +85,6 @@ def _image_size(path, verify):
     except Exception as error:  # PIL raises many types for bad files
         raise ValueError(f"Image {path!r} is unreadable or truncated: {error}") from None
     return height, width
-
-
-def _check_boxes(label_path, objects, file_size):
-    height, width = file_size
-    lines = [n for n, line in enumerate(open(label_path, encoding="utf-8"), 1) if line.strip()]
-    for line_number, obj in zip(lines, objects, strict=True):
-        left, top, right, bottom = obj.bbox
-        if (left < -_BOX_TOLERANCE or top < -_BOX_TOLERANCE or right > width + _BOX_TOLERANCE
-                or bottom > height + _BOX_TOLERANCE):  # fmt: skip
-            raise ValueError(
-                f"{label_path}:{line_number}: box {obj.bbox} lies outside its "
-                f"{width}x{height} image (width x height)."
-            )
 
 
 def _fitted(objects, file_size, image_size, fit, image_path):
@@ -173,9 +159,8 @@ def scan(kitti_root, image_size, split="training", fit="pad", limit=None, verify
         pairs = pairs[: int(limit)]
     examples = []
     for count, (image_path, label_path) in enumerate(pairs, start=1):
-        objects = kitti.read_labels(label_path)
         file_size = _image_size(image_path, verify)
-        _check_boxes(label_path, objects, file_size)
+        objects = kitti.read_labels(label_path, file_size)
         objects = _fitted(objects, file_size, image_size, fit, image_path)
         examples.append(Example(image_path, label_path, file_size, objects))
         if print_fn and (count % 1000 == 0 or count == len(pairs)) and len(pairs) >= 1000:

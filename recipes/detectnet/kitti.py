@@ -163,17 +163,22 @@ def format_line(obj):
     return " ".join(fields + [_format_number(v) for v in numbers])
 
 
-def read_labels(path):
+def read_labels(path, image_size=None, tolerance=1.0):
     """Reads a KITTI label file (blank lines are skipped).
 
     Args:
         path: Path of a `.txt` label file.
+        image_size: `(height, width)` of its image: every box must lie
+            inside it (within `tolerance` pixels; KITTI's inclusive
+            right/bottom may reach the size). None: not checked.
+        tolerance: See `image_size`.
 
     Returns:
         A list of `KittiObject`, in file order.
 
     Raises:
-        ValueError: For a malformed line, naming the file and line number.
+        ValueError: For a malformed line or a box outside the image, naming
+            the file and line number.
 
     Example:
 
@@ -182,13 +187,28 @@ def read_labels(path):
     >>> write_labels(path, [KittiObject("Car", 0.0, 0, 0.0, (1, 2, 3, 4))])
     >>> [o.bbox for o in read_labels(path)]
     [(1.0, 2.0, 3.0, 4.0)]
+    >>> read_labels(path, image_size=(2, 8))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...000000.txt:1: box (1.0, 2.0, 3.0, 4.0) lies outside its 8x2 image ...
     """
     with open(path, encoding="utf-8") as handle:
-        return [
-            parse_line(line, path, number)
+        numbered = [
+            (number, parse_line(line, path, number))
             for number, line in enumerate(handle, start=1)
             if line.strip()
         ]
+    if image_size is not None:  # after every line parsed: a malformed line is named first
+        height, width = image_size
+        for number, obj in numbered:
+            left, top, right, bottom = obj.bbox
+            if (min(left, top) < -tolerance or right > width + tolerance
+                    or bottom > height + tolerance):  # fmt: skip
+                raise ValueError(
+                    f"{path}:{number}: box {obj.bbox} lies outside its "
+                    f"{width}x{height} image (width x height)."
+                )
+    return [obj for _, obj in numbered]
 
 
 def write_labels(path, objects):
