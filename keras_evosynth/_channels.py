@@ -110,7 +110,7 @@ def channels(spec):
     return int(shape[-1])
 
 
-def _channels_last(layer):
+def channels_last(layer):
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
@@ -124,7 +124,7 @@ def classify(node, specs, shared):
         return "fixed", f"operation {name} (not a layer)"
     if None in ins or None in outs or len(outs) != 1 or not ins:
         return "fixed", "tensors without a known channel axis"
-    if not _channels_last(layer):
+    if not channels_last(layer):
         return "fixed", f"data_format={layer.data_format}"
     kind = type(layer)
     if kind in PLAIN_CLASS:

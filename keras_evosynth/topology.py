@@ -103,10 +103,6 @@ class ChannelGraph:
     output_producers: set
 
 
-def _channels_last(layer):
-    return getattr(layer, "data_format", "channels_last") == "channels_last"
-
-
 def _stack_alternatives(parts):
     """Stacks per-input `Sources` along the channel axis (Concatenate)."""
     depth = max(p.producer.shape[0] for p in parts)
@@ -191,7 +187,7 @@ def tensor_sources(model, graph=None):
     for node in graph.nodes:
         layer = node.layer
         if isinstance(layer, EvoLayer):
-            if not _channels_last(layer) or id(layer) not in index_of or len(node.inputs) != 1:
+            if not ch.channels_last(layer) or id(layer) not in index_of or len(node.inputs) != 1:
                 continue  # its output stays unknown
             src, i = sources_of(node.inputs[0]), index_of[id(layer)]
             if src is not None:  # a shared layer: the alternatives of every call

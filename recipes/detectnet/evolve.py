@@ -158,8 +158,9 @@ def tflite_scores(images, labels, scale):
     return evaluate
 
 
-def ancestor_model(values, print_fn=print):
-    """Trains the ancestor into `out_dir/ancestor` or loads it from there."""
+def ancestor_model(values, print_fn=print, data_sources=None):
+    """Trains the ancestor into `out_dir/ancestor` or loads it from there
+    (`data_sources`: `train.sources(values)`, when the caller has them)."""
     path = os.path.join(values.out_dir, "ancestor", "model.keras")
     if os.path.exists(path):
         print_fn(f"ancestor: loading {path}")
@@ -167,7 +168,7 @@ def ancestor_model(values, print_fn=print):
     settings = train_settings(values)
     settings.out_dir = os.path.dirname(path)
     print_fn(f"ancestor: training {values.epochs} epochs -> {path}")
-    train.run(settings, print_fn=print_fn)
+    train.run(settings, print_fn=print_fn, data_sources=data_sources)
     # reloaded, so that its variables belong to no tf.distribute strategy
     # (the lineages build under their own)
     return keras.models.load_model(path)
@@ -179,12 +180,11 @@ def train_settings(values):
     return types.SimpleNamespace(**{name: getattr(values, name) for name in train.SETTINGS})
 
 
-def sensitivity_data(source, image_size, count=128):
+def sensitivity_data(source, image_size, fit="pad", count=128):
     """`(images, targets)` arrays of the first `count` training examples,
     unaugmented (the latency pressure's Taylor sensitivity)."""
-    head = source[:count] if isinstance(source, list) else (source[0][:count], source[1][:count])
-    grid = targets.encode_batch(data.labels_of(head), image_size)
-    images = data.images_of(head, image_size).astype("float32")
+    grid = targets.encode_batch(data.labels_of(source)[:count], image_size)
+    images = data.images_of(source, image_size, count, fit).astype("float32")
     return images, {"coverage": grid, "bboxes": grid}
 
 
@@ -219,7 +219,7 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
         precision=precision,
         environment=environment_for(
             values.synthesis, values.keep, latency_table, values.adaptive,
-            sensitivity_data(train_source, size)
+            sensitivity_data(train_source, size, values.fit)
             if values.sensitivity and values.synthesis == "latency" else None),
         monitor="detection_mAP",
         mode="max",
@@ -295,9 +295,9 @@ def main(argv):
     check_evolution_flags(values)
     quiet_tensorflow(values.verbose)
     os.makedirs(values.out_dir, exist_ok=True)
-    ancestor = ancestor_model(values)
+    sources = train.sources(values, print)  # scanned once, for the ancestor and the lineages
+    ancestor = ancestor_model(values, data_sources=sources)
     size = (values.image_height, values.image_width)
-    sources = train.sources(values, print)
     keras.mixed_precision.set_global_policy(values.mixed_precision)
     strategy = distribution_strategy(values.strategy)
     table = None
@@ -317,7 +317,7 @@ def main(argv):
     xv = data.images_of(sources[1], size, fit=values.fit).astype("float32")
     yv, scale = data.labels_of(sources[1]), scoring.kitti_scale(size[0])
     rows = lineage_table.build_table(
-        ancestor, lineages, representative=x[:64], out_dir=values.out_dir,
+        ancestor, lineages, representative=x, out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
         baselines=tfmot_baseline(ancestor, lineages, values), space_to_depth=table,
         metric_name="DIGITS mAP",

@@ -206,7 +206,7 @@ def _read_rows(path):
     return {row["epoch"]: row for row in rows}
 
 
-def run(settings, print_fn=print):
+def run(settings, print_fn=print, data_sources=None):
     """Trains and scores one DetectNet; writes `model.keras` and `metrics.json`.
 
     Training streams the data (`recipes.detectnet.data`), augments it as
@@ -220,6 +220,8 @@ def run(settings, print_fn=print):
         settings: An object with the attributes named in `SETTINGS` (the
             flags, or e.g. a `types.SimpleNamespace`); checked first.
         print_fn: Called with one progress line per epoch (None: silent).
+        data_sources: `sources(settings)` when the caller has them already
+            (a KITTI folder is then not scanned twice).
 
     Returns:
         `(model, history)`: the trained model and one score dict per epoch
@@ -245,7 +247,7 @@ def run(settings, print_fn=print):
     from recipes.detectnet.model import detectnet
 
     size = (settings.image_height, settings.image_width)
-    train_source, val_source = sources(settings, print_fn)
+    train_source, val_source = data_sources or sources(settings, print_fn)
     kind = "generated in memory" if settings.kitti_root is None else "streamed"
     print_fn(f"data: {len(data.labels_of(train_source))} training, "
              f"{len(data.labels_of(val_source))} validation images of {size[1]}x{size[0]} "
