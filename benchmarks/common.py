@@ -50,7 +50,8 @@ def detectnet_default(out_dir, seed):
     evolve.define_flags(values)
     values(["benchmark"])
     values.out_dir, values.seed = out_dir, seed
-    values.augment = False  # the setting of the recorded results (before augmentation existed)
+    # the settings of the recorded results (before augmentation and --plateau existed)
+    values.augment, values.epochs, values.plateau = False, 15, 0
     ancestor = evolve.ancestor_model(values)
     size = (values.image_height, values.image_width)
     x, y, xv, yv = train.generated_scenes(size, values.num_train, values.num_val, values.seed)

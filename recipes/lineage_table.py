@@ -141,6 +141,7 @@ def build_table(
     baselines=(),
     space_to_depth=None,
     metric_name="metric",
+    within=None,
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -166,6 +167,10 @@ def build_table(
             against, so that the rows deploy what it predicted).
         metric_name: What `evaluate`'s `"metric"` is (e.g. `"DIGITS mAP"`),
             for the plot's axes.
+        within: With it, `headline(rows, within)` (the best generation
+            within that much of the float32 ancestor's metric, against
+            `TARGETS`) is logged, written under the table and stored in the
+            JSON as `"headline"`.
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -224,24 +229,78 @@ def build_table(
         if row["latency_ms"]:
             row["speedup_vs_float32"] = float_ms / row["latency_ms"]
             row["speedup_vs_int8"] = int8_ms / row["latency_ms"]
-    write_table(rows, out_dir, report, extra_columns, rates, metric_name)
+    summary = None if within is None else headline(rows, within)
+    if summary:
+        log(summary["summary"])
+    write_table(rows, out_dir, report, extra_columns, rates, metric_name, summary)
     return rows
 
 
+# the seed's DetectNet headline: >= 10x fewer synapses, >= 5x faster than the
+# float32 ancestor, >= 2.5x faster than the int8 ancestor, at preserved accuracy
+TARGETS = {"synaptic_efficiency": 10.0, "speedup_vs_float32": 5.0, "speedup_vs_int8": 2.5}
+
+
+def headline(rows, within, targets=TARGETS):
+    """The best evolved row whose metric is within `within` of the float32
+    ancestor's (the fastest against the float32 ancestor; fewer synapses on a
+    tie), checked against `targets` (`{column: minimum}`).
+
+    Example:
+
+    >>> rows = [{"lineage": "ancestor-float32", "generation": 0, "metric": 60.0},
+    ...         {"lineage": "int8", "generation": 1, "metric": 59.5, "synapses": 40,
+    ...          "synaptic_efficiency": 10.5, "speedup_vs_float32": 4.0, "speedup_vs_int8": 1.5},
+    ...         {"lineage": "int8", "generation": 2, "metric": 55.0, "synapses": 20,
+    ...          "synaptic_efficiency": 21.0, "speedup_vs_float32": 6.0, "speedup_vs_int8": 2.6}]
+    >>> result = headline(rows, within=1.0)
+    >>> result["row"]["generation"], result["met"], result["checks"]["synaptic_efficiency"]
+    (1, False, True)
+    >>> result["summary"].split(": ")[1]
+    'int8 generation 1 at 59.5'
+    >>> result["summary"].split(", ")[1]
+    'speedup_vs_float32 4.00x (>= 5x: missed)'
+    """
+    reference = next(r["metric"] for r in rows if r["lineage"] == "ancestor-float32")
+    evolved = [r for r in rows if not r["lineage"].startswith(("ancestor", "tfmot"))
+               and r.get("speedup_vs_float32") and r["metric"] >= reference - within]
+    result = {"reference_metric": reference, "within": within, "targets": dict(targets)}
+    if not evolved:
+        result.update(row=None, met=False, summary=(
+            f"no evolved generation within {within:g} of the float32 ancestor ({reference:.1f})"))
+        return result
+    best = max(evolved, key=lambda r: (r["speedup_vs_float32"], -r["synapses"]))
+    checks = {k: best[k] >= v for k, v in targets.items()}
+    parts = [f"{k} {best[k]:.2f}x (>= {v:g}x: {'met' if checks[k] else 'missed'})"
+             for k, v in targets.items()]
+    result.update(row={k: best.get(k) for k in ("lineage", "generation", "metric", "synapses",
+                                                  "latency_ms", *targets)},
+                  checks=checks, met=all(checks.values()),
+                  summary=(f"best within {within:g} of the float32 ancestor ({reference:.1f}): "
+                           f"{best['lineage']} generation {best['generation']} at "
+                           f"{best['metric']:.1f}: " + ", ".join(parts)))  # fmt: skip
+    return result
+
+
 def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=None,
-                metric_name="metric"):
+                metric_name="metric", summary=None):
     """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`
     (the metric, named `metric_name`, against synapses and against measured
     latency, one curve per lineage, the ancestors as reference points).
 
     `rollback_rates`: `{lineage: rate}` (see `rollbacks`), listed under the
-    table and stored in the JSON."""
+    table and stored in the JSON; `summary`: e.g. `headline(rows, ...)`,
+    stored in the JSON and its `"summary"` line written under the table."""
     with open(os.path.join(out_dir, "lineage.md"), "w") as f:
         f.write(markdown_table(rows, extra=extra_columns) + "\n")
         if rollback_rates:
             rates = ", ".join(f"{k} {v:.0%}" for k, v in rollback_rates.items())
             f.write(f"\nrollback rate (rolled-back / trained offspring): {rates}\n")
+        if summary:
+            f.write(f"\n{summary['summary']}\n")
     payload = {"rows": rows}
+    if summary:
+        payload["headline"] = summary
     if rollback_rates:
         payload["rollback_rate"] = dict(rollback_rates)
     if report is not None:

@@ -22,7 +22,7 @@ def _flags(**overrides):
                   epochs=1, batch_size=2, learning_rate=1e-3, kitti_root=None,
                   batch_norm="all", seed=0, out_dir="unused", augment=False, fit="pad",
                   cache="none", strategy="none", mixed_precision="float32",
-                  tensorboard=False)  # fmt: skip
+                  tensorboard=False, plateau=0)  # fmt: skip
     assert set(values) == set(SETTINGS)
     values.update(overrides)
     return types.SimpleNamespace(**values)
@@ -46,6 +46,44 @@ def test_check_flags(overrides, message):
     with pytest.raises(ValueError, match=message):
         check_flags(_flags(**overrides))
     check_flags(_flags())
+
+
+def test_plateau_cuts_the_rate_stops_and_keeps_the_best_epoch(tmp_path, monkeypatch):
+    """Scripted validation mAPs 10, 30, 30.5, 30.2 with --plateau=1: epoch 3
+    gains less than PLATEAU_DELTA (the rate drops 0.3x), epoch 4 is the second
+    epoch without a gain (training stops), and the weights are epoch 2's."""
+    from recipes.detectnet import callbacks, evaluate
+
+    maps, seen = iter([10.0, 30.0, 30.5, 30.2]), []
+    real = callbacks.detection_scores
+
+    def scripted(model, source, *args):
+        value = next(maps, None)
+        if value is None:  # the training-image check after fit
+            return real(model, source, *args)
+        seen.append([w.copy() for w in model.get_weights()])
+        result = evaluate.score({"coverage": np.zeros((3, 4, 6, 1)),
+                                 "bboxes": np.zeros((3, 4, 6, 4))}, [[]] * 3)  # fmt: skip
+        return dict(result, mAP=value)
+
+    monkeypatch.setattr(callbacks, "detection_scores", scripted)
+    lines = []
+    model, history = run(_flags(width=0.0625, num_train=6, num_val=3, epochs=10, batch_size=3,
+                                plateau=1, out_dir=str(tmp_path)), print_fn=lines.append)
+    assert [row["mAP"] for row in history] == [10.0, 30.0, 30.5, 30.2]
+    np.testing.assert_allclose([row["learning_rate"] for row in history],
+                               [1e-3, 1e-3, 1e-3, 3e-4], rtol=1e-6)  # fmt: skip
+    for kept, final in zip(seen[1], model.get_weights(), strict=True):
+        np.testing.assert_array_equal(kept, final)
+    with open(tmp_path / "metrics.json") as handle:
+        convergence = json.load(handle)["convergence"]
+    assert convergence == {
+        "plateau": 1, "kept_epoch": 2, "kept_mAP": 30.0, "epochs_run": 4, "stopped_early": True,
+        "summary": "plateau: stopped after epoch 4, no 1-point gain in 2 epochs; keeping epoch 2 "
+                   "(mAP 30.0)"}  # fmt: skip
+    assert convergence["summary"] in lines
+    with pytest.raises(ValueError, match="--plateau must be >= 0"):
+        check_flags(_flags(plateau=-1))
 
 
 def test_kitti_sources_split_in_order_and_count(tmp_path):
@@ -113,11 +151,13 @@ def test_streamed_run_killed_resumes_and_loads_in_a_fresh_process(tmp_path):
     assert lines[1] == f"resuming from {out / 'backup'}"
     assert [row["epoch"] for row in history] == [1, 2, 3]
     assert sum(line.startswith("epoch ") for line in lines) == 3 - done  # none redone
-    assert lines[-2].startswith("epoch 3/3: loss")
+    assert lines[-3].startswith("epoch 3/3: loss")
+    assert lines[-2].startswith("DIGITS mAP on 2 training images (unaugmented): ")
     assert not (out / "backup").exists() and (out / "model.keras").exists()
     with open(out / "metrics.json") as handle:
         metrics = json.load(handle)
     assert metrics["settings"]["width"] == 0.0625 and metrics["epochs"] == history
+    assert 0 <= metrics["train_scores"]["mAP"] <= 100 and "convergence" not in metrics
     for row in history:
         assert np.isfinite(row["loss"]) and 0 <= row["mAP"] <= 100
         assert set(row) >= {"precision", "recall", "ap_easy", "ap_moderate", "ap_hard"}

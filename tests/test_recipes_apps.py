@@ -109,6 +109,7 @@ def test_detectnet_evolve_tiny_run(tmp_path):
     result = run_app(
         "recipes.detectnet.evolve", "--num_train=20", "--num_val=6", "--epochs=1",
         "--generations=1", "--epochs_per_generation=1", "--fitness_epochs=1", "--precisions=int4",
+        "--synthesis=filters",
         "--image_height=64", "--image_width=96", "--width=0.125", "--runs=5", "--tfmot=off",
         f"--out_dir={tmp_path}",
     )  # fmt: skip

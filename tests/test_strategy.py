@@ -127,7 +127,7 @@ values(["evolve", "--image_height=64", "--image_width=96", "--width=0.0625", "--
         "--num_val=3", "--epochs=1", "--batch_size=4", "--generations=1",
         "--epochs_per_generation=1", "--fitness_epochs=1", "--strategy=mirrored",
         "--mixed_precision=mixed_bfloat16", "--tfmot=off", "--out_dir=" + out,
-        "--kitti_root=" + out + "/kitti", "--precisions=int8"])
+        "--kitti_root=" + out + "/kitti", "--precisions=int8", "--synthesis=filters"])
 ancestor = evolve.ancestor_model(values, print_fn=print)
 sources = train.sources(values)
 strategy = distribution_strategy("mirrored")

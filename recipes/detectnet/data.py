@@ -181,6 +181,20 @@ def labels_of(source):
     return [list(example.objects) for example in source]
 
 
+def first(source, count):
+    """The source's first `count` examples, as a source of the same kind.
+
+    Example:
+
+    >>> images, labels = first((np.zeros((3, 16, 16, 3), np.uint8), [[], [], []]), 2)
+    >>> images.shape, len(labels)
+    ((2, 16, 16, 3), 2)
+    """
+    if isinstance(source, tuple):
+        return source[0][:count], source[1][:count]
+    return source[:count]
+
+
 def _check_source(source):
     if isinstance(source, tuple):
         if len(source) != 2 or len(source[0]) != len(source[1]):
@@ -329,6 +343,5 @@ def images_of(source, image_size, limit=None, fit="pad"):
     _check_source(source)
     if isinstance(source, tuple):
         return np.asarray(source[0][:limit])
-    head = source[:limit]
-    ds = dataset(head, image_size, 16, targets=False, fit=fit)
+    ds = dataset(first(source, limit), image_size, 16, targets=False, fit=fit)
     return np.concatenate([batch.numpy() for batch in ds]).astype(np.uint8)

@@ -9,8 +9,11 @@ Without `--kitti_root` it trains on generated KITTI-format scenes
 validation). With it, the first `--num_train` images of
 `training/image_2` train and the next `--num_val` validate (padded to the
 image size, as DIGITS pads KITTI to 1248x384). Prints the scores after every
-epoch; writes `metrics.json` (per-epoch scores and the settings) and
-`model.keras` to `--out_dir`.
+epoch; writes `metrics.json` (per-epoch scores, the settings, the same scores
+on as many training images, and with `--plateau` where it converged) and
+`model.keras` to `--out_dir`. `--plateau=4 --epochs=60` trains to
+convergence: 4 epochs without a 1-point mAP gain cut the learning rate, 4
+more stop training, and the best epoch's weights are kept.
 """
 
 import json
@@ -24,7 +27,11 @@ from recipes.detectnet import data
 
 SETTINGS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
             "num_val", "epochs", "batch_size", "learning_rate", "seed", "out_dir", "augment",
-            "fit", "cache", "strategy", "mixed_precision", "tensorboard")  # fmt: skip
+            "fit", "cache", "strategy", "mixed_precision", "tensorboard", "plateau")  # fmt: skip
+# --plateau: an epoch "improves" when the validation DIGITS mAP beats the best so far by
+# this many points (the epoch-to-epoch noise of a 200-500 scene validation set is ~2-3)
+PLATEAU_DELTA = 1.0
+PLATEAU_FACTOR = 0.3  # learning-rate multiplier after the first plateau
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -50,7 +57,12 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_enum("batch_norm", "all", ["lrn", "all", "none"], "Where to normalise.", **define)
     flags.DEFINE_integer("num_train", 1000, "Training images.", **define)
     flags.DEFINE_integer("num_val", 200, "Validation images.", **define)
-    flags.DEFINE_integer("epochs", 15, "Training epochs.", **define)
+    flags.DEFINE_integer("epochs", 15, "Training epochs (with --plateau: at most).", **define)
+    flags.DEFINE_integer("plateau", 0, "Train to convergence: after this many epochs without a "
+                         f"{PLATEAU_DELTA:g}-point gain in validation DIGITS mAP the learning "
+                         f"rate drops {1 / PLATEAU_FACTOR:.1f}x; after as many more, training "
+                         "stops and keeps the best epoch's weights. 0: exactly --epochs.",
+                         **define)  # fmt: skip
     flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).", **define)
     flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate (DIGITS: 2e-4).", **define)
     flags.DEFINE_integer("seed", 0, "Seed of the scenes and the initial weights.", **define)
@@ -98,6 +110,8 @@ def check_flags(values):
     for name in ("num_train", "num_val", "epochs", "batch_size"):
         if getattr(values, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(values, name)}.")
+    if getattr(values, "plateau", 0) < 0:
+        raise ValueError(f"--plateau must be >= 0 (0: off), got {values.plateau}.")
     if not 0 < values.learning_rate < 1:
         raise ValueError(f"--learning_rate must be in (0, 1), got {values.learning_rate}.")
     if values.kitti_root is not None and not os.path.isdir(values.kitti_root):
@@ -206,6 +220,30 @@ def _read_rows(path):
     return {row["epoch"]: row for row in rows}
 
 
+def convergence(history, kept_epoch, stopped, plateau):
+    """What `--plateau` did: which epoch's weights the model keeps (the best
+    since the run started or resumed), where training ended, and whether it
+    plateaued before `--epochs`.
+
+    Example:
+
+    >>> rows = [{"epoch": e, "mAP": m} for e, m in enumerate([10, 30, 31, 30.5], 1)]
+    >>> convergence(rows, kept_epoch=3, stopped=False, plateau=1)["summary"]
+    'plateau: none within 4 epochs (raise --epochs); keeping epoch 3 (mAP 31.0)'
+    """
+    kept = next((row for row in history if row["epoch"] == kept_epoch), {})
+    result = {"plateau": plateau, "kept_epoch": kept_epoch, "kept_mAP": kept.get("mAP"),
+              "epochs_run": len(history), "stopped_early": stopped}  # fmt: skip
+    score = "no score" if kept.get("mAP") is None else f"mAP {kept['mAP']:.1f}"
+    where = f"keeping epoch {kept_epoch} ({score})"
+    if stopped:
+        result["summary"] = (f"plateau: stopped after epoch {len(history)}, no "
+                             f"{PLATEAU_DELTA:g}-point gain in {2 * plateau} epochs; {where}")
+    else:
+        result["summary"] = f"plateau: none within {len(history)} epochs (raise --epochs); {where}"
+    return result
+
+
 def run(settings, print_fn=print, data_sources=None):
     """Trains and scores one DetectNet; writes `model.keras` and `metrics.json`.
 
@@ -224,8 +262,9 @@ def run(settings, print_fn=print, data_sources=None):
             (a KITTI folder is then not scanned twice).
 
     Returns:
-        `(model, history)`: the trained model and one score dict per epoch
-        (`evaluate.score` plus `epoch`, `loss`, `seconds`).
+        `(model, history)`: the trained model (with `settings.plateau`, the
+        weights of its best epoch) and one score dict per epoch
+        (`evaluate.score` plus `epoch`, `loss`, `learning_rate`, `seconds`).
 
     Example (trains for a few seconds):
 
@@ -234,7 +273,7 @@ def run(settings, print_fn=print, data_sources=None):
     ...     image_width=96, width=0.0625, batch_norm="all", num_train=4, num_val=2,
     ...     epochs=1, batch_size=2, learning_rate=1e-3, seed=0, out_dir="/tmp/dn",
     ...     augment=True, fit="pad", cache="none", strategy="none",
-    ...     mixed_precision="float32", tensorboard=False)
+    ...     mixed_precision="float32", tensorboard=False, plateau=0)
     >>> model, history = run(settings, print_fn=None)  # doctest: +SKIP
     """
     check_flags(settings)
@@ -243,7 +282,7 @@ def run(settings, print_fn=print, data_sources=None):
 
     from recipes.apputil import distribution_strategy
     from recipes.detectnet import evaluate, losses
-    from recipes.detectnet.callbacks import DetectionScore
+    from recipes.detectnet.callbacks import DetectionScore, detection_scores
     from recipes.detectnet.model import detectnet
 
     size = (settings.image_height, settings.image_width)
@@ -269,6 +308,7 @@ def run(settings, print_fn=print, data_sources=None):
 
     def on_epoch(epoch, result, logs):
         result.update(epoch=epoch + 1, loss=float(logs.get("loss", float("nan"))),
+                      learning_rate=float(model.optimizer.learning_rate),
                       seconds=time.time() - timer.pop("start", time.time()))  # fmt: skip
         row = {k: None if v != v else v for k, v in result.items()}  # NaN -> null
         with open(rows_path, "a") as handle:
@@ -291,6 +331,13 @@ def run(settings, print_fn=print, data_sources=None):
         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
         DetectionScore(val_source, size, evaluate.kitti_scale(size[0]), settings.fit, on_epoch),
     ]
+    plateau = getattr(settings, "plateau", 0)
+    if plateau:  # after DetectionScore, which puts detection_mAP into the logs
+        common = {"monitor": "detection_mAP", "mode": "max", "min_delta": PLATEAU_DELTA}
+        stopping = keras.callbacks.EarlyStopping(patience=2 * plateau,
+                                                 restore_best_weights=True, **common)
+        callbacks += [keras.callbacks.ReduceLROnPlateau(factor=PLATEAU_FACTOR, patience=plateau,
+                                                        **common), stopping]  # fmt: skip
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(settings.out_dir, "logs")))
     _drop_torn_backup(backup, print_fn)
@@ -300,9 +347,19 @@ def run(settings, print_fn=print, data_sources=None):
               callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles
     rows = _read_rows(rows_path)
     history = [rows[epoch] for epoch in sorted(rows)]
-    model.save(os.path.join(settings.out_dir, "model.keras"))
-    record = {"settings": {name: getattr(settings, name) for name in SETTINGS},
+    record = {"settings": {name: getattr(settings, name, None) for name in SETTINGS},
               "epochs": history}  # fmt: skip
+    if plateau:
+        record["convergence"] = convergence(history, stopping.best_epoch + 1,
+                                            stopping.stopped_epoch > 0, plateau)  # fmt: skip
+        print_fn(record["convergence"]["summary"])
+    # over-fitting check: the same score on as many training images, not augmented
+    record["train_scores"] = detection_scores(
+        model, data.first(train_source, len(data.labels_of(val_source))), size,
+        evaluate.kitti_scale(size[0]), settings.fit)  # fmt: skip
+    print_fn(f"DIGITS mAP on {len(data.labels_of(val_source))} training images (unaugmented): "
+             f"{record['train_scores']['mAP']:.1f}")
+    model.save(os.path.join(settings.out_dir, "model.keras"))
     with open(os.path.join(settings.out_dir, "metrics.json"), "w") as handle:
         json.dump(record, handle, indent=1)
     print_fn(f"wrote {settings.out_dir}/model.keras and metrics.json")
