@@ -46,6 +46,7 @@ def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
         (["--kitti_root=/nonexistent"], "is not a directory"),
         (["--ray_address=auto"], "pass --population > 1"),
         (["--strategy=multi_worker"], "keras-team/keras#20585"),
+        (["--synthesis=latency", "--nolatency_table"], "--synthesis=latency needs"),
     ],
 )
 def test_detectnet_evolve_checks_every_flag_before_work(args, message):
@@ -109,7 +110,7 @@ def test_detectnet_evolve_tiny_run(tmp_path):
     result = run_app(
         "recipes.detectnet.evolve", "--num_train=20", "--num_val=6", "--epochs=1",
         "--generations=1", "--epochs_per_generation=1", "--fitness_epochs=1", "--precisions=int4",
-        "--synthesis=filters",
+        "--synthesis=filters", "--nolatency_table",
         "--image_height=64", "--image_width=96", "--width=0.125", "--runs=5", "--tfmot=off",
         f"--out_dir={tmp_path}",
     )  # fmt: skip

@@ -1,27 +1,31 @@
 """The experiment: evolutionary synthesis of DetectNet under precision sweeps.
 
-    python -m recipes.detectnet.evolve                      # CPU default, ~25 min on 2 cores
-    python -m recipes.detectnet.evolve --precisions=float32,int8,int4,int2   # the full sweep
-    python -m recipes.detectnet.evolve --precisions=int4 --generations=6 --out_dir=runs/dn4
+    python -m recipes.detectnet.evolve --quick              # smoke run, ~10 min on 2 cores
+    python -m recipes.detectnet.evolve                      # the experiment (see README)
+    python -m recipes.detectnet.evolve --precisions=int4 --synthesis=filters --out_dir=runs/dn4
 
-1. Trains the float32 ancestor (`recipes.detectnet.train.run`: width-0.25
-   GoogLeNet DetectNet on generated 384x128 KITTI-format scenes by default,
-   or `--kitti_root`), or loads it from `--out_dir/ancestor/model.keras`.
-2. For each precision of `--precisions`, evolves it with `EvolutionCallback`
-   (fitness: DIGITS mAP on the 500 validation images, computed every epoch,
-   averaged over the last `--fitness_epochs` of each retraining, generation 0
-   included; rollback past `--tolerance` mAP points; the coverage/bbox heads
-   protected), each offspring keeping `--keep` of its parent's MACs
-   (`--synthesis=filters`) or of its predicted int8 LiteRT latency
-   (`--synthesis=latency`: a `LatencyTable` measured once on this host, cached
-   in `--out_dir`); with `--adaptive` (default) the cut grows after an
-   accepted offspring and halves after a rollback. The lineage table shows
-   each row's `mAP_spread` (bootstrap standard deviation over the validation
-   images): choose `--tolerance` above it.
+1. Trains the float32 ancestor until its validation mAP plateaus
+   (`recipes.detectnet.train.run`, `--plateau=4`, at most `--epochs=60`:
+   width-0.25 GoogLeNet DetectNet on generated 384x128 KITTI-format scenes by
+   default, or `--kitti_root`), or loads it from `--out_dir/ancestor/model.keras`.
+2. For each precision of `--precisions` (default float32, int8, int4, int2),
+   evolves it with `EvolutionCallback` (fitness: DIGITS mAP on the 500
+   validation images, computed every epoch, averaged over the last
+   `--fitness_epochs` of each retraining, generation 0 included; rollback past
+   `--tolerance` mAP points; the coverage/bbox heads protected), each
+   offspring keeping `--keep` of its parent's predicted int8 LiteRT latency
+   (`--synthesis=latency`, the default: a `LatencyTable` measured once on
+   this host, cached in `--out_dir`, with the Taylor `--sensitivity`) or of
+   its MACs (`--synthesis=filters`); with `--adaptive` (default) the cut grows
+   after an accepted offspring and halves after a rollback. The lineage table
+   shows each row's `mAP_spread` (bootstrap standard deviation over the
+   validation images): choose `--tolerance` above it.
 3. Compacts and exports every accepted generation to int8 LiteRT, scores the
    *converted* flatbuffer (DIGITS mAP, KITTI AP) and benchmarks all of them
    against the float32 and int8 ancestors (`recipes.lineage_table`):
-   `--out_dir/lineage.{md,json,png}`.
+   `--out_dir/lineage.{md,json,png}`, with the headline (the fastest
+   generation within 1 mAP point of the float32 ancestor against the
+   targets) under the table.
 4. With `--tfmot` (auto: when tensorflow-model-optimization is installed),
    adds the tfmot baseline to the same table: the ancestor magnitude-pruned
    by tfmot to the synapse count of the smallest evolved generation, then
@@ -83,7 +87,7 @@ def define_flags(flag_values=flags.FLAGS):
     >>> values = flags.FlagValues()
     >>> define_flags(values)
     >>> values["precisions"].default, values["synthesis"].default, values["plateau"].default
-    (['float32', 'int8', 'int4', 'int2'], 'latency', 4)
+    (['float32', 'int8', 'int4', 'int2'], 'filters', 4)
     """
     train.define_flags(flag_values)
     flag_values.set_default("out_dir", "runs/detectnet_evolve")
@@ -98,12 +102,16 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_list("precisions", ["float32", "int8", "int4", "int2"], "Synaptic precisions, "
                       "one lineage each.", **define)  # fmt: skip
     flags.DEFINE_integer("generations", 6, "Offspring per lineage.", **define)
-    flags.DEFINE_integer("epochs_per_generation", 3, "Retraining epochs per offspring.", **define)
-    flags.DEFINE_float("finetune_learning_rate", 3e-4, "Adam rate of the offspring.", **define)
-    flags.DEFINE_float("keep", 0.8, "Fraction of the parent's predicted latency (or MACs, "
-                       "--synthesis=filters) each offspring keeps.",
+    flags.DEFINE_integer("epochs_per_generation", 4, "Retraining epochs per offspring.", **define)
+    flags.DEFINE_float("finetune_learning_rate", 3e-4, "Adam rate at the start of each "
+                       "retraining (generation 0 too).", **define)  # fmt: skip
+    flags.DEFINE_float("finetune_decay", 0.5, "The rate is multiplied by this after every epoch "
+                       "of a retraining, so that its last epochs (the fitness) train as slowly "
+                       "as the converged ancestor's; 1: constant.", **define)  # fmt: skip
+    flags.DEFINE_float("keep", 0.8, "Fraction of the parent's MACs (or predicted latency, "
+                       "--synthesis=latency) each offspring keeps.",
                        **define)  # fmt: skip
-    flags.DEFINE_enum("synthesis", "latency", list(SYNTHESIS), "See recipes.apputil.", **define)
+    flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "See recipes.apputil.", **define)
     flags.DEFINE_float("tolerance", 3.0, "Rollback past this loss of DIGITS mAP points.", **define)
     flags.DEFINE_integer("fitness_epochs", 2, "Fitness: mean DIGITS mAP of the last this many "
                          "epochs of each retraining (<= --epochs_per_generation).", **define)
@@ -116,6 +124,11 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("adaptive", True, "Adaptive step: the cut grows 1.5x after an accepted "
                       "offspring and halves after a rollback (ResourceTarget(adaptive=True)); "
                       "off: every generation cuts to --keep, halved per rollback.", **define)
+    flags.DEFINE_bool("latency_table", True, "Measure this host's int8 LiteRT latency table "
+                      "(cached in --out_dir) with any --synthesis: the lineage records get its "
+                      "predicted latency, and the export rewrites strided stems space-to-depth "
+                      "where it measured that faster. --synthesis=latency needs it.",
+                      **define)  # fmt: skip
     flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", **define)
     flags.DEFINE_enum("tfmot", "auto", ["auto", "on", "off"], "Add the tfmot baseline (magnitude "
                       "pruning + int8, own process) at the synapse count of the smallest evolved "
@@ -161,9 +174,13 @@ def check_evolution_flags(values):
                          f"--epochs_per_generation ({values.epochs_per_generation}).")
     if not 0 < values.keep < 1:
         raise ValueError(f"--keep must be in (0, 1), got {values.keep}.")
+    if not 0 < values.finetune_decay <= 1:
+        raise ValueError(f"--finetune_decay must be in (0, 1], got {values.finetune_decay}.")
     if not 0 < values.finetune_learning_rate < 1:
         raise ValueError(f"--finetune_learning_rate must be in (0, 1), got "
                          f"{values.finetune_learning_rate}.")  # fmt: skip
+    if values.synthesis == "latency" and not values.latency_table:
+        raise ValueError("--synthesis=latency needs --latency_table.")
     if values.tolerance < 0:
         raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
     if values.tfmot_epochs < 0:
@@ -208,6 +225,17 @@ def ancestor_model(values, print_fn=print, data_sources=None):
     return keras.models.load_model(path)
 
 
+def decayed_rate(start, decay, epoch, epochs):
+    """`EvolutionCallback(learning_rate=)`: `start * decay ** epoch` within a
+    retraining (`epochs` long).
+
+    >>> [round(decayed_rate(3e-4, 0.3, e, 3), 7) for e in range(3)]
+    [0.0003, 9e-05, 2.7e-05]
+    """
+    del epochs
+    return start * decay**epoch
+
+
 def train_settings(values):
     """The `train.SETTINGS` attributes of the flags, as a picklable namespace
     (a population's trial data is built from it on Ray workers)."""
@@ -226,7 +254,8 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
            population=None, strategy=None):  # fmt: skip
     """One lineage at `precision`, resumed from `directory` when it exists
     (`sources`: `(train_source, val_source)` of `train.sources`;
-    `latency_table`: the ancestor's, for `--synthesis=latency`;
+    `latency_table`: the ancestor's (needed by `--synthesis=latency`; its
+    predictions go into the records);
     `population`: `apputil.population_settings(values)`, one executor for all
     lineages; `strategy`: the `tf.distribute` strategy to build under)."""
     import tensorflow as tf
@@ -258,9 +287,12 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
         monitor="detection_mAP",
         mode="max",
         fitness_epochs=values.fitness_epochs,
+        learning_rate=functools.partial(decayed_rate, values.finetune_learning_rate,
+                                        values.finetune_decay),  # fmt: skip
         tolerance=values.tolerance,
         seed=values.seed,
         directory=directory,
+        latency_table=latency_table,
         **population,
     )
     callbacks = [DetectionScore(val_source, size, scale, values.fit)]
@@ -335,9 +367,7 @@ def main(argv):
     size = (values.image_height, values.image_width)
     keras.mixed_precision.set_global_policy(values.mixed_precision)
     strategy = distribution_strategy(values.strategy)
-    table = None
-    if values.synthesis == "latency":
-        table = latency_table_for(ancestor, values.out_dir)
+    table = latency_table_for(ancestor, values.out_dir) if values.latency_table else None
     lineages = {}
     population = population_settings(values)
     for precision in values.precisions:
