@@ -48,40 +48,37 @@ def test_check_flags(overrides, message):
     check_flags(_flags())
 
 
-def test_plateau_cuts_the_rate_stops_and_keeps_the_best_epoch(tmp_path, monkeypatch):
+def test_plateau_cuts_the_rate_stops_and_keeps_the_best_epoch():
     """Scripted validation mAPs 10, 30, 30.5, 30.2 with --plateau=1: epoch 3
     gains less than PLATEAU_DELTA (the rate drops 0.3x), epoch 4 is the second
     epoch without a gain (training stops), and the weights are epoch 2's."""
-    from recipes.detectnet import callbacks, evaluate
+    import keras
 
-    maps, seen = iter([10.0, 30.0, 30.5, 30.2]), []
-    real = callbacks.detection_scores
+    from recipes.detectnet.train import convergence, plateau_callbacks
 
-    def scripted(model, source, *args):
-        value = next(maps, None)
-        if value is None:  # the training-image check after fit
-            return real(model, source, *args)
-        seen.append([w.copy() for w in model.get_weights()])
-        result = evaluate.score({"coverage": np.zeros((3, 4, 6, 1)),
-                                 "bboxes": np.zeros((3, 4, 6, 4))}, [[]] * 3)  # fmt: skip
-        return dict(result, mAP=value)
+    maps, seen, rates = [10.0, 30.0, 30.5, 30.2, 40.0, 50.0], [], []
 
-    monkeypatch.setattr(callbacks, "detection_scores", scripted)
-    lines = []
-    model, history = run(_flags(width=0.0625, num_train=6, num_val=3, epochs=10, batch_size=3,
-                                plateau=1, out_dir=str(tmp_path)), print_fn=lines.append)
-    assert [row["mAP"] for row in history] == [10.0, 30.0, 30.5, 30.2]
-    np.testing.assert_allclose([row["learning_rate"] for row in history],
-                               [1e-3, 1e-3, 1e-3, 3e-4], rtol=1e-6)  # fmt: skip
+    class Scripted(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rates.append(float(self.model.optimizer.learning_rate))
+            seen.append([w.copy() for w in self.model.get_weights()])
+            logs["detection_mAP"] = maps[epoch]
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(1e-3), loss="mse")
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    callbacks = [Scripted(), *plateau_callbacks(1)]
+    history = model.fit(x, x[:, :2], epochs=len(maps), callbacks=callbacks, verbose=0)
+    assert len(history.epoch) == 4  # stopped before 40 and 50
+    np.testing.assert_allclose(rates, [1e-3, 1e-3, 1e-3, 3e-4], rtol=1e-6)
     for kept, final in zip(seen[1], model.get_weights(), strict=True):
         np.testing.assert_array_equal(kept, final)
-    with open(tmp_path / "metrics.json") as handle:
-        convergence = json.load(handle)["convergence"]
-    assert convergence == {
+    stopping = callbacks[-1]
+    rows = [{"epoch": e + 1, "mAP": m} for e, m in enumerate(maps[:4])]
+    assert convergence(rows, stopping.best_epoch + 1, stopping.stopped_epoch > 0, 1) == {
         "plateau": 1, "kept_epoch": 2, "kept_mAP": 30.0, "epochs_run": 4, "stopped_early": True,
         "summary": "plateau: stopped after epoch 4, no 1-point gain in 2 epochs; keeping epoch 2 "
                    "(mAP 30.0)"}  # fmt: skip
-    assert convergence["summary"] in lines
     with pytest.raises(ValueError, match="--plateau must be >= 0"):
         check_flags(_flags(plateau=-1))
 

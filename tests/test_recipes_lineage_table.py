@@ -36,6 +36,7 @@ def test_headline_picks_the_fastest_row_within_reach_and_ignores_baselines():
     rows = [row("ancestor-float32", 0, 70.0, 100, 1.0, 0.4, 1.0),
             row("ancestor-int8", 0, 69.9, 100, 2.5, 1.0, 1.0),
             row("tfmot-pruned+PTQ", 0, 70.0, 10, 9.0, 3.6, 10.0),  # a baseline: left out
+            row("int8", 0, 70.0, 99, 2.9, 1.2, 1.0),  # generation 0 is no offspring
             row("int8", 1, 68.9, 50, 3.0, 1.2, 2.0),  # 1.1 points below: left out
             row("int4", 2, 69.5, 30, 2.8, 1.1, 3.3),
             row("int2", 1, 69.0, 20, 2.8, 1.1, 5.0)]  # same speed, fewer synapses: wins
@@ -46,9 +47,9 @@ def test_headline_picks_the_fastest_row_within_reach_and_ignores_baselines():
     assert result["reference_metric"] == 70.0 and not result["met"]
     met = lineage_table.headline(rows, within=1.0, targets={"speedup_vs_float32": 2.8})
     assert met["met"] and met["summary"].endswith("speedup_vs_float32 2.80x (>= 2.8x: met)")
-    none = lineage_table.headline(rows[:4], within=0.5)
+    none = lineage_table.headline(rows[:5], within=0.5)
     assert none["row"] is None and not none["met"]
-    assert none["summary"] == "no evolved generation within 0.5 of the float32 ancestor (70.0)"
+    assert none["summary"] == "no offspring within 0.5 of the float32 ancestor (70.0)"
 
 
 def test_environment_for_synthesis_modes():

@@ -13,10 +13,11 @@
    validation images, computed every epoch, averaged over the last
    `--fitness_epochs` of each retraining, generation 0 included; rollback past
    `--tolerance` mAP points; the coverage/bbox heads protected), each
-   offspring keeping `--keep` of its parent's predicted int8 LiteRT latency
-   (`--synthesis=latency`, the default: a `LatencyTable` measured once on
-   this host, cached in `--out_dir`, with the Taylor `--sensitivity`) or of
-   its MACs (`--synthesis=filters`); with `--adaptive` (default) the cut grows
+   offspring keeping `--keep` of its parent's MACs (`--synthesis=filters`,
+   the default) or of its predicted int8 LiteRT latency
+   (`--synthesis=latency`, with the Taylor `--sensitivity`); this host's
+   `LatencyTable` is measured once either way (cached in `--out_dir`) for the
+   records and the space-to-depth export; with `--adaptive` (default) the cut grows
    after an accepted offspring and halves after a rollback. The lineage table
    shows each row's `mAP_spread` (bootstrap standard deviation over the
    validation images): choose `--tolerance` above it.

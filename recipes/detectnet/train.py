@@ -110,7 +110,7 @@ def check_flags(values):
     for name in ("num_train", "num_val", "epochs", "batch_size"):
         if getattr(values, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(values, name)}.")
-    if getattr(values, "plateau", 0) < 0:
+    if values.plateau < 0:
         raise ValueError(f"--plateau must be >= 0 (0: off), got {values.plateau}.")
     if not 0 < values.learning_rate < 1:
         raise ValueError(f"--learning_rate must be in (0, 1), got {values.learning_rate}.")
@@ -218,6 +218,19 @@ def _read_rows(path):
     with open(path) as handle:
         rows = [json.loads(line) for line in handle if line.strip()]
     return {row["epoch"]: row for row in rows}
+
+
+def plateau_callbacks(plateau, monitor="detection_mAP"):
+    """`--plateau`'s schedule as Keras callbacks, to put after the one that
+    writes `monitor` into the epoch logs: `[ReduceLROnPlateau (rate x
+    PLATEAU_FACTOR after `plateau` epochs without a PLATEAU_DELTA gain),
+    EarlyStopping (after 2 x plateau, best weights restored)]`."""
+    import keras
+
+    common = {"monitor": monitor, "mode": "max", "min_delta": PLATEAU_DELTA}
+    return [keras.callbacks.ReduceLROnPlateau(factor=PLATEAU_FACTOR, patience=plateau, **common),
+            keras.callbacks.EarlyStopping(patience=2 * plateau, restore_best_weights=True,
+                                          **common)]  # fmt: skip
 
 
 def convergence(history, kept_epoch, stopped, plateau):
@@ -331,13 +344,10 @@ def run(settings, print_fn=print, data_sources=None):
         keras.callbacks.BackupAndRestore(backup, double_checkpoint=True),
         DetectionScore(val_source, size, evaluate.kitti_scale(size[0]), settings.fit, on_epoch),
     ]
-    plateau = getattr(settings, "plateau", 0)
+    plateau = settings.plateau
     if plateau:  # after DetectionScore, which puts detection_mAP into the logs
-        common = {"monitor": "detection_mAP", "mode": "max", "min_delta": PLATEAU_DELTA}
-        stopping = keras.callbacks.EarlyStopping(patience=2 * plateau,
-                                                 restore_best_weights=True, **common)
-        callbacks += [keras.callbacks.ReduceLROnPlateau(factor=PLATEAU_FACTOR, patience=plateau,
-                                                        **common), stopping]  # fmt: skip
+        callbacks += plateau_callbacks(plateau)
+        stopping = callbacks[-1]
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(settings.out_dir, "logs")))
     _drop_torn_backup(backup, print_fn)
