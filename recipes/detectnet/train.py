@@ -346,8 +346,8 @@ def run(settings, print_fn=print, data_sources=None):
     ]
     plateau = settings.plateau
     if plateau:  # after DetectionScore, which puts detection_mAP into the logs
-        callbacks += plateau_callbacks(plateau)
-        stopping = callbacks[-1]
+        reduce_rate, stopping = plateau_callbacks(plateau)
+        callbacks += [reduce_rate, stopping]
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(settings.out_dir, "logs")))
     _drop_torn_backup(backup, print_fn)
@@ -357,17 +357,17 @@ def run(settings, print_fn=print, data_sources=None):
               callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles
     rows = _read_rows(rows_path)
     history = [rows[epoch] for epoch in sorted(rows)]
-    record = {"settings": {name: getattr(settings, name, None) for name in SETTINGS},
+    record = {"settings": {name: getattr(settings, name) for name in SETTINGS},
               "epochs": history}  # fmt: skip
     if plateau:
         record["convergence"] = convergence(history, stopping.best_epoch + 1,
                                             stopping.stopped_epoch > 0, plateau)  # fmt: skip
         print_fn(record["convergence"]["summary"])
     # over-fitting check: the same score on as many training images, not augmented
-    record["train_scores"] = detection_scores(
-        model, data.first(train_source, len(data.labels_of(val_source))), size,
-        evaluate.kitti_scale(size[0]), settings.fit)  # fmt: skip
-    print_fn(f"DIGITS mAP on {len(data.labels_of(val_source))} training images (unaugmented): "
+    count = len(data.labels_of(val_source))
+    record["train_scores"] = detection_scores(model, data.first(train_source, count), size,
+                                              evaluate.kitti_scale(size[0]), settings.fit)
+    print_fn(f"DIGITS mAP on {count} training images (unaugmented): "
              f"{record['train_scores']['mAP']:.1f}")
     model.save(os.path.join(settings.out_dir, "model.keras"))
     with open(os.path.join(settings.out_dir, "metrics.json"), "w") as handle:
