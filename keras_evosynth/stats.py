@@ -191,8 +191,8 @@ def summary(model, print_fn=print):
 
     >>> import keras
     >>> from keras_evosynth import evolvable
-    >>> model = evolvable(keras.Sequential([keras.Input((4,)),
-    ...                                     keras.layers.Dense(3)]), "int8")
+    >>> dense = keras.layers.Dense(3, kernel_initializer="ones")
+    >>> model = evolvable(keras.Sequential([keras.Input((4,)), dense]), "int8")
     >>> stats = summary(model, print_fn=None)
     >>> stats.synapses, stats.macs, stats.bytes
     (12, 12, 24)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything keras_evosynth needs on a fresh Debian/Ubuntu machine:
 # the offline Fashion-MNIST data set (Debian package, optional) and the
-# package with its dev and plot extras, editable.
+# package with its dev and plot extras, editable, and the tfmot baseline
+# (tensorflow-model-optimization + tf-keras, used only in a child process).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/datasets/fashion-mnist ]; then
@@ -12,3 +13,9 @@ if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/datasets/fashion-mnis
 fi
 python3 -m pip install --upgrade pip -q
 python3 -m pip install -e ".[dev,plot]"
+# The `baselines` extra, without its dependencies: tfmot 0.8.1 pins
+# absl-py~=1.2 and plain pip would downgrade the absl-py 2.x that TensorFlow
+# 2.21 brings (docs/tflite_bench.md). dm-tree is the one dependency tfmot
+# needs that TensorFlow does not already install.
+python3 -m pip install --no-deps "tensorflow-model-optimization==0.8.1" "tf-keras>=2.21,<2.22"
+python3 -m pip install dm-tree

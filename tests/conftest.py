@@ -1,6 +1,9 @@
-"""Shared test helpers: quiet TensorFlow, seeded data, save/load round trips."""
+"""Shared test helpers: quiet TensorFlow, seeded data, save/load round trips,
+the recipe apps in a subprocess."""
 
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -14,6 +17,18 @@ def _seed():
     keras.utils.set_random_seed(1234)
     yield
     keras.backend.clear_session()
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_app(module, *args, timeout=600):
+    """`python -m module *args` from the repository root, output captured."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
 
 
 def roundtrip_layer(layer):
