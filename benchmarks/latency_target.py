@@ -47,6 +47,9 @@ flags.DEFINE_integer("mobilenet_train", 12000, "Fashion-MNIST training images (M
 flags.DEFINE_integer("mobilenet_epochs", 4, "Ancestor epochs (MobileNetV2).")
 flags.DEFINE_bool("sensitivity", True, "Latency mode divides each layer's pressure by its "
                   "filters' Taylor importance on 128 training samples (sensitivity_data).")
+flags.DEFINE_float("max_layer_cut", None, "Latency mode: the largest fraction of a layer's "
+                   "filters one generation may remove (ResourceTarget max_layer_cut); "
+                   "unset: no cap beyond MIN_LAYER_FACTOR.")
 flags.DEFINE_string("json", "bench_out/latency_target.json", "Where to write results.")
 
 MODES = ("macs", "latency")
@@ -57,7 +60,8 @@ def environment(mode, table, sample):
 
     if mode == "latency":
         return environment_for("latency", FLAGS.keep, table,
-                               sensitivity_data=sample if FLAGS.sensitivity else None)
+                               sensitivity_data=sample if FLAGS.sensitivity else None,
+                               max_layer_cut=FLAGS.max_layer_cut)
     return environment_for("filters", FLAGS.keep, table)
 
 
@@ -235,7 +239,8 @@ def main(argv):
                    "threads": 1, "batch": 1, "seed": FLAGS.seed,
                    "mobilenet_train": FLAGS.mobilenet_train,
                    "mobilenet_epochs": FLAGS.mobilenet_epochs,
-                   "sensitivity": FLAGS.sensitivity},
+                   "sensitivity": FLAGS.sensitivity,
+                   "max_layer_cut": FLAGS.max_layer_cut},
         "models": results,
     })
 

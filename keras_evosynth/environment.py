@@ -317,6 +317,11 @@ class ResourceTarget(Environment):
         min_pressure: Latency targets: the smallest pressure of a sampled
             layer, so layers whose filters save no time still shed some
             (0 never cuts them).
+        max_layer_cut: Latency targets: the largest fraction of a layer's
+            live filters one generation may remove in expectation (each
+            layer's factor floor from `latency.layer_floors`), so the
+            pressure spreads over more layers instead of gutting the few
+            that cost the most; None: only the `MIN_LAYER_FACTOR` floor.
         adaptive: Carry the step across generations: the cut `1 - f` of the
             target fraction `f` is multiplied by `grow` after every accepted
             offspring and by `shrink` after every rollback, over the whole
@@ -354,6 +359,7 @@ class ResourceTarget(Environment):
         latency_table=None,
         round_to=None,
         min_pressure=0.05,
+        max_layer_cut=None,
         adaptive=False,
         grow=1.5,
         shrink=0.5,
@@ -395,10 +401,14 @@ class ResourceTarget(Environment):
                 "ResourceTarget(resource='latency') needs latency_table=: measure one with "
                 "keras_evosynth.LatencyTable.measure(model) (or give its JSON path)."
             )
-        if not latency and (latency_table is not None or round_to is not None):
+        if not latency and (latency_table is not None or round_to is not None
+                            or max_layer_cut is not None):
             raise ValueError(
-                "ResourceTarget: latency_table and round_to only apply to resource='latency'."
+                "ResourceTarget: latency_table, round_to and max_layer_cut only apply to "
+                "resource='latency'."
             )
+        if max_layer_cut is not None:
+            max_layer_cut = _check_fraction(max_layer_cut, "ResourceTarget max_layer_cut", False)
         if round_to is not None:
             _positive_int(round_to, "round_to")
         if isinstance(min_pressure, bool) or not 0.0 <= float(min_pressure) <= 1.0:
@@ -420,6 +430,7 @@ class ResourceTarget(Environment):
         self.latency_table = None if latency_table is None else _table(latency_table)
         self.round_to = round_to
         self.min_pressure = float(min_pressure)
+        self.max_layer_cut = max_layer_cut
         self.resource = resource
         self.solve = solve
         self.tolerance = float(tolerance)
@@ -468,8 +479,14 @@ class ResourceTarget(Environment):
             importance=expected.importance,
         )
 
+        floors = (None if self.max_layer_cut is None else
+                  latency.layer_floors(expected.p_c, expected.genomes, self.max_layer_cut))
+
+        def factors_at(strength):
+            return latency.layer_factors(pressure, strength, floors)
+
         def at(strength):
-            return expected(latency.layer_factors(pressure, strength))
+            return expected(factors_at(strength))
 
         # Factors stop at MIN_LAYER_FACTOR; lambda may grow until every sampled
         # layer (even the least pressed) is there, but no further than where
@@ -478,12 +495,11 @@ class ResourceTarget(Environment):
         positive = [p for p in pressure if p > 0]
         high = (1.0 - math.log(latency.MIN_LAYER_FACTOR)) / (min(positive) if positive else 1.0)
         filters = expected.kept_filters
-        if filters(latency.layer_factors(pressure, high)) < wanted:
+        if filters(factors_at(high)) < wanted:
             high = solve_decreasing(
-                lambda s: filters(latency.layer_factors(pressure, s)), wanted, self.tolerance,
-                high=high)
+                lambda s: filters(factors_at(s)), wanted, self.tolerance, high=high)
         strength = solve_decreasing(at, wanted * current, self.tolerance, high=high)
-        factors = latency.layer_factors(pressure, strength)
+        factors = factors_at(strength)
         return Factors(
             factors,
             self.fixed_factor,
@@ -513,6 +529,8 @@ class ResourceTarget(Environment):
                 round_to=self.round_to,
                 min_pressure=self.min_pressure,
             )
+            if self.max_layer_cut is not None:
+                config.update(max_layer_cut=self.max_layer_cut)
         return config
 
 

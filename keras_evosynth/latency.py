@@ -1382,16 +1382,18 @@ def _sensitivity(importance, p_c, genomes):
     return np.where(np.isfinite(means), np.maximum(means / reference, 1e-3), 1.0)
 
 
-def layer_factors(pressure, strength):
-    """Per-layer cluster factors `R_l = max(0.5, e * exp(-lambda * pi_l))`.
+def layer_factors(pressure, strength, floors=None):
+    """Per-layer cluster factors `R_l = max(F_l, e * exp(-lambda * pi_l))`.
 
     A filter `c` of layer `l` then survives with `min(1, exp(S_c / Z_c -
     lambda * pi_l))`: its heredity minus the price of its latency, the
     Lagrangian relaxation of the knapsack "keep the most strength within the
     latency budget" (HALP). `lambda = strength` is solved by bisection. No
-    factor goes below `MIN_LAYER_FACTOR` (0.5: a layer keeps at least 18 to
-    50 % of its filters in expectation) in one generation: past that point
-    the layers with less pressure are cut instead.
+    factor goes below its floor `F_l` in one generation (default
+    `MIN_LAYER_FACTOR`, 0.5: a layer keeps at least 18 to 50 % of its
+    filters in expectation; `layer_floors` gives floors that cap each
+    layer's cut): past that point the layers with less pressure are cut
+    instead.
 
     Example:
 
@@ -1399,6 +1401,55 @@ def layer_factors(pressure, strength):
     [1.0, 2.7183, 1.6487]
     >>> layer_factors([1.0], 10.0)
     [0.5]
+    >>> layer_factors([1.0, 1.0], 10.0, floors=[0.5, 0.9])
+    [0.5, 0.9]
     """
-    return [float(min(genetics.MAX_FACTOR, max(MIN_LAYER_FACTOR, math.e * math.exp(-strength * p))))
-            for p in pressure]
+    if floors is None:
+        floors = [MIN_LAYER_FACTOR] * len(pressure)
+    return [float(min(genetics.MAX_FACTOR, max(f, math.e * math.exp(-strength * p))))
+            for p, f in zip(pressure, floors, strict=True)]
+
+
+def layer_floors(p_c, genomes, max_cut, iterations=50):
+    """Per-genome factor floors that cap each layer's cut in one generation.
+
+    Floor `F_l` is the smallest cluster factor at which layer `l` keeps, in
+    expectation, `1 - max_cut` of its live filters: `mean_c min(1, F_l p_c)
+    = 1 - max_cut` over its live filters `c` (bisection), never below
+    `MIN_LAYER_FACTOR`. Protected layers (and layers without live filters)
+    get `MIN_LAYER_FACTOR`, which their odds ignore.
+
+    Example: two live filters with odds 0.5 and 1 keep 0.75 in expectation
+    at factor 1; keeping at least 0.9 needs `F = 1.6` (0.8 + 1 = 1.8 of 2).
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> g = SimpleNamespace(protected=False)
+    >>> round(layer_floors([np.array([0.5, 1.0, 0.0])], [g], 0.1)[0], 4)
+    1.6
+    >>> layer_floors([np.array([0.5, 1.0])], [g], 0.9)
+    [0.5]
+    """
+    if not 0.0 < float(max_cut) < 1.0:
+        raise ValueError(f"max_cut must be in (0, 1), got {max_cut!r}.")
+    keep = 1.0 - float(max_cut)
+    floors = []
+    for p, g in zip(p_c, genomes, strict=True):
+        live = np.asarray(p, np.float64)
+        live = live[live > 0]
+        low, high = MIN_LAYER_FACTOR, genetics.MAX_FACTOR
+
+        def kept(r):
+            return float(np.minimum(1.0, r * live).mean())
+
+        if g.protected or not live.size or kept(low) >= keep:
+            floors.append(MIN_LAYER_FACTOR)
+            continue
+        if kept(high) <= keep:
+            floors.append(high)
+            continue
+        for _ in range(iterations):
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if kept(mid) < keep else (low, mid)
+        floors.append(float(high))
+    return floors

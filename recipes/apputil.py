@@ -57,11 +57,13 @@ def tfmot_wanted(mode):
     return installed
 
 
-def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensitivity_data=None):
+def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensitivity_data=None,
+                    max_layer_cut=None):
     """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
     ancestor's `latency_table`, see `latency_table_for`; `adaptive`: the
     adaptive step, `ResourceTarget(adaptive=True)`; `sensitivity_data`:
-    `(x, y)` for the latency pressure's Taylor sensitivity).
+    `(x, y)` for the latency pressure's Taylor sensitivity; `max_layer_cut`:
+    the per-layer cap of latency targets).
 
     Example:
 
@@ -73,7 +75,8 @@ def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensiti
     common = {"fraction": keep, "adaptive": adaptive}
     if synthesis == "latency":
         return ResourceTarget(resource="latency", latency_table=latency_table,
-                              sensitivity_data=sensitivity_data, **common)
+                              sensitivity_data=sensitivity_data, max_layer_cut=max_layer_cut,
+                              **common)
     if synthesis == "filters":
         return ResourceTarget(resource="macs", solve="cluster", fixed_factor=math.e, **common)
     if synthesis == "synapses":

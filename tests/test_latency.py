@@ -477,6 +477,49 @@ def test_latency_target_never_sheds_more_filters_than_the_fraction():
     assert expected.kept_filters(factors.cluster_factor) == pytest.approx(0.7, abs=0.01)
 
 
+def test_layer_floors_golden():
+    g = genetics.Genome("g", np.ones((1, 3)), np.ones((1, 3), bool), np.ones(3, bool),
+                        ke.quantizers.get(8), input_axis=0)
+    p = genetics.Genome("p", np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool),
+                        ke.quantizers.get(8), input_axis=0, protected=True)
+    p_c = [np.array([0.2, 0.4, 0.0]), np.array([0.9, 1.0]), np.array([0.1, 0.1])]
+    floors = latency.layer_floors(p_c, [g, g, p], max_cut=0.25)
+    # g: mean(min(1, F * [0.2, 0.4])) = 0.75 -> F * 0.6 / 2 = 0.75 -> F = 2.5
+    assert floors[0] == pytest.approx(2.5, rel=1e-6)
+    # 0.5 already keeps (0.45 + 0.5) / 2 = 0.475 < 0.75: F * 1.9 / 2 = 0.75
+    assert floors[1] == pytest.approx(1.5 / 1.9, rel=1e-6)
+    assert floors[2] == latency.MIN_LAYER_FACTOR  # protected
+    assert latency.layer_floors([np.array([0.05])], [g], 0.1) == [genetics.MAX_FACTOR]
+    with pytest.raises(ValueError, match="max_cut"):
+        latency.layer_floors(p_c, [g, g, p], 1.0)
+
+
+def test_latency_target_max_layer_cut_caps_every_layer():
+    model = ke.evolvable(_inception(width=16))
+    table = synthetic_table(model, remainder=0.1)
+    genomes, _ = genetics.genomes_from_model(model)
+
+    def cuts(env):
+        expected, current = env.resource_model(model, genomes)
+        factors = env.factors(expected, current, current, 1, 3)
+        odds = expected.odds(factors.cluster_factor)
+        return factors, [1.0 - float(o[p > 0].mean()) for o, p, g in
+                         zip(odds, expected.p_c, genomes, strict=True) if not g.protected]
+
+    free, free_cuts = cuts(ResourceTarget(fraction=0.5, resource="latency", latency_table=table))
+    env = ResourceTarget(fraction=0.5, resource="latency", latency_table=table,
+                         max_layer_cut=0.2)
+    capped, capped_cuts = cuts(env)
+    assert max(free_cuts) > 0.3  # without the cap one generation guts a layer
+    assert max(capped_cuts) <= 0.2 + 1e-6
+    assert capped.expected > free.expected  # the cap costs latency the target wanted
+    assert ke.environment.get(ke.environment.serialize(env)).max_layer_cut == 0.2
+    with pytest.raises(ValueError, match="only apply to resource='latency'"):
+        ResourceTarget(fraction=0.7, max_layer_cut=0.2)
+    with pytest.raises(ValueError, match="max_layer_cut must be in"):
+        ResourceTarget(fraction=0.7, resource="latency", latency_table=table, max_layer_cut=1.0)
+
+
 def test_sensitivity_moves_the_pressure_off_layers_that_carry_accuracy():
     genomes = [genetics.Genome(n, np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool),
                                ke.quantizers.get(8), input_axis=0) for n in "ab"]
