@@ -1439,7 +1439,7 @@ def layer_floors(p_c, genomes, max_cut, iterations=50):
         live = live[live > 0]
         low, high = MIN_LAYER_FACTOR, genetics.MAX_FACTOR
 
-        def kept(r):
+        def kept(r, live=live):
             return float(np.minimum(1.0, r * live).mean())
 
         if g.protected or not live.size or kept(low) >= keep:
