@@ -1,5 +1,4 @@
-"""`recipes.detectnet.evolve` end to end in a subprocess (its own module, so
-that the suite's two workers share the long app runs)."""
+"""`recipes.detectnet.evolve` end to end in a subprocess."""
 
 import json
 import os
