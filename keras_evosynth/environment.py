@@ -488,7 +488,7 @@ class ResourceTarget(Environment):
         def at(strength):
             return expected(factors_at(strength))
 
-        # Factors stop at MIN_LAYER_FACTOR; lambda may grow until every sampled
+        # Factors stop at their floors (>= MIN_LAYER_FACTOR); lambda may grow until every sampled
         # layer (even the least pressed) is there, but no further than where
         # the offspring would keep fewer than `wanted` of the parent's filters:
         # a generation never loses more filters than the latency it must shed.

@@ -66,6 +66,7 @@ from keras_evosynth import genetics, rewrites, topology
 from keras_evosynth._channels import IDENTITY_AT_INFERENCE
 from keras_evosynth._graph import trace
 from keras_evosynth._io import quiet_native_output, write_atomic
+from keras_evosynth.environment import _bisect
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
 FORMAT = "keras_evosynth.latency/2"
@@ -1437,19 +1438,10 @@ def layer_floors(p_c, genomes, max_cut, iterations=50):
     for p, g in zip(p_c, genomes, strict=True):
         live = np.asarray(p, np.float64)
         live = live[live > 0]
-        low, high = MIN_LAYER_FACTOR, genetics.MAX_FACTOR
-
-        def kept(r, live=live):
-            return float(np.minimum(1.0, r * live).mean())
-
-        if g.protected or not live.size or kept(low) >= keep:
+        if g.protected or not live.size:
             floors.append(MIN_LAYER_FACTOR)
             continue
-        if kept(high) <= keep:
-            floors.append(high)
-            continue
-        for _ in range(iterations):
-            mid = 0.5 * (low + high)
-            low, high = (mid, high) if kept(mid) < keep else (low, mid)
-        floors.append(float(high))
+        floors.append(float(_bisect(
+            lambda r, live=live: float(np.minimum(1.0, r * live).mean()), keep,
+            MIN_LAYER_FACTOR, genetics.MAX_FACTOR, 1e-9, iterations, increasing=True)))
     return floors
