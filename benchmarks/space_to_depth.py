@@ -2,12 +2,14 @@
 
 For each network (the CPU-default DetectNet, whose first layer is GoogLeNet's
 7x7/2 convolution on RGB; keras.applications MobileNetV2 with its 3x3/2 stem;
-`weights=None`), the int8 flatbuffer is exported twice, directly and with the
-stem rewritten (`export_tflite(..., space_to_depth=[stem])`), and the stem is
-also exported alone in both forms. All flatbuffers of a network are timed in
-this process, interleaved round by round (LiteRT, XNNPACK, 1 thread,
-batch 1, mean of two interpreters each), and the table shows the rewrite's
-speedup together with what `LatencyTable.space_to_depth_layers` would choose.
+`weights=None`), the int8 flatbuffer is exported three times: directly, with
+the stem rewritten in blocks of its stride (`space_to_depth=[stem]`), and in
+blocks of twice its stride computing 2x2 outputs each
+(`space_to_depth={stem: 2}`, "wide"); the stem is also exported alone in the
+three forms. All flatbuffers of a network are timed in this process,
+interleaved round by round (LiteRT, XNNPACK, 1 thread, batch 1, mean of two
+interpreters each), and the table shows the rewrites' speedups together with
+what `LatencyTable.space_to_depth_layers` would choose.
 
     python -m benchmarks.space_to_depth --json benchmarks/results/space_to_depth.json
 """
@@ -64,25 +66,27 @@ def run_model(name):
     table = LatencyTable.measure(evolvable(model), cache_dir=FLAGS.cache_dir)
     chosen = table.space_to_depth_layers(evolvable(model))
     flatbuffers, labels = [], []
+    forms = {"direct": None, "rewritten": [stem], "wide": {stem: 2}}
     for label, net in (("whole", model), ("stem", stem_only(model, stem))):
-        for rewritten in (False, True):
-            report = export_tflite(net, data, space_to_depth=[stem] if rewritten else None)
+        for form, selection in forms.items():
+            report = export_tflite(net, data, space_to_depth=selection)
             flatbuffers.append(report.flatbuffer)
-            labels.append((label, rewritten, report.max_abs_error))
+            labels.append((f"{label}_{form}", report.max_abs_error))
     print(f"{name}: timing {len(flatbuffers)} flatbuffers interleaved, {FLAGS.rounds} rounds",
           flush=True)
     ms = time_side_by_side(flatbuffers, FLAGS.rounds, FLAGS.instances)
     result = {"model": name, "stem": stem, "table_chooses": chosen}
-    for (label, rewritten, error), value in zip(labels, ms, strict=True):
-        key = f"{label}_{'rewritten' if rewritten else 'direct'}"
+    for (key, error), value in zip(labels, ms, strict=True):
         result[f"{key}_ms"] = float(value)
         result[f"{key}_max_abs_error"] = float(error)
     for label in ("whole", "stem"):
-        result[f"{label}_speedup"] = result[f"{label}_direct_ms"] / result[f"{label}_rewritten_ms"]
-    print(f"  {stem}: {result['stem_direct_ms']:.3f} -> {result['stem_rewritten_ms']:.3f} ms "
-          f"({result['stem_speedup']:.2f}x); whole model {result['whole_direct_ms']:.3f} -> "
-          f"{result['whole_rewritten_ms']:.3f} ms ({result['whole_speedup']:.2f}x); "
-          f"the latency table rewrites {chosen or 'nothing'}")
+        for form, suffix in (("rewritten", ""), ("wide", "_wide")):
+            result[f"{label}{suffix}_speedup"] = (result[f"{label}_direct_ms"]
+                                                  / result[f"{label}_{form}_ms"])
+        print(f"  {label:5s} direct {result[f'{label}_direct_ms']:.3f} ms, rewritten "
+              f"{result[f'{label}_rewritten_ms']:.3f} ms ({result[f'{label}_speedup']:.2f}x), "
+              f"wide {result[f'{label}_wide_ms']:.3f} ms ({result[f'{label}_wide_speedup']:.2f}x)")
+    print(f"  the latency table rewrites {chosen or 'nothing'}")
     return result
 
 

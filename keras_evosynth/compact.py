@@ -139,7 +139,7 @@ def _effective(layer):
     )
 
 
-def _space_to_depth_plan(layer, input_shape):
+def _space_to_depth_plan(layer, input_shape, outputs_per_block=1):
     """`rewrites.space_to_depth_plan` for a layer, or `(None, reason)`."""
     conv = isinstance(layer, keras.layers.Conv2D) and not isinstance(
         layer, keras.layers.DepthwiseConv2D)
@@ -148,7 +148,8 @@ def _space_to_depth_plan(layer, input_shape):
     if layer.groups != 1 or layer.data_format != "channels_last":
         return None, "grouped or channels_first convolution"
     return rewrites.space_to_depth_plan(
-        layer.kernel_size, layer.strides, layer.padding, input_shape[1:3], layer.dilation_rate
+        layer.kernel_size, layer.strides, layer.padding, input_shape[1:3], layer.dilation_rate,
+        outputs_per_block=outputs_per_block,
     )
 
 
@@ -307,31 +308,38 @@ class _Compactor:
         """`{node id: SpaceToDepthPlan}` for `selection` (see `compact`)."""
         if selection is None or selection is False:
             return {}
-        if not isinstance(selection, (bool, list, tuple, set, frozenset)):
+        if not isinstance(selection, (bool, list, tuple, set, frozenset, dict)):
             selection = selection.space_to_depth_layers(self.model)  # a LatencyTable
-        names = None if selection is True else set(selection)
-        if names is not None and not all(isinstance(n, str) for n in names):
+        if selection is True:
+            blocks = None
+        elif isinstance(selection, dict):
+            blocks = dict(selection)
+        else:
+            blocks = dict.fromkeys(selection, 1)
+        if blocks is not None and not all(isinstance(n, str) for n in blocks):
             raise TypeError(
-                "space_to_depth must be True, a list of layer names or a LatencyTable, "
-                f"got {selection!r}."
+                "space_to_depth must be True, a list of layer names, a dict {layer name: "
+                f"outputs_per_block}} or a LatencyTable, got {selection!r}."
             )
         plans, seen = {}, set()
         for node in self.graph.nodes:
             layer = node.layer
-            if names is not None and layer.name not in names:
+            if blocks is not None and layer.name not in blocks:
                 continue
             seen.add(layer.name)
-            plan, why = _space_to_depth_plan(layer, self.specs[node.inputs[0]].shape)
+            plan, why = _space_to_depth_plan(layer, self.specs[node.inputs[0]].shape,
+                                             1 if blocks is None else blocks[layer.name])
             if plan is not None:
                 plans[id(node)] = plan
-            elif names is not None:
+            elif blocks is not None:
                 raise ValueError(
                     f"space_to_depth: layer '{layer.name}' ({type(layer).__name__}) "
                     f"cannot be rewritten: {why}."
                 )
-        if names is not None and names - seen:
+        if blocks is not None and blocks.keys() - seen:
             raise ValueError(
-                f"space_to_depth: no layer named {sorted(names - seen)} in '{self.model.name}'."
+                f"space_to_depth: no layer named {sorted(blocks.keys() - seen)} in "
+                f"'{self.model.name}'."
             )
         return plans
 
@@ -443,9 +451,11 @@ class _Compactor:
             x = rebuilder.tensors[node.inputs[0]]
             y, new = rewrites.apply_space_to_depth(x, plan, config, config["name"])
             rebuilder.tensors[node.outputs[0]] = y
-            new_kernel = rewrites.space_to_depth_kernel(new_kernel, plan)
             self.report.space_to_depth.append(new.name)
-        weights = [new_kernel] + ([bias] if bias is not None else [])
+        if plan is None:
+            weights = [new_kernel] + ([bias] if bias is not None else [])
+        else:
+            weights = rewrites.space_to_depth_weights(new_kernel, bias, plan)
         new.set_weights([w.astype(np.float32) for w in weights])
         self.report.channels[new.name] = (int(kept_out.sum()), len(kept_out))
 
@@ -500,9 +510,11 @@ def compact(model, return_report=False, space_to_depth=None):
         return_report: Also return a `CompactionReport`.
         space_to_depth: Strided `Conv2D` layers to rewrite exactly as
             `SpaceToDepth` + a stride-1 convolution (`keras_evosynth.rewrites`):
-            a list of layer names, True for every one that can be, or a
-            `LatencyTable` (the layers where it measured the rewrite faster,
-            `LatencyTable.space_to_depth_layers`). None: none.
+            a list of layer names, True for every one that can be, a dict
+            `{layer name: outputs_per_block}` (blocks of stride x m pixels,
+            each computing m x m outputs, then `DepthToSpace`; a list means
+            m = 1), or a `LatencyTable` (the layers and forms it measured
+            faster, `LatencyTable.space_to_depth_layers`). None: none.
 
     Returns:
         The compacted `keras.Model` (a new model; `model` is untouched), or
@@ -537,6 +549,11 @@ def compact(model, return_report=False, space_to_depth=None):
     (['SpaceToDepth', 'Conv2D'], (4, 4))
     >>> x = np.random.rand(2, 8, 8, 3).astype("float32")
     >>> bool(np.allclose(fast(x), strided(x), atol=1e-5))
+    True
+    >>> wide = compact(strided, space_to_depth={"stem": 2})   # 4x4 blocks, 2x2 outputs each
+    >>> wide.get_layer("stem").kernel_size, wide.get_layer("stem").filters
+    ((3, 3), 16)
+    >>> bool(np.allclose(wide(x), strided(x), atol=1e-5))
     True
     """
     compactor = _Compactor(model, remove_channels=True)

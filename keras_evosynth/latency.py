@@ -336,26 +336,42 @@ def _channel_op(layer, in_specs, out_spec, in_sources, out_sources):
     return Op(layer.name, "channel", signature, channels, channels, None, source)
 
 
-def space_to_depth_op(op, below):
+# the space-to-depth forms timed: outputs per block (blocks of stride x m pixels)
+OUTPUTS_PER_BLOCK = (1, 2)
+
+
+def space_to_depth_op(op, below, outputs_per_block=1):
     """The space-to-depth form of a strided conv2d `op` with at most `below`
-    input channels (its signature gains `"rewrite": "space_to_depth"`), or
-    None when `keras_evosynth.rewrites` cannot rewrite it."""
+    input channels (its signature gains `"rewrite": "space_to_depth"` and,
+    for `outputs_per_block` > 1, `"outputs_per_block"`), or None when
+    `keras_evosynth.rewrites` cannot rewrite it."""
     sig = op.signature
-    if op.kind != "conv2d" or op.cin > below or sig.get("rewrite") or _plan(sig) is None:
+    if op.kind != "conv2d" or op.cin > below or sig.get("rewrite"):
         return None
-    return dataclasses.replace(op, signature={**sig, "rewrite": "space_to_depth"})
+    form = {**sig, "rewrite": "space_to_depth"}
+    if outputs_per_block > 1:
+        form["outputs_per_block"] = outputs_per_block
+    if _plan(form) is None:
+        return None
+    return dataclasses.replace(op, signature=form)
+
+
+def space_to_depth_forms(op, below):
+    """Every form of `OUTPUTS_PER_BLOCK` that `space_to_depth_op` gives."""
+    forms = (space_to_depth_op(op, below, m) for m in OUTPUTS_PER_BLOCK)
+    return [f for f in forms if f is not None]
 
 
 def _plan(signature):
     """The `rewrites.SpaceToDepthPlan` of a conv2d signature, or None."""
     return rewrites.space_to_depth_plan(
         signature["kernel"], signature["strides"], signature["padding"], signature["input"],
-        signature["dilation"])[0]
+        signature["dilation"], outputs_per_block=signature.get("outputs_per_block", 1))[0]
 
 
 class _Fastest:
     """An op's measured forms (direct, space-to-depth) read as one: the
-    cost of the faster at each channel count."""
+    cost of the fastest at each channel count."""
 
     def __init__(self, entries):
         self.entries = entries
@@ -758,15 +774,15 @@ class LatencyTable:
         else:
             table = cls(threads, cpu, runtime)
         table.timed_points = 0
-        forms = [space_to_depth_op(op, space_to_depth_below) for op in ops]
+        forms = [f for op in ops for f in space_to_depth_forms(op, space_to_depth_below)]
         _Measurer(table, ops, step, coarse, refine, rounds, verbose, backend,
-                  dense_below, [f for f in forms if f is not None]).run(model)
+                  dense_below, forms).run(model)
         return table
 
     # ------------------------------------------------------------ predicting
     def _entry(self, op):
-        """The op's `Entry`, or the faster of it and its measured
-        space-to-depth form (`_Fastest`) where there is one."""
+        """The op's `Entry`, or the fastest of it and its measured
+        space-to-depth forms (`_Fastest`) where there are any."""
         entry = self.entries.get(op.key)
         if entry is None:
             raise ValueError(
@@ -775,16 +791,17 @@ class LatencyTable:
                 f"table ({self.cpu}, {self.threads} thread(s)); measure the model with "
                 "LatencyTable.measure(model)."
             )
-        form = space_to_depth_op(op, math.inf)
-        other = None if form is None else self.entries.get(form.key)
-        return entry if other is None else _Fastest([entry, other])
+        others = [self.entries.get(f.key) for f in space_to_depth_forms(op, math.inf)]
+        others = [e for e in others if e is not None]
+        return _Fastest([entry, *others]) if others else entry
 
     def space_to_depth_layers(self, model):
-        """Names of `model`'s strided convolutions that this table measured
-        faster as `SpaceToDepth` + a stride-1 convolution, at the channels
-        `compact` keeps: what `compact(model, space_to_depth=table)` and
-        `export_tflite(..., space_to_depth=table)` rewrite, and what
-        `predict` assumes.
+        """`{layer name: outputs_per_block}` of `model`'s strided
+        convolutions that this table measured faster as `SpaceToDepth` + a
+        stride-1 convolution (+ `DepthToSpace` for `outputs_per_block` > 1),
+        at the channels `compact` keeps, with the fastest form: what
+        `compact(model, space_to_depth=table)` and `export_tflite(...,
+        space_to_depth=table)` rewrite, and what `predict` assumes.
 
         Example:
 
@@ -792,20 +809,21 @@ class LatencyTable:
         >>> m = keras.Sequential([keras.Input((32, 32, 3)),
         ...     keras.layers.Conv2D(8, 3, name="plain"), keras.layers.Flatten()])
         >>> LatencyTable.measure(m, verbose=0).space_to_depth_layers(m)
-        []
+        {}
         """
         return self._rewritten(*kept_channels(model))
 
     def _rewritten(self, ops, live):
         """`space_to_depth_layers` from `kept_channels` output."""
-        names = []
+        chosen = {}
         for op, (cin, cout) in zip(ops, live, strict=True):
             entry = self._entry(op)
             if isinstance(entry, _Fastest):
-                direct, rewritten = entry.entries
-                if rewritten.cost(cin, cout, tile=TILE) < direct.cost(cin, cout, tile=TILE):
-                    names.append(op.name)
-        return names
+                costs = [e.cost(cin, cout, tile=TILE) for e in entry.entries]
+                best = int(np.argmin(costs))
+                if best > 0:
+                    chosen[op.name] = entry.entries[best].signature.get("outputs_per_block", 1)
+        return chosen
 
     def _anchor(self, ops, model_name):
         """`(scale, remainder_ms, floor_ms)` of the model's architecture."""
@@ -841,7 +859,7 @@ class LatencyTable:
         target: `scale * (sum of its ops' interpolated costs at the channels
         `compact` keeps) + remainder` of its architecture, never below the
         empty model's invoke time. A strided convolution whose
-        space-to-depth form was measured costs the faster of its two forms:
+        space-to-depth forms were measured costs the fastest of its forms:
         the model as `export_tflite(..., space_to_depth=table)` deploys it.
 
         Raises:

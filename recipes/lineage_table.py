@@ -164,7 +164,11 @@ def build_table(
             resource columns (`synapses`, `filters`, `macs`, `bits`).
         space_to_depth: `export_tflite`'s argument, for every exported row
             (e.g. the `LatencyTable` a latency-target lineage evolved
-            against, so that the rows deploy what it predicted).
+            against, so that the rows deploy what it predicted). With it, the
+            table also has an `ancestor-int8-plain` row: the ancestor
+            converted without the rewrites, what the converter alone gives
+            (`speedup_vs_int8` stays relative to the rewritten
+            `ancestor-int8`, so that it measures what evolution adds).
         metric_name: What `evaluate`'s `"metric"` is (e.g. `"DIGITS mAP"`),
             for the plot's axes.
         within: With it, `headline(rows, within)` (the best generation
@@ -178,11 +182,11 @@ def build_table(
     os.makedirs(out_dir, exist_ok=True)
     rows, paths = [], []
 
-    def add(row, model, mode, remove_channels=True):
+    def add(row, model, mode, rewrite=True):
         path = os.path.join(out_dir, f"{row['lineage']}_g{row['generation']:03d}_{mode}.tflite")
         report = export_tflite(
-            model, representative, path=path, mode=mode, remove_channels=remove_channels,
-            space_to_depth=space_to_depth,
+            model, representative, path=path, mode=mode,
+            space_to_depth=space_to_depth if rewrite else None,
         )
         row.update(size_bytes=report.size_bytes, tflite=path, **evaluate(path))
         log(
@@ -195,6 +199,9 @@ def build_table(
     base = _stats(ancestor)
     for mode in ("float32", "int8"):
         add({"lineage": f"ancestor-{mode}", "generation": 0, **base}, ancestor, mode)
+    if space_to_depth is not None:
+        add({"lineage": "ancestor-int8-plain", "generation": 0, **base}, ancestor, "int8",
+            rewrite=False)
     rates = {}
     for label, directory in lineages.items():
         failed, rates[label] = rollbacks(directory)
@@ -326,7 +333,7 @@ def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=Non
         timed = [r for r in mine if r.get("latency_ms")]
         right.plot([r["latency_ms"] for r in timed], [r["metric"] for r in timed], "o-",
                    label=label)
-    for row, marker in zip([r for r in rows if r["lineage"].startswith("ancestor")], "sD",
+    for row, marker in zip([r for r in rows if r["lineage"].startswith("ancestor")], "sDv",
                            strict=False):
         name = row["lineage"].replace("-", " ")
         left.plot(row["synapses"], row["metric"], marker, color="gray", label=name)

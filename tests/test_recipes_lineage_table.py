@@ -69,6 +69,24 @@ def test_build_cnn_builds_the_same_architecture_with_any_keras_module():
     )
 
 
+def test_build_table_with_rewrites_adds_the_plain_int8_ancestor(tmp_path):
+    from keras_evosynth.export import list_operators
+
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 7, 2, "same", activation="relu", name="stem")(x)
+    ancestor = keras.Model(x, keras.layers.GlobalAveragePooling2D()(y))
+    data = np.random.default_rng(0).random((8, 16, 16, 3), "float32")
+    rows = lineage_table.build_table(ancestor, {}, data, str(tmp_path), lambda _: {"metric": 1.0},
+                                     runs=3, log=lambda _: None, space_to_depth={"stem": 2})
+    assert [r["lineage"] for r in rows] == ["ancestor-float32", "ancestor-int8",
+                                            "ancestor-int8-plain"]
+    ops = [{o.name for o in list_operators(open(r["tflite"], "rb").read())} for r in rows[1:]]
+    assert {"SPACE_TO_DEPTH", "DEPTH_TO_SPACE"} <= ops[0] and "SPACE_TO_DEPTH" not in ops[1]
+    # speedups stay relative to the rewritten int8 ancestor
+    plain = rows[2]
+    assert plain["speedup_vs_int8"] == pytest.approx(rows[1]["latency_ms"] / plain["latency_ms"])
+
+
 def test_build_table_exports_measures_and_writes_the_table(tmp_path):
     ancestor = compile_classifier(build_cnn((8, 8, 1), 10, width=4))
     evo = evolvable(ancestor, precision="int4")
