@@ -111,34 +111,26 @@ def test_plan_checks_outputs_per_block():
         space_to_depth_plan((3, 3), (2, 2), "same", (8, 8), outputs_per_block=0)
 
 
-def test_depth_to_space_layer_round_trips_and_checks_its_input(tmp_path):
-    x = keras.Input((2, 3, 8))
-    model = keras.Model(x, DepthToSpace(2, name="d2s")(x))
-    data = np.random.default_rng(0).normal(size=(1, 2, 3, 8)).astype("float32")
-    path = str(tmp_path / "d2s.keras")
+@pytest.mark.parametrize(("layer", "shape", "inverse", "bad_shape", "match"), [
+    (SpaceToDepth, (4, 6, 2), DepthToSpace, (5, 6, 2),
+     "height 5 is not a multiple of block_size 2"),
+    (DepthToSpace, (2, 3, 8), SpaceToDepth, (2, 2, 6), "6 input channels are not a multiple"),
+])
+def test_block_layers_round_trip_invert_each_other_and_check_input(
+        layer, shape, inverse, bad_shape, match, tmp_path):
+    x = keras.Input(shape)
+    model = keras.Model(x, layer(2, name="blocks")(x))
+    data = np.random.default_rng(0).normal(size=(1, *shape)).astype("float32")
+    path = str(tmp_path / "blocks.keras")
     model.save(path)
     again = keras.saving.load_model(path)
     np.testing.assert_array_equal(again(data), model(data))
-    np.testing.assert_array_equal(SpaceToDepth(2)(model(data)), data)
+    assert again.get_layer("blocks").get_config()["block_size"] == 2
+    np.testing.assert_array_equal(inverse(2)(model(data)), data)
     with pytest.raises(ValueError, match="block_size must be an int >= 2"):
-        DepthToSpace(1)
-    with pytest.raises(ValueError, match="6 input channels are not a multiple"):
-        DepthToSpace(2)(keras.Input((2, 2, 6)))
-
-
-def test_space_to_depth_layer_round_trips_and_checks_its_input(tmp_path):
-    x = keras.Input((4, 6, 2))
-    model = keras.Model(x, SpaceToDepth(2, name="s2d")(x))
-    data = np.random.default_rng(0).normal(size=(1, 4, 6, 2)).astype("float32")
-    path = str(tmp_path / "s2d.keras")
-    model.save(path)
-    again = keras.saving.load_model(path)
-    np.testing.assert_array_equal(again(data), model(data))
-    assert again.get_layer("s2d").get_config()["block_size"] == 2
-    with pytest.raises(ValueError, match="block_size must be an int >= 2"):
-        SpaceToDepth(1)
-    with pytest.raises(ValueError, match="height 5 is not a multiple of block_size 2"):
-        SpaceToDepth(2)(keras.Input((5, 6, 2)))
+        layer(1)
+    with pytest.raises(ValueError, match=match):
+        layer(2)(keras.Input(bad_shape))
 
 
 def _stem_model():
