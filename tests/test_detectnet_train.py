@@ -10,11 +10,10 @@ import types
 
 import numpy as np
 import pytest
+from conftest import ROOT, run_app
 
 from recipes.detectnet import kitti, scenes
 from recipes.detectnet.train import SETTINGS, check_flags, run, sources
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _flags(**overrides):
@@ -93,14 +92,9 @@ def test_kitti_sources_split_in_order_and_count(tmp_path):
         sources(_flags(kitti_root=str(tmp_path), num_train=4, num_val=2))
 
 
-def _run(*args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "recipes.detectnet.train", *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-
-
 def test_bad_flags_fail_before_training(tmp_path):
-    result = _run("--image_height=100", f"--out_dir={tmp_path}/out")
+    result = run_app("recipes.detectnet.train", "--image_height=100", f"--out_dir={tmp_path}/out",
+                     timeout=300)
     assert result.returncode != 0
     assert "--image_height=100 and --image_width=384 must be" in result.stderr
     assert not os.path.exists(tmp_path / "out")
