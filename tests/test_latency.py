@@ -225,9 +225,26 @@ def test_measure_caches_and_a_second_measure_times_nothing(tmp_path):
     assert [a["keep"] for a in record["anchors"]] == list(latency.ANCHOR_KEEP)
     grid = [a["grid_ms"] for a in record["anchors"]]
     assert grid == sorted(grid, reverse=True)  # this tiny grid is monotone
-    assert table.predict(model) == pytest.approx(
-        max(record["scale"] * grid[0] + record["remainder_ms"], record["floor_ms"]))
+    # the unpruned model sits on its own anchor (the line when the fit fell back to scale 1)
+    full = record["anchors"][0]["whole_ms"] if record["scale"] != 1.0 else (
+        grid[0] + record["remainder_ms"])
+    assert table.predict(model) == pytest.approx(max(full, record["floor_ms"]))
     assert table.predict(model) > 0
+
+
+def test_whole_model_curve_through_the_anchors():
+    """Golden values: piecewise-linear between anchors, the fitted slope
+    beyond them, the line without two distinct anchors, the floor."""
+    points = [(1.2, 0.6), (3.0, 3.5), (1.4, 1.4)]  # any order
+    anchor = (1.3, -0.5, 0.01, points)
+    assert latency._whole(anchor, 1.4) == pytest.approx(1.4)
+    assert latency._whole(anchor, 1.25) == pytest.approx(0.8)  # 0.6 + 0.05 / 0.2 * 0.8
+    assert latency._whole(anchor, 3.5) == pytest.approx(3.5 + 1.3 * 0.5)
+    assert latency._whole(anchor, 0.0) == pytest.approx(0.01)  # 0.6 - 1.3 * 1.2 < floor
+    assert latency._whole((1.3, -0.5, 0.01, [(2.0, 2.1)]), 1.0) == pytest.approx(0.8)
+    assert latency._whole((1.0, 0.2, 0.0, points), 1.25) == pytest.approx(1.45)  # fallback
+    noisy = (1.3, -0.5, 0.0, [(1.0, 1.0), (1.5, 0.9), (2.0, 2.0)])  # a dip is raised to 1.0
+    assert latency._whole(noisy, 1.5) == pytest.approx(1.0)
 
 
 def test_anchor_models_keep_a_random_share_of_filters_with_fresh_kernels():
