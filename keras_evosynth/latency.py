@@ -87,6 +87,9 @@ ANCHOR_KEEP = (1.0, 0.4, 0.2, 0.1)
 #: Channel tile of XNNPACK's int8 kernels: `predict` rounds a live channel
 #: count that is not a grid point up to a multiple of it.
 TILE = 8
+#: The space-to-depth forms `measure` times besides the direct one: outputs
+#: per block (`keras_evosynth.rewrites`; blocks of stride x m pixels).
+OUTPUTS_PER_BLOCK = (1, 2)
 
 _SYNAPTIC = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Free at inference (removed by the converter, or a reshape of a buffer).
@@ -340,10 +343,6 @@ def _channel_op(layer, in_specs, out_spec, in_sources, out_sources):
         else topology.Sources.unknown(channels)
     )
     return Op(layer.name, "channel", signature, channels, channels, None, source)
-
-
-# the space-to-depth forms timed: outputs per block (blocks of stride x m pixels)
-OUTPUTS_PER_BLOCK = (1, 2)
 
 
 def space_to_depth_op(op, below, outputs_per_block=1):
