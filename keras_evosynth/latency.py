@@ -831,8 +831,8 @@ class LatencyTable:
         return chosen
 
     def _anchor(self, ops, model_name):
-        """`(scale, remainder_ms, floor_ms, points)` of the model's
-        architecture (`points`: its anchors' `(grid_ms, whole_ms)` pairs)."""
+        """`(scale, remainder_ms, floor_ms, curve)` of the model's
+        architecture (`curve`: `_curve` of its anchors)."""
         key = fingerprint(ops)
         if key not in self.models:
             raise ValueError(
@@ -841,10 +841,9 @@ class LatencyTable:
                 "LatencyTable.measure(model) on it or on its ancestor."
             )
         record = self.models[key]
-        points = [(a["grid_ms"], a["whole_ms"]) for a in record.get("anchors", ())
-                  if "grid_ms" in a and "whole_ms" in a]
-        return (record.get("scale", 1.0), record["remainder_ms"], record.get("floor_ms", 0.0),
-                points)
+        scale = record.get("scale", 1.0)
+        points = [(a["grid_ms"], a["whole_ms"]) for a in record.get("anchors", ())]
+        return scale, record["remainder_ms"], record.get("floor_ms", 0.0), _curve(points, scale)
 
     def op_costs(self, model):
         """`{layer name: ms}` of every timed op at the channels the
@@ -865,9 +864,9 @@ class LatencyTable:
 
     def predict(self, model):
         """Predicted int8 latency (ms) of `model` compacted, on this table's
-        target: `scale * (sum of its ops' interpolated costs at the channels
-        `compact` keeps) + remainder` of its architecture, never below the
-        empty model's invoke time. A strided convolution whose
+        target: the sum of its ops' interpolated costs at the channels
+        `compact` keeps, read on its architecture's anchor curve (`_whole`),
+        never below the empty model's invoke time. A strided convolution whose
         space-to-depth forms were measured costs the fastest of its forms:
         the model as `export_tflite(..., space_to_depth=table)` deploys it.
 
@@ -898,37 +897,54 @@ class LatencyTable:
                 f"{self.cpu!r}, {self.runtime}, threads={self.threads})")
 
 
-def _whole(anchor, total):
-    """A model's predicted ms from its ops' summed costs `total`: the
-    piecewise-linear curve through the anchors' `(grid_ms, whole_ms)` points
-    (sorted by `grid_ms`; a point below an earlier one is raised to it, so
-    the curve never falls as `total` grows), continued beyond the outermost
-    points with slope `scale`; the line `scale * total + remainder` when fewer than two
-    distinct points are known (or the least-squares fit fell back to scale
-    1); never below the empty model's `floor`.
+def _curve(points, scale):
+    """The anchors' `(grid_ms, whole_ms)` points as `(grid, whole)` arrays
+    sorted by `grid_ms`, each whole raised to the ones before it (so the
+    curve never falls as the op sum grows and the environment's bisection on
+    it stays monotone); None with fewer than two distinct `grid_ms`, or
+    when the least-squares fit fell back to scale 1 (`_fit_anchors`: the
+    anchors are noise), where `_whole` uses the line.
 
     Example:
 
-    >>> points = [(3.0, 3.5), (1.4, 1.4), (1.2, 0.6)]
-    >>> [round(_whole((1.3, -0.5, 0.01, points), g), 4) for g in (3.0, 2.2, 1.3, 4.0, 1.0)]
-    [3.5, 2.45, 1.0, 4.8, 0.34]
-    >>> _whole((1.3, -0.5, 0.01, []), 2.0)
-    2.1
+    >>> grid, whole = _curve([(3.0, 3.5), (1.4, 1.4), (1.5, 1.3)], 1.3)
+    >>> grid.tolist(), whole.tolist()
+    ([1.4, 1.5, 3.0], [1.4, 1.4, 3.5])
+    >>> _curve([(2.0, 2.1)], 1.3) is None
+    True
     """
-    scale, remainder, floor, points = anchor
     grid = np.array([g for g, _ in points], np.float64)
     if scale == 1.0 or np.unique(grid).size < 2:
-        return max(scale * total + remainder, floor)
+        return None
     order = np.argsort(grid, kind="stable")
-    grid = grid[order]
-    # non-decreasing, so that the environment's bisection on it stays monotone
-    whole = np.maximum.accumulate(np.array([w for _, w in points], np.float64)[order])
+    whole = np.array([w for _, w in points], np.float64)[order]
+    return grid[order], np.maximum.accumulate(whole)
+
+
+def _whole(anchor, total):
+    """A model's predicted ms from its ops' summed costs `total`: on the
+    anchors' piecewise-linear `curve` (`_curve`), continued beyond its
+    outermost points with slope `scale`; the line `scale * total +
+    remainder` without a curve; never below the empty model's `floor`.
+
+    Example:
+
+    >>> curve = _curve([(3.0, 3.5), (1.4, 1.4), (1.2, 0.6)], 1.3)
+    >>> [round(_whole((1.3, -0.5, 0.01, curve), g), 4) for g in (3.0, 2.2, 1.3, 4.0, 1.0)]
+    [3.5, 2.45, 1.0, 4.8, 0.34]
+    >>> _whole((1.3, -0.5, 0.01, None), 2.0)
+    2.1
+    """
+    scale, remainder, floor, curve = anchor
+    if curve is None:
+        return max(scale * total + remainder, floor)
+    grid, whole = curve
     if total < grid[0]:
         value = whole[0] + scale * (total - grid[0])
     elif total > grid[-1]:
         value = whole[-1] + scale * (total - grid[-1])
     else:
-        value = float(np.interp(total, grid, whole))
+        value = np.interp(total, grid, whole)
     return max(float(value), floor)
 
 

@@ -235,15 +235,18 @@ def test_measure_caches_and_a_second_measure_times_nothing(tmp_path):
 def test_whole_model_curve_through_the_anchors():
     """Golden values: piecewise-linear between anchors, the fitted slope
     beyond them, the line without two distinct anchors, the floor."""
+    def anchor(scale, remainder, floor, points):
+        return scale, remainder, floor, latency._curve(points, scale)
+
     points = [(1.2, 0.6), (3.0, 3.5), (1.4, 1.4)]  # any order
-    anchor = (1.3, -0.5, 0.01, points)
-    assert latency._whole(anchor, 1.4) == pytest.approx(1.4)
-    assert latency._whole(anchor, 1.25) == pytest.approx(0.8)  # 0.6 + 0.05 / 0.2 * 0.8
-    assert latency._whole(anchor, 3.5) == pytest.approx(3.5 + 1.3 * 0.5)
-    assert latency._whole(anchor, 0.0) == pytest.approx(0.01)  # 0.6 - 1.3 * 1.2 < floor
-    assert latency._whole((1.3, -0.5, 0.01, [(2.0, 2.1)]), 1.0) == pytest.approx(0.8)
-    assert latency._whole((1.0, 0.2, 0.0, points), 1.25) == pytest.approx(1.45)  # fallback
-    noisy = (1.3, -0.5, 0.0, [(1.0, 1.0), (1.5, 0.9), (2.0, 2.0)])  # a dip is raised to 1.0
+    curved = anchor(1.3, -0.5, 0.01, points)
+    assert latency._whole(curved, 1.4) == pytest.approx(1.4)
+    assert latency._whole(curved, 1.25) == pytest.approx(0.8)  # 0.6 + 0.05 / 0.2 * 0.8
+    assert latency._whole(curved, 3.5) == pytest.approx(3.5 + 1.3 * 0.5)
+    assert latency._whole(curved, 0.0) == pytest.approx(0.01)  # 0.6 - 1.3 * 1.2 < floor
+    assert latency._whole(anchor(1.3, -0.5, 0.01, [(2.0, 2.1)]), 1.0) == pytest.approx(0.8)
+    assert latency._whole(anchor(1.0, 0.2, 0.0, points), 1.25) == pytest.approx(1.45)  # fallback
+    noisy = anchor(1.3, -0.5, 0.0, [(1.0, 1.0), (1.5, 0.9), (2.0, 2.0)])  # a dip is raised to 1.0
     assert latency._whole(noisy, 1.5) == pytest.approx(1.0)
 
 
