@@ -166,7 +166,6 @@ class SpaceToDepthPlan:
             cropped.
         padding: `"same"` when `block_pad` is exactly the stride-1
             convolution's `"same"` padding (folded into it), else `"valid"`.
-        stride: The original convolution's stride.
         outputs_per_block: `m`: each block computes `m x m` outputs
             (1: one; `DepthToSpace(m)` after the convolution otherwise).
         output_crop: `(bottom, right)` extra outputs cropped after
@@ -179,7 +178,6 @@ class SpaceToDepthPlan:
     kernel_size: tuple
     block_pad: tuple
     padding: str
-    stride: int
     outputs_per_block: int = 1
     output_crop: tuple = (0, 0)
 
@@ -261,7 +259,6 @@ def space_to_depth_plan(kernel_size, strides, padding, input_size, dilation=(1, 
         kernel_size=tuple(sizes),
         block_pad=tuple(pads),
         padding="same" if same and any(kb > 1 for kb in sizes) else "valid",
-        stride=stride,
         outputs_per_block=m,
         output_crop=tuple(crop),
     ), None
@@ -287,7 +284,7 @@ def space_to_depth_kernel(kernel, plan):
     """
     kernel = np.asarray(kernel)
     b, m = plan.block, plan.outputs_per_block
-    s = plan.stride
+    s = b // m  # the original stride
     kh, kw, c, f = kernel.shape
     (eh, ew), (bh, bw) = plan.shift, plan.kernel_size
     full = np.zeros((bh * b, bw * b, c, m, m, f), kernel.dtype)
