@@ -75,7 +75,7 @@ from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.environment import _bisect
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
-FORMAT = "keras_evosynth.latency/2"
+FORMAT = "keras_evosynth.latency/3"
 # The smallest per-layer cluster factor a latency target sets in one generation.
 MIN_LAYER_FACTOR = 0.5
 # Refinement stops before a grid would hold more points than this (2-D grids
@@ -1339,11 +1339,14 @@ class _Grid:
         self.op = ops[0]
         self.key = self.op.key
         cin = max(op.cin for op in ops)
+        # One channel is a regime of its own (XNNPACK runs a 1x1 int8
+        # convolution with one filter 3-4x faster than with 2 to 16), and
+        # heavily cut models keep exactly one in many layers: always timed.
         self.candidates = [_axis_candidates(cin, step)]
-        self.anchors = [{op.cin for op in ops}]
+        self.anchors = [{1, *(op.cin for op in ops)}]
         if self.op.two_d:
             self.candidates.append(_axis_candidates(max(op.cout for op in ops), step))
-            self.anchors.append({op.cout for op in ops})
+            self.anchors.append({1, *(op.cout for op in ops)})
         self.candidates = [sorted(set(c) | a) for c, a in
                            zip(self.candidates, self.anchors, strict=True)]
         self.values = {}  # point tuple -> ms
