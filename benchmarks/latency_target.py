@@ -8,7 +8,8 @@ parent's resource by losing whole filters, the same retraining, no rollback:
   (the recipes' `--synthesis=filters`);
 - `latency`: `ResourceTarget(resource="latency", latency_table=...)` with the
   ancestor's `LatencyTable` measured on this host (the recipes'
-  `--synthesis=latency`).
+  `--synthesis=latency`), by default with `remove_branches=True` (whole
+  inception branches may go; `--noremove_branches`: filters only).
 
 Every accepted generation of both lineages is exported to int8 LiteRT and
 scored from the flatbuffer; all flatbuffers of one network (the int8
@@ -50,6 +51,8 @@ flags.DEFINE_bool("sensitivity", True, "Latency mode divides each layer's pressu
 flags.DEFINE_float("max_layer_cut", None, "Latency mode: the largest fraction of a layer's "
                    "filters one generation may remove (ResourceTarget max_layer_cut); "
                    "unset: no cap beyond MIN_LAYER_FACTOR.")
+flags.DEFINE_bool("remove_branches", True, "Latency mode may remove whole inception branches "
+                  "(ResourceTarget(remove_branches=True)).")
 flags.DEFINE_string("json", "bench_out/latency_target.json", "Where to write results.")
 
 MODES = ("macs", "latency")
@@ -61,7 +64,8 @@ def environment(mode, table, sample):
     if mode == "latency":
         return environment_for("latency", FLAGS.keep, table,
                                sensitivity_data=sample if FLAGS.sensitivity else None,
-                               max_layer_cut=FLAGS.max_layer_cut)
+                               max_layer_cut=FLAGS.max_layer_cut,
+                               remove_branches=FLAGS.remove_branches)
     return environment_for("filters", FLAGS.keep, table)
 
 
@@ -156,6 +160,7 @@ def at_equal_metric(rows):
 def run_model(name):
     import keras_evosynth as ke
     from keras_evosynth.latency import _interpreter, time_interleaved
+    from keras_evosynth.layers import EvoLayer
     from recipes.apputil import latency_table_for
 
     setup = detectnet_setup if name == "detectnet" else mobilenet_setup
@@ -194,6 +199,9 @@ def run_model(name):
             "filters": stats.clusters, "macs": stats.macs,
             "predicted_ms": table.predict(model), "metric": evaluate(path)["metric"],
             "size_bytes": report.size_bytes,
+            "removed_layers": sorted(  # whole branches gone (no live filter)
+                layer.name for layer in model.layers
+                if isinstance(layer, EvoLayer) and not np.any(layer.cluster_mask.numpy())),
         })
         flatbuffers.append(report.flatbuffer)
     print(f"timing {len(rows)} flatbuffers interleaved, {FLAGS.rounds} rounds", flush=True)
@@ -240,7 +248,8 @@ def main(argv):
                    "mobilenet_train": FLAGS.mobilenet_train,
                    "mobilenet_epochs": FLAGS.mobilenet_epochs,
                    "sensitivity": FLAGS.sensitivity,
-                   "max_layer_cut": FLAGS.max_layer_cut},
+                   "max_layer_cut": FLAGS.max_layer_cut,
+                   "remove_branches": FLAGS.remove_branches},
         "models": results,
     })
 

@@ -52,6 +52,8 @@ class Factors:
         pressure: Latency targets: each layer's latency pressure `pi_l`.
         round_to: Live clusters of each layer rounded up to a multiple of
             this (None: no rounding).
+        removed: Latency targets with `remove_branches`: names of the
+            layers whose whole branch this offspring loses (factor 0).
     """
 
     cluster_factor: float | list
@@ -60,6 +62,7 @@ class Factors:
     expected: float | None = None
     pressure: list | None = None
     round_to: int | None = None
+    removed: list | None = None
 
 
 def _milder(value, mildness):
@@ -338,6 +341,14 @@ class ResourceTarget(Environment):
             same latency saved. The data are not part of the config (only
             `sensitivity_batches` is); None: heredity alone.
         sensitivity_batches: Batches of `sensitivity_data` per generation.
+        remove_branches: Latency targets: before the per-filter allocation,
+            remove whole branches (`genetics.branches`: an inception module's
+            1x1, 5x5 or pool branch, with its reduction) whose expected
+            latency saved per unit of strength lost beats the best filter
+            trim, while the latency is above the target and the offspring
+            keeps `fraction` of the filters (`latency.branch_removals`). On
+            XNNPACK, thin filters cost latency mostly per op, so removing an
+            op is the big lever. False: every layer keeps a filter.
 
     Example:
 
@@ -365,6 +376,7 @@ class ResourceTarget(Environment):
         shrink=0.5,
         sensitivity_data=None,
         sensitivity_batches=4,
+        remove_branches=False,
     ):
         if (fraction is None) == (budget is None):
             raise ValueError(
@@ -426,6 +438,13 @@ class ResourceTarget(Environment):
             raise ValueError("ResourceTarget: sensitivity_data only applies to "
                              "resource='latency'.")
         self.sensitivity_data = sensitivity_data
+        if not isinstance(remove_branches, bool):
+            raise TypeError("ResourceTarget: remove_branches must be True or False, "
+                            f"got {remove_branches!r}.")
+        if remove_branches and not latency:
+            raise ValueError("ResourceTarget: remove_branches only applies to "
+                             "resource='latency'.")
+        self.remove_branches = remove_branches
         self.sensitivity_batches = _positive_int(sensitivity_batches, "sensitivity_batches")
         self.latency_table = None if latency_table is None else _table(latency_table)
         self.round_to = round_to
@@ -481,9 +500,14 @@ class ResourceTarget(Environment):
 
         floors = (None if self.max_layer_cut is None else
                   latency.layer_floors(expected.p_c, expected.genomes, self.max_layer_cut))
+        removed = (latency.branch_removals(expected, wanted * current, wanted)
+                   if self.remove_branches else [])
 
         def factors_at(strength):
-            return latency.layer_factors(pressure, strength, floors)
+            factors = latency.layer_factors(pressure, strength, floors)
+            for index in removed:
+                factors[index] = 0.0
+            return factors
 
         def at(strength):
             return expected(factors_at(strength))
@@ -507,6 +531,7 @@ class ResourceTarget(Environment):
             at(strength) / current,
             pressure=[float(p) for p in pressure],
             round_to=self.round_to,
+            removed=[expected.genomes[i].name for i in removed] if self.remove_branches else None,
         )
 
     def get_config(self):
@@ -531,6 +556,8 @@ class ResourceTarget(Environment):
             )
             if self.max_layer_cut is not None:
                 config.update(max_layer_cut=self.max_layer_cut)
+            if self.remove_branches:
+                config.update(remove_branches=True)
         return config
 
 

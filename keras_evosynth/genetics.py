@@ -12,9 +12,11 @@ synapse by synapse, with independent seeded Bernoulli draws:
 - a dropped cluster drops all its synapses; the consumers' input synapses
   reading a dropped channel die with it (`dead_inputs`), and a cluster left
   without any live synapse dies too;
-- every layer keeps at least one cluster; protected layers (by default the
-  ones feeding model outputs: the classifier, detection heads) are never
-  sampled, only their synapses from dead channels are removed.
+- every layer keeps at least one cluster, except where a per-layer cluster
+  factor of 0 removes a whole branch (`branches`: an inception branch that
+  a latency target drops); protected layers (by default the ones feeding
+  model outputs: the classifier, detection heads) are never sampled, only
+  their synapses from dead channels are removed.
 
 The maths are pure numpy functions on arrays; `sample_offspring` applies them
 to a Keras model.
@@ -329,6 +331,10 @@ def _revive(genome, synapses, clusters, p_c, dead_in):
 def cluster_factors(cluster_factor, genomes):
     """One checked `R_c` per genome from a number or a per-layer sequence.
 
+    In a sequence, 0 removes the layer outright (no cluster survives, none
+    is revived); it is only accepted on the members of a removable branch
+    (`branches`), so the network stays connected.
+
     Example:
 
     >>> cluster_factors(0.5, [None, None]), cluster_factors([1.0, 2.0], [None, None])
@@ -340,8 +346,81 @@ def cluster_factors(cluster_factor, genomes):
                 f"cluster_factor has {len(cluster_factor)} per-layer values for "
                 f"{len(genomes)} evolvable layers."
             )
-        return [check_factor(float(r), "cluster_factor") for r in cluster_factor]
+        factors = [0.0 if float(r) == 0.0 else check_factor(float(r), "cluster_factor")
+                   for r in cluster_factor]
+        zero = {i for i, r in enumerate(factors) if r == 0.0}
+        if zero:
+            removable = set().union(*branches(genomes).values())
+            if zero - removable:
+                names = [genomes[i].name for i in sorted(zero - removable)]
+                raise ValueError(
+                    f"cluster_factor 0 would remove layers {names}, which are not members "
+                    "of a removable branch (genetics.branches): the network would lose "
+                    "its only path through them."
+                )
+        return factors
     return [check_factor(cluster_factor, "cluster_factor")] * len(genomes)
+
+
+def branches(genomes):
+    """`{terminal: members}`: the whole branches a network can lose.
+
+    A terminal is an unprotected Evo layer whose every reader (an Evo layer
+    whose input channels it produces) reads it inside a concatenation of
+    several Evo layers' channels (one source per channel, none unknown), and
+    which is not that concatenation's anchor: the producer with the most
+    live parent synapses (the first on ties), so one branch of every
+    concatenation always stays. Its members are the terminal and, walking
+    back, every unprotected Evo layer all of whose readers are members (the
+    1x1 reduction before an inception 3x3 or 5x5). Indices are genome
+    positions; members are sorted.
+
+    Example: two branches `a -> c` and `b` concatenated and read by `d`;
+    `c` (fewer synapses than `b`) and its reduction `a` can go.
+
+    >>> from keras_evosynth import topology
+    >>> def g(name, n, inputs=None):
+    ...     return Genome(name, np.ones((n, 2)), np.ones((n, 2), bool), np.ones(2, bool),
+    ...                   quantizers.get(8), input_axis=0, inputs=inputs)
+    >>> concat = topology.Sources(np.array([[2, 2, 1, 1]]), np.array([[0, 1, 0, 1]]))
+    >>> a, b = g("a", 3), g("b", 9)
+    >>> c, d = g("c", 2, topology.Sources.of_layer(0, 2)), g("d", 4, concat)
+    >>> branches([a, b, c, d])
+    {2: [0, 2]}
+    """
+    readers = {}
+    for k, g in enumerate(genomes):
+        if g.inputs is None:
+            continue
+        for producer in np.unique(g.inputs.producer):
+            if producer >= 0:
+                readers.setdefault(int(producer), set()).add(k)
+
+    def in_concatenation(producer, reader):
+        rows = genomes[reader].inputs.producer
+        if rows.shape[0] != 1 or (rows == topology.UNKNOWN).any():
+            return False
+        group = [int(p) for p in np.unique(rows) if p >= 0]
+        if len(group) < 2:
+            return False
+        anchor = max(group, key=lambda i: (int(genomes[i].live_synapses().sum()), -i))
+        return producer != anchor
+
+    result = {}
+    for terminal, reading in sorted(readers.items()):
+        if genomes[terminal].protected or not all(
+                in_concatenation(terminal, k) for k in reading):
+            continue
+        members, grown = {terminal}, True
+        while grown:
+            grown = False
+            for producer, reading in readers.items():
+                if (producer not in members and not genomes[producer].protected
+                        and reading <= members):
+                    members.add(producer)
+                    grown = True
+        result[terminal] = sorted(members)
+    return result
 
 
 def _round_clusters(genome, clusters, synapses, p_c, multiple):
@@ -379,7 +458,8 @@ def sample_masks(
         genomes: List of `Genome` (the parent), in topological order.
         cluster_factor: `R_c` in (0, e] (the paper: (0, 1]; see
             `check_factor`), or one value per genome (the latency
-            environment's per-layer factors).
+            environment's per-layer factors; 0 removes a member of a
+            removable branch, `branches`).
         synapse_factor: `R_s` in (0, e].
         seed, generation, attempt, candidate: Identify the draw.
         round_to: If set, each sampled layer's live clusters are rounded up
@@ -424,7 +504,7 @@ def sample_masks(
         cshape = _cluster_shape(g.kernel.shape, g.channel_axes)
         if not g.protected:
             clusters &= synapses.reshape(-1, clusters.size).any(axis=0)
-            if not clusters.any() and g.cluster_mask.any():
+            if not clusters.any() and g.cluster_mask.any() and factors[index] > 0:
                 _revive(g, synapses, clusters, p_c, dead_in)
             if round_to is not None and round_to > 1:
                 _round_clusters(g, clusters, synapses, p_c, int(round_to))

@@ -823,7 +823,7 @@ class LatencyTable:
         chosen = {}
         for op, (cin, cout) in zip(ops, live, strict=True):
             entry = self._entry(op)
-            if isinstance(entry, _Fastest):
+            if isinstance(entry, _Fastest) and cout:
                 costs = [e.cost(cin, cout, tile=TILE) for e in entry.entries]
                 best = int(np.argmin(costs))
                 if best > 0:
@@ -852,6 +852,8 @@ class LatencyTable:
         return {op.name: self._cost(op, *n) for op, n in zip(ops, live, strict=True)}
 
     def _cost(self, op, cin, cout):
+        if not cout:  # compaction drops the op
+            return 0.0
         entry = self._entry(op)
         if not entry.covers(cin, cout):
             raise ValueError(
@@ -965,20 +967,75 @@ def kept_channels(model):
     >>> [(op.name, n) for op, n in zip(*kept_channels(m))]
     [('c', (2, 2)), ('d', (32, 2))]
     """
+    ops, live, _ = _kept_channels(model)
+    return ops, live
+
+
+def _kept_channels(model):
+    """`kept_channels` plus the traced graph. An op whose output compaction
+    drops altogether (a removed branch, a reduction only it read) keeps
+    `(0, 0)`: it costs nothing."""
     from keras_evosynth.compact import _Compactor
 
     compactor = _Compactor(model, remove_channels=True)
-    ops = model_ops(model, graph=compactor.graph)
+    graph = compactor.graph
+    ops = model_ops(model, graph=graph)
+    gone = _unreached(graph, ops, {t for t, keep in compactor.keep.items() if not keep.any()})
     live = []
-    for op in ops:
+    for index, op in enumerate(ops):
         cin = int(compactor.keep[op.in_tid].sum())
         cout = int(compactor.keep[op.out_tid].sum())
+        if index in gone:
+            live.append((0, 0))
+            continue
         if op.kind == "channel":
             cin = cout
         elif op.kind == "depthwise":
             cin = cout // op.signature["multiplier"]
-        live.append((max(cin, 1), max(cout, 1) if op.two_d else max(cin, 1)))
-    return ops, live
+        live.append((max(cin, 1), cout if op.two_d else max(cin, 1)))
+    return ops, live, graph
+
+
+def _vanished(graph, ops, dead):
+    """Indices of `ops` that compaction drops once the Evo layers `dead`
+    (genome indices) lose every filter: their outputs, what is computed
+    from those alone by the layers between ops (batch norms, activations,
+    pooling, a concatenation of removed parts only), and every op whose
+    output only removed ops read (the reduction before a removed 3x3).
+
+    Example: a dead layer `b` takes its reduction `a` with it; `c`, read
+    by the output next to `b`, stays.
+
+    >>> import keras
+    >>> from keras_evosynth import evolvable
+    >>> x = keras.Input((4, 4, 3))
+    >>> a = keras.layers.Conv2D(2, 1, name="a")(x)
+    >>> b = keras.layers.Conv2D(2, 3, padding="same", name="b")(a)
+    >>> c = keras.layers.Conv2D(2, 1, name="c")(x)
+    >>> y = keras.layers.Concatenate(name="cat")([b, c])
+    >>> m = evolvable(keras.Model(x, keras.layers.Conv2D(2, 1, name="head")(y)))
+    >>> ops, _, graph = _kept_channels(m)
+    >>> sorted(ops[i].name for i in _vanished(graph, ops, {1}))
+    ['a', 'b']
+    """
+    return _unreached(graph, ops, {op.out_tid for op in ops if op.evo_index in dead})
+
+
+def _unreached(graph, ops, removed):
+    """Indices of `ops` whose output is in `removed` (tensor ids), computed
+    from removed tensors alone by non-synaptic layers, or read by no layer
+    that leads to a model output (`_vanished`)."""
+    synaptic = {op.out_tid for op in ops if op.kind != "channel"}
+    removed = set(removed)
+    for node in graph.nodes:
+        if (node.inputs and node.outputs[0] not in synaptic
+                and all(t in removed for t in node.inputs)):
+            removed.update(node.outputs)
+    needed = set(keras.tree.flatten(graph.outputs))
+    for node in reversed(graph.nodes):
+        if any(t in needed and t not in removed for t in node.outputs):
+            needed.update(node.inputs)
+    return {i for i, op in enumerate(ops) if op.out_tid in removed or op.out_tid not in needed}
 
 
 def _channel_odds(op, alive):
@@ -1016,7 +1073,10 @@ class LatencyExpectation:
     otherwise), and the table's costs are read there. The result is scaled
     so that the parent's expectation equals `table.predict(parent)` (the
     compaction-exact figure the lineage records), absorbing what this
-    forward estimate cannot see. `current` is the parent's predicted latency.
+    forward estimate cannot see. A sampled layer whose odds are all 0 (a
+    branch the environment removes) is gone, with every op that compaction
+    drops with it (`_vanished`): those cost nothing. `current` is the
+    parent's predicted latency.
 
     Attributes:
         current: Predicted latency of the parent (ms).
@@ -1028,7 +1088,8 @@ class LatencyExpectation:
     def __init__(self, table, model, genomes):
         self.table = table
         self.genomes = genomes
-        self.ops, live = kept_channels(model)
+        self.ops, live, self._graph = _kept_channels(model)
+        self._vanish = {}  # frozenset of removed genomes -> op indices
         self.anchor = table._anchor(self.ops, model.name)
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
@@ -1057,8 +1118,15 @@ class LatencyExpectation:
         for producer, (depthwise, channels) in self._readers.items():
             odds[producer] = odds[producer] * np.where(
                 channels >= 0, odds[depthwise][np.maximum(channels, 0)], 1.0)
+        dead = frozenset(i for i, (g, o) in enumerate(zip(self.genomes, odds, strict=True))
+                         if not g.protected and not np.any(o))
+        if dead not in self._vanish:
+            self._vanish[dead] = _vanished(self._graph, self.ops, dead) if dead else set()
+        gone = self._vanish[dead]
         total = 0.0
-        for op, entry in zip(self.ops, self.entries, strict=True):
+        for index, (op, entry) in enumerate(zip(self.ops, self.entries, strict=True)):
+            if index in gone:
+                continue
             cin, cout = _live_channels(op, odds)
             total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
         return self.calibration * _whole(self.anchor, total)
@@ -1066,7 +1134,10 @@ class LatencyExpectation:
     def kept_filters(self, cluster_factors):
         """Expected fraction of the parent's sampled (unprotected) filters
         the offspring keeps at these factors."""
-        odds = self.odds(cluster_factors)
+        return self.kept_filters_at(self.odds(cluster_factors))
+
+    def kept_filters_at(self, odds):
+        """`kept_filters` at given per-genome cluster odds."""
         live = kept = 0.0
         for g, p, o in zip(self.genomes, self.p_c, odds, strict=True):
             if not g.protected:
@@ -1432,6 +1503,49 @@ def pressures(savings, p_c, genomes, floor=0.0, importance=None):
     values = values / top if top > 0 else values
     sampled = np.array([not g.protected for g in genomes])
     return np.where(sampled, np.maximum(values, floor), 0.0)
+
+
+def branch_removals(expected, target, keep_filters):
+    """The whole branches a latency target removes this generation.
+
+    Every removable branch (`genetics.branches`) still alive is priced at
+    the parent: `rho_b = (f(parent) - f(parent without b)) / (sum_c p_c *
+    a_t)`, the expected predicted latency it saves per unit of strength lost
+    (`p_c` over the live filters of its terminal `t`, `a_t` the terminal's
+    sensitivity as in `pressures`). Branches are taken greedily by
+    decreasing `rho_b` while `rho_b` beats the best per-filter trim (the
+    largest `s_l / (v_l a_l)` of `pressures`, before scaling), the
+    expected latency is still above `target` (ms) and the offspring keeps
+    at least `keep_filters` of the parent's sampled filters.
+
+    Returns:
+        Sorted genome indices of the removed branches' members.
+    """
+    genomes, p_c = expected.genomes, expected.p_c
+    base = [(p > 0).astype(np.float64) for p in p_c]
+    current = expected.at_odds(base)
+    sensitivity = _sensitivity(expected.importance, p_c, genomes)
+    trim = max((max(s, 0.0) / (p[p > 0].mean() * a)
+                for s, p, g, a in zip(expected.savings(), p_c, genomes, sensitivity, strict=True)
+                if not g.protected and (p > 0).any()), default=0.0)
+    choices = []
+    for terminal, members in genetics.branches(genomes).items():
+        if not all(base[m].any() for m in members):
+            continue  # already (partly) gone
+        odds = [np.zeros_like(o) if i in members else o for i, o in enumerate(base)]
+        strength = float(p_c[terminal][p_c[terminal] > 0].sum()) * sensitivity[terminal]
+        rho = (current - expected.at_odds(odds)) / max(strength, 1e-12)
+        choices.append((-rho, terminal, members))
+    removed, odds, latency = set(), list(base), current
+    for negative_rho, _, members in sorted(choices):
+        if -negative_rho <= trim or latency <= target:
+            break
+        trial = [np.zeros_like(o) if i in members else o for i, o in enumerate(odds)]
+        if expected.kept_filters_at(trial) < keep_filters:
+            continue
+        odds, latency = trial, expected.at_odds(trial)
+        removed.update(members)
+    return sorted(removed)
 
 
 def _sensitivity(importance, p_c, genomes):

@@ -168,6 +168,8 @@ def generation_record(model, *, generation, attempt, candidate, accepted, seed, 
         )
         if factors.pressure is not None:
             record["pressure"] = factors.pressure
+        if factors.removed:
+            record["removed"] = factors.removed
     ancestor = record if ancestor is None else ancestor
     for key, name in (
         ("synapses", "synaptic_efficiency"),

@@ -58,12 +58,13 @@ def tfmot_wanted(mode):
 
 
 def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensitivity_data=None,
-                    max_layer_cut=None):
+                    max_layer_cut=None, remove_branches=False):
     """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
     ancestor's `latency_table`, see `latency_table_for`; `adaptive`: the
     adaptive step, `ResourceTarget(adaptive=True)`; `sensitivity_data`:
     `(x, y)` for the latency pressure's Taylor sensitivity; `max_layer_cut`:
-    the per-layer cap of latency targets).
+    the per-layer cap of latency targets; `remove_branches`: latency targets
+    may remove whole inception branches).
 
     Example:
 
@@ -76,7 +77,7 @@ def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensiti
     if synthesis == "latency":
         return ResourceTarget(resource="latency", latency_table=latency_table,
                               sensitivity_data=sensitivity_data, max_layer_cut=max_layer_cut,
-                              **common)
+                              remove_branches=remove_branches, **common)
     if synthesis == "filters":
         return ResourceTarget(resource="macs", solve="cluster", fixed_factor=math.e, **common)
     if synthesis == "synapses":

@@ -119,6 +119,10 @@ def define_flags(flag_values=flags.FLAGS):
     flags.DEFINE_bool("sensitivity", True, "With --synthesis=latency: divide each layer's "
                       "latency pressure by its filters' Taylor importance on 128 training "
                       "scenes, so layers that carry the mAP are cut less.", **define)
+    flags.DEFINE_bool("remove_branches", False, "With --synthesis=latency: an offspring may "
+                      "lose whole inception branches (1x1, 5x5, pool) where that saves more "
+                      "latency per strength lost than trimming filters "
+                      "(ResourceTarget(remove_branches=True)).", **define)
     flags.DEFINE_bool("quick", False, "A ~10 min smoke run of the whole experiment: "
                       + ", ".join(f"--{k}={v}" for k, v in QUICK.items())
                       + " (flags given explicitly win).", **define)  # fmt: skip
@@ -284,7 +288,8 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
         environment=environment_for(
             values.synthesis, values.keep, latency_table, values.adaptive,
             sensitivity_data(train_source, size, values.fit)
-            if values.sensitivity and values.synthesis == "latency" else None),
+            if values.sensitivity and values.synthesis == "latency" else None,
+            remove_branches=values.remove_branches and values.synthesis == "latency"),
         monitor="detection_mAP",
         mode="max",
         fitness_epochs=values.fitness_epochs,
