@@ -200,3 +200,18 @@ def test_latency_target_removes_branches_and_records_them(tmp_path):
     assert record["removed"] == ["r5", "b5"]
     assert model.get_layer("b5").cluster_mask.numpy().sum() == 0
     assert record["latency"] == pytest.approx(table.predict(model))
+
+
+def test_a_removed_branch_stays_removed_and_is_not_removed_twice():
+    model = ke.evolvable(_module())
+    table = synthetic_table(model, remainder=0.0, cost=_cost_5x5_heavy)
+    _remove(model, ["r5", "b5"])  # the parent already lost its 5x5 branch
+    genomes, _ = genetics.genomes_from_model(model)
+    names = [g.name for g in genomes]
+    assert not genomes[names.index("b5")].probabilities()[0].any()
+    expected = table.expectation(model, genomes)
+    assert expected.current == pytest.approx(table.predict(model))
+    removed = _names(genomes, latency.branch_removals(expected, 0.7 * expected.current, 0.5))
+    assert removed and not {"r5", "b5", "b3"} & set(removed)
+    masks = genetics.sample_masks(genomes, [genetics.MAX_FACTOR] * len(genomes), 1.0, seed=2)
+    assert masks[names.index("b5")][1].sum() == 0  # never revived
