@@ -735,7 +735,8 @@ class LatencyTable:
             verbose: 1 draws a progress bar on stderr, 0 is silent.
             backend: None times on this host with the LiteRT interpreter;
                 an object with `cpu`, `runtime`, `threads`,
-                `op_costs(flatbuffers) -> [ms]` and `invoke_ms(flatbuffers)
+                `op_costs(flatbuffers) -> [ms or None]` (None: the runtime
+                refused that micro-model) and `invoke_ms(flatbuffers)
                 -> [ms]` times elsewhere, e.g. `tflite_bench.device.AdbOpTimer`
                 on an Android device through `benchmark_model
                 --enable_op_profiling` (then `threads` is the backend's).
@@ -1201,6 +1202,7 @@ class _Measurer:
         self.step, self.coarse, self.refine, self.rounds = step, coarse, refine, rounds
         self.verbose = verbose
         self._null = None
+        self.refusals = ""
 
     def say(self, text):
         if self.verbose:
@@ -1258,13 +1260,23 @@ class _Measurer:
 
     def time(self, flatbuffers):
         """Costs (ms) of micro-models, interleaved with the empty model (or
-        from the backend)."""
+        from the backend); None for a micro-model the XNNPACK delegate
+        refuses to prepare (its error message is in `self.refusals`)."""
         self.table.timed_points += len(flatbuffers)
         if self.backend is not None:
-            return [float(t) for t in self.backend.op_costs(flatbuffers)]
-        interps = [_interpreter(f, self.table.threads) for f in [self.null(), *flatbuffers]]
-        times = time_interleaved(interps, rounds=self.rounds)
-        return [max(t - times[0], 0.0) for t in times[1:]]
+            return [None if t is None else float(t) for t in self.backend.op_costs(flatbuffers)]
+        interps = [_interpreter(self.null(), self.table.threads)]
+        ready = []
+        for flatbuffer in flatbuffers:
+            try:
+                interps.append(_interpreter(flatbuffer, self.table.threads))
+                ready.append(True)
+            except RuntimeError as error:  # e.g. a requantization scale beyond 256
+                self.refusals = str(error)[:200]
+                ready.append(False)
+        times = iter(time_interleaved(interps, rounds=self.rounds))
+        null = next(times)
+        return [max(next(times) - null, 0.0) if ok else None for ok in ready]
 
     def _refine(self, grid, total):
         """Bisects where the cost changes, largest changes first, until no
@@ -1414,22 +1426,40 @@ class _Grid:
         # convolution with one filter 3-4x faster than with 2 to 16), and
         # heavily cut models keep exactly one in many layers: always timed.
         self.candidates = [_axis_candidates(cin, step)]
-        self.anchors = [{1, *(op.cin for op in ops)}]
+        self.own = [{op.cin for op in ops}]
         if self.op.two_d:
             self.candidates.append(_axis_candidates(max(op.cout for op in ops), step))
-            self.anchors.append({1, *(op.cout for op in ops)})
+            self.own.append({op.cout for op in ops})
+        self.anchors = [{1, *own} for own in self.own]
         self.candidates = [sorted(set(c) | a) for c, a in
                            zip(self.candidates, self.anchors, strict=True)]
         self.values = {}  # point tuple -> ms
         self.axes = [[] for _ in self.candidates]
 
     def measure(self, measurer, axes):
+        """Times the points of `axes` not timed yet. The always-timed one
+        channel is dropped from an axis where LiteRT refuses its micro-model
+        (and is not an op's own count); any other refusal is an error."""
+        axes = [list(a) for a in axes]
         points = [p for p in itertools.product(*axes) if p not in self.values]
         if points:
             flatbuffers = [measurer.flatbuffer(self.op, *p) for p in points]
-            for point, ms in zip(points, measurer.time(flatbuffers), strict=True):
-                self.values[point] = ms
-        self.axes = [list(a) for a in axes]
+            times = measurer.time(flatbuffers)
+            for point, ms in zip(points, times, strict=True):
+                if ms is not None:
+                    self.values[point] = ms
+                    continue
+                axis = next((k for k, v in enumerate(point) if v == 1 and 1 not in self.own[k]),
+                            None)
+                if axis is None:
+                    raise ValueError(
+                        f"LatencyTable: LiteRT's XNNPACK delegate refuses the int8 "
+                        f"micro-model of layer '{self.op.name}' at {point} channels "
+                        f"({measurer.refusals}); this layer cannot be timed.")
+                for values in (axes[axis], self.candidates[axis]):
+                    if 1 in values:
+                        values.remove(1)
+        self.axes = axes
 
     def entry(self):
         if self.op.two_d:

@@ -583,3 +583,30 @@ def test_latency_target_with_sensitivity_data_cuts_important_layers_less():
     assert env.get_config()["sensitivity_batches"] == 2
     with pytest.raises(ValueError, match="sensitivity_data only applies"):
         ResourceTarget(fraction=0.7, sensitivity_data=data)
+
+
+def test_measure_drops_a_refused_one_channel_point_and_names_other_refusals(monkeypatch):
+    class Backend:  # refuses the 1x1 conv with one input channel, like XNNPACK may
+        cpu, runtime, threads = "fake", "fake runtime", 1
+        refuse = {1}
+
+        def op_costs(self, flatbuffers):
+            return [None if cin in self.refuse else 0.001 * cin * cout
+                    for _, cin, cout in flatbuffers]
+
+        def invoke_ms(self, flatbuffers):
+            return [1.0 for _ in flatbuffers]
+
+    monkeypatch.setattr(latency._Measurer, "flatbuffer",
+                        lambda self, op, cin, cout=None: (op.name, cin, cout))
+    x = keras.Input((4, 4, 16))
+    model = keras.Model(x, keras.layers.Conv2D(24, 1, name="conv")(x))
+    table = LatencyTable.measure(model, backend=Backend(), verbose=0, dense_below=32)
+    (entry,) = table.entries.values()
+    assert 1 not in entry.axes[0] and entry.axes[0][0] == 8
+    assert entry.axes[1][0] == 1  # the one-filter points were timed
+    backend = Backend()
+    backend.refuse = {16}  # the layer's own input channels
+    with pytest.raises(ValueError, match=r"refuses the int8 micro-model of layer 'conv' at "
+                                         r"\(16, \d+\) channels"):
+        LatencyTable.measure(model, backend=backend, verbose=0)
