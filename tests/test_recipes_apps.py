@@ -36,6 +36,7 @@ def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
         (["--ray_address=auto"], "pass --population > 1"),
         (["--strategy=multi_worker"], "keras-team/keras#20585"),
         (["--synthesis=latency", "--nolatency_table"], "--synthesis=latency needs"),
+        (["--remove_branches"], "--remove_branches needs --synthesis=latency"),
     ],
 )
 def test_detectnet_evolve_checks_every_flag_before_work(args, message):

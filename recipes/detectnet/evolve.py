@@ -186,6 +186,8 @@ def check_evolution_flags(values):
                          f"{values.finetune_learning_rate}.")  # fmt: skip
     if values.synthesis == "latency" and not values.latency_table:
         raise ValueError("--synthesis=latency needs --latency_table.")
+    if values.remove_branches and values.synthesis != "latency":
+        raise ValueError("--remove_branches needs --synthesis=latency.")
     if values.tolerance < 0:
         raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
     if values.tfmot_epochs < 0:
@@ -289,7 +291,7 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
             values.synthesis, values.keep, latency_table, values.adaptive,
             sensitivity_data(train_source, size, values.fit)
             if values.sensitivity and values.synthesis == "latency" else None,
-            remove_branches=values.remove_branches and values.synthesis == "latency"),
+            remove_branches=values.remove_branches),
         monitor="detection_mAP",
         mode="max",
         fitness_epochs=values.fitness_epochs,
