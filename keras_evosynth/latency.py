@@ -75,7 +75,7 @@ from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.environment import _bisect
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
-FORMAT = "keras_evosynth.latency/3"
+FORMAT = "keras_evosynth.latency/4"
 # The smallest per-layer cluster factor a latency target sets in one generation.
 MIN_LAYER_FACTOR = 0.5
 # Refinement stops before a grid would hold more points than this (2-D grids
@@ -84,6 +84,11 @@ MAX_GRID_POINTS = 96
 #: Fractions of the sampled filters at which the whole model is timed to fit
 #: the fixed remainder and the in-graph scale of op costs.
 ANCHOR_KEEP = (1.0, 0.4, 0.2, 0.1)
+# Models with removable branches (`genetics.branches`) are also timed with
+# these fractions of their branches removed, every other filter kept: the
+# op sums a branch-removing environment reaches lie far below the uniform
+# cuts' (thin ops cost per op), where the curve would only extrapolate.
+ANCHOR_BRANCHES = (1.0, 0.5)
 #: Channel tile of XNNPACK's int8 kernels: `predict` rounds a live channel
 #: count that is not a grid point up to a multiple of it.
 TILE = 8
@@ -1294,11 +1299,13 @@ class _Measurer:
 
     def _calibrate(self, model, key):
         """Times the whole model at `ANCHOR_KEEP` fractions of its filters
+        (and, with removable branches, at `ANCHOR_BRANCHES` of them removed)
         (interleaved with the empty model) and fits `whole = scale * grid sum
         + remainder` over them (least squares): the fixed remainder (input
         quantize, output dequantize, invoke overhead) and how op costs inside
         one graph differ from the same ops timed alone."""
         from keras_evosynth.compact import _Compactor
+        from keras_evosynth.conversion import evolvable
         from keras_evosynth.export import _convert
 
         graph = trace(model)
@@ -1307,19 +1314,23 @@ class _Measurer:
         rng = np.random.default_rng(0)
         data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
         anchors, flatbuffers, interps = [], [], [_interpreter(self.null(), self.table.threads)]
-        for keep in ANCHOR_KEEP:
-            cut, grid_ms = _anchor_model(self.table, plain, keep, shapes, rng)
+        plan = [{"keep": keep} for keep in ANCHOR_KEEP]
+        if genetics.branches(genetics.genomes_from_model(evolvable(plain))[0]):
+            plan += [{"keep": 1.0, "branches": b} for b in ANCHOR_BRANCHES]
+        for anchor in plan:
+            cut, grid_ms = _anchor_model(self.table, plain, anchor["keep"], shapes, rng,
+                                         anchor.get("branches", 0.0))
             try:
                 whole = _convert(cut, data, "int8", int8_io=False, allow_float_ops=True)
                 interps.append(_interpreter(whole, self.table.threads))
             except RuntimeError as error:  # XNNPACK may refuse a cut model
-                if keep == 1.0:
+                if anchor == plan[0]:
                     raise
-                warnings.warn(f"LatencyTable: the {keep:.0%} anchor of '{model.name}' "
+                warnings.warn(f"LatencyTable: the anchor {anchor} of '{model.name}' "
                               f"did not convert ({str(error)[:200]}); fitting without it.",
                               stacklevel=3)
                 continue
-            anchors.append({"keep": keep, "grid_ms": grid_ms})
+            anchors.append({**anchor, "grid_ms": grid_ms})
             flatbuffers.append(whole)
         if self.backend is not None:
             null_ms, wholes = 0.0, self.backend.invoke_ms(flatbuffers)
@@ -1340,19 +1351,27 @@ class _Measurer:
         self.table.timed_points += len(flatbuffers)
 
 
-def _anchor_model(table, plain, keep, shapes, rng):
+def _anchor_model(table, plain, keep, shapes, rng, branches=0.0):
     """`(plain model, grid sum ms)`: `plain` with `keep` of each sampled
-    layer's filters kept at random (at least one), compacted, with neutral
-    weights (`_neutral_weights`)."""
+    layer's filters kept at random (at least one) and `branches` of its
+    removable branches (`genetics.branches`, every `1 / branches`-th in
+    graph order) removed, compacted, with neutral weights
+    (`_neutral_weights`)."""
     from keras_evosynth.compact import _Compactor
     from keras_evosynth.conversion import evolvable
 
     evo = evolvable(plain)
-    if keep < 1.0:
+    if keep < 1.0 or branches > 0.0:
         genomes, layers = genetics.genomes_from_model(evo)
-        for genome, layer in zip(genomes, layers, strict=True):
-            if not genome.protected:
-                n = genome.cluster_mask.size
+        members = list(genetics.branches(genomes).values())
+        step = len(members) / max(1, round(branches * len(members))) if branches else 0
+        removed = {m for i in range(round(branches * len(members)))
+                   for m in members[int(i * step)]}
+        for index, (genome, layer) in enumerate(zip(genomes, layers, strict=True)):
+            n = genome.cluster_mask.size
+            if index in removed:
+                layer.set_masks(cluster_mask=np.zeros(n, bool))
+            elif not genome.protected and keep < 1.0:
                 mask = np.zeros(n, bool)
                 mask[rng.choice(n, size=max(1, round(keep * n)), replace=False)] = True
                 layer.set_masks(cluster_mask=mask)

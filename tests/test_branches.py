@@ -9,6 +9,7 @@ from test_latency import synthetic_table
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
 from keras_evosynth.environment import ResourceTarget
+from keras_evosynth.latency import LatencyTable
 
 
 def _module(width=8):
@@ -215,3 +216,28 @@ def test_a_removed_branch_stays_removed_and_is_not_removed_twice():
     assert removed and not {"r5", "b5", "b3"} & set(removed)
     masks = genetics.sample_masks(genomes, [genetics.MAX_FACTOR] * len(genomes), 1.0, seed=2)
     assert masks[names.index("b5")][1].sum() == 0  # never revived
+
+
+def test_a_branchy_model_is_also_anchored_with_branches_removed(monkeypatch):
+    class Backend:  # a made-up device: every op 1 us per output channel, models 1 ms
+        cpu, runtime, threads = "fake", "fake runtime", 1
+
+        def op_costs(self, flatbuffers):
+            return [0.001 * (cout or cin) for _, cin, cout in flatbuffers]
+
+        def invoke_ms(self, flatbuffers):
+            return [1.0 for _ in flatbuffers]
+
+    monkeypatch.setattr(latency._Measurer, "flatbuffer",
+                        lambda self, op, cin, cout=None: (op.name, cin, cout))
+    model = ke.evolvable(_module())
+    table = LatencyTable.measure(model, backend=Backend(), verbose=0)
+    (record,) = table.models.values()
+    anchors = record["anchors"]
+    assert [(a["keep"], a.get("branches", 0.0)) for a in anchors] == [
+        (k, 0.0) for k in latency.ANCHOR_KEEP] + [(1.0, b) for b in latency.ANCHOR_BRANCHES]
+    full, all_removed, half = anchors[0], anchors[-2], anchors[-1]
+    assert all_removed["grid_ms"] < half["grid_ms"] < full["grid_ms"]
+    # every branch (b1, r5+b5, bp) removed: the model with only b3 left, as predict prices it
+    _remove(model, ["b1", "r5", "b5", "bp"])
+    assert sum(table.op_costs(model).values()) == pytest.approx(all_removed["grid_ms"])
