@@ -75,7 +75,7 @@ from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.environment import _bisect
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
-FORMAT = "keras_evosynth.latency/4"
+FORMAT = "keras_evosynth.latency/5"
 # The smallest per-layer cluster factor a latency target sets in one generation.
 MIN_LAYER_FACTOR = 0.5
 # Refinement stops before a grid would hold more points than this (2-D grids
@@ -83,7 +83,7 @@ MIN_LAYER_FACTOR = 0.5
 MAX_GRID_POINTS = 96
 #: Fractions of the sampled filters at which the whole model is timed to fit
 #: the fixed remainder and the in-graph scale of op costs.
-ANCHOR_KEEP = (1.0, 0.4, 0.2, 0.1)
+ANCHOR_KEEP = (1.0, 0.7, 0.4, 0.2, 0.1)
 # Models with removable branches (`genetics.branches`) are also timed with
 # these fractions of their branches removed, every other filter kept: the
 # op sums a branch-removing environment reaches lie far below the uniform
