@@ -493,14 +493,15 @@ class ResourceTarget(Environment):
     def _latency_factors(self, expected, wanted, current):
         from keras_evosynth import latency
 
+        savings = expected.savings()
         pressure = latency.pressures(
-            expected.savings(), expected.p_c, expected.genomes, self.min_pressure,
+            savings, expected.p_c, expected.genomes, self.min_pressure,
             importance=expected.importance,
         )
 
         floors = (None if self.max_layer_cut is None else
                   latency.layer_floors(expected.p_c, expected.genomes, self.max_layer_cut))
-        removed = (latency.branch_removals(expected, wanted * current, wanted)
+        removed = (latency.branch_removals(expected, wanted * current, wanted, savings)
                    if self.remove_branches else [])
 
         def factors_at(strength):

@@ -396,6 +396,8 @@ def branches(genomes):
             if producer >= 0:
                 readers.setdefault(int(producer), set()).add(k)
 
+    synapses = [int(g.live_synapses().sum()) for g in genomes]
+
     def in_concatenation(producer, reader):
         rows = genomes[reader].inputs.producer
         if rows.shape[0] != 1 or (rows == topology.UNKNOWN).any():
@@ -403,7 +405,7 @@ def branches(genomes):
         group = [int(p) for p in np.unique(rows) if p >= 0]
         if len(group) < 2:
             return False
-        anchor = max(group, key=lambda i: (int(genomes[i].live_synapses().sum()), -i))
+        anchor = max(group, key=lambda i: (synapses[i], -i))
         return producer != anchor
 
     result = {}

@@ -1364,9 +1364,8 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0):
     if keep < 1.0 or branches > 0.0:
         genomes, layers = genetics.genomes_from_model(evo)
         members = list(genetics.branches(genomes).values())
-        step = len(members) / max(1, round(branches * len(members))) if branches else 0
-        removed = {m for i in range(round(branches * len(members)))
-                   for m in members[int(i * step)]}
+        count = round(branches * len(members))
+        removed = {m for i in range(count) for m in members[i * len(members) // count]}
         for index, (genome, layer) in enumerate(zip(genomes, layers, strict=True)):
             n = genome.cluster_mask.size
             if index in removed:
@@ -1542,19 +1541,25 @@ def pressures(savings, p_c, genomes, floor=0.0, importance=None):
     ...           [g, g]).tolist()
     [1.0, 1.0]
     """
-    sensitivity = _sensitivity(importance, p_c, genomes)
-    values = []
-    for s, p, g, a in zip(savings, p_c, genomes, sensitivity, strict=True):
-        live = p[p > 0]
-        values.append(0.0 if g.protected or live.size == 0 else max(s, 0.0) / (live.mean() * a))
-    values = np.asarray(values, dtype=np.float64)
+    values, _ = _raw_pressures(savings, p_c, genomes, importance)
     top = values.max() if values.size else 0.0
     values = values / top if top > 0 else values
     sampled = np.array([not g.protected for g in genomes])
     return np.where(sampled, np.maximum(values, floor), 0.0)
 
 
-def branch_removals(expected, target, keep_filters):
+def _raw_pressures(savings, p_c, genomes, importance):
+    """`(s_l / (v_l a_l) per layer before scaling, a_l)` of `pressures`
+    (0 for protected layers and layers without live filters)."""
+    sensitivity = _sensitivity(importance, p_c, genomes)
+    values = []
+    for s, p, g, a in zip(savings, p_c, genomes, sensitivity, strict=True):
+        live = p[p > 0]
+        values.append(0.0 if g.protected or live.size == 0 else max(s, 0.0) / (live.mean() * a))
+    return np.asarray(values, dtype=np.float64), sensitivity
+
+
+def branch_removals(expected, target, keep_filters, savings=None):
     """The whole branches a latency target removes this generation.
 
     Every removable branch (`genetics.branches`) still alive is priced at
@@ -1565,7 +1570,8 @@ def branch_removals(expected, target, keep_filters):
     decreasing `rho_b` while `rho_b` beats the best per-filter trim (the
     largest `s_l / (v_l a_l)` of `pressures`, before scaling), the
     expected latency is still above `target` (ms) and the offspring keeps
-    at least `keep_filters` of the parent's sampled filters.
+    at least `keep_filters` of the parent's sampled filters. `savings`:
+    `expected.savings()` when the caller has it already.
 
     Returns:
         Sorted genome indices of the removed branches' members.
@@ -1573,23 +1579,25 @@ def branch_removals(expected, target, keep_filters):
     genomes, p_c = expected.genomes, expected.p_c
     base = [(p > 0).astype(np.float64) for p in p_c]
     current = expected.at_odds(base)
-    sensitivity = _sensitivity(expected.importance, p_c, genomes)
-    trim = max((max(s, 0.0) / (p[p > 0].mean() * a)
-                for s, p, g, a in zip(expected.savings(), p_c, genomes, sensitivity, strict=True)
-                if not g.protected and (p > 0).any()), default=0.0)
+    raw, sensitivity = _raw_pressures(
+        expected.savings() if savings is None else savings, p_c, genomes, expected.importance)
+    trim = raw.max() if raw.size else 0.0
+
+    def without(odds, members):
+        return [np.zeros_like(o) if i in members else o for i, o in enumerate(odds)]
+
     choices = []
     for terminal, members in genetics.branches(genomes).items():
         if not all(base[m].any() for m in members):
             continue  # already (partly) gone
-        odds = [np.zeros_like(o) if i in members else o for i, o in enumerate(base)]
         strength = float(p_c[terminal][p_c[terminal] > 0].sum()) * sensitivity[terminal]
-        rho = (current - expected.at_odds(odds)) / max(strength, 1e-12)
+        rho = (current - expected.at_odds(without(base, members))) / max(strength, 1e-12)
         choices.append((-rho, terminal, members))
     removed, odds, latency = set(), list(base), current
     for negative_rho, _, members in sorted(choices):
         if -negative_rho <= trim or latency <= target:
             break
-        trial = [np.zeros_like(o) if i in members else o for i, o in enumerate(odds)]
+        trial = without(odds, members)
         if expected.kept_filters_at(trial) < keep_filters:
             continue
         odds, latency = trial, expected.at_odds(trial)
