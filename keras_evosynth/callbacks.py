@@ -634,6 +634,7 @@ class EvolutionCallback(keras.callbacks.Callback):
                 *keys,
                 candidate,
                 round_to=self._factors.round_to,
+                vanish=self._factors.vanish,
             )
             seeds = (distributed.trial_seed(*keys, candidate),
                      [*keys, candidate] if self.reinitialize else None)

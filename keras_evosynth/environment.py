@@ -54,6 +54,8 @@ class Factors:
             this (None: no rounding).
         removed: Latency targets with `remove_branches`: names of the
             layers whose whole branch this offspring loses (factor 0).
+        vanish: Whether a branch member the draws leave without a cluster
+            takes its whole branch with it (`genetics.sample_masks`).
     """
 
     cluster_factor: float | list
@@ -63,6 +65,7 @@ class Factors:
     pressure: list | None = None
     round_to: int | None = None
     removed: list | None = None
+    vanish: bool = False
 
 
 def _milder(value, mildness):
@@ -349,6 +352,12 @@ class ResourceTarget(Environment):
             keeps `fraction` of the filters (`latency.branch_removals`). On
             XNNPACK, thin filters cost latency mostly per op, so removing an
             op is the big lever. False: every layer keeps a filter.
+        vanish: Layers the graph lets disappear may (any resource): a
+            removable branch member (`genetics.branches`) whose draws leave
+            no filter is not given one back, and its whole branch vanishes
+            (`genetics.sample_masks(vanish=True)`); compaction removes the
+            ops and the latency table prices them at 0. False: the paper's
+            guard, every layer keeps at least one filter.
 
     Example:
 
@@ -377,6 +386,7 @@ class ResourceTarget(Environment):
         sensitivity_data=None,
         sensitivity_batches=4,
         remove_branches=False,
+        vanish=False,
     ):
         if (fraction is None) == (budget is None):
             raise ValueError(
@@ -445,6 +455,9 @@ class ResourceTarget(Environment):
             raise ValueError("ResourceTarget: remove_branches only applies to "
                              "resource='latency'.")
         self.remove_branches = remove_branches
+        if not isinstance(vanish, bool):
+            raise TypeError(f"ResourceTarget: vanish must be True or False, got {vanish!r}.")
+        self.vanish = vanish
         self.sensitivity_batches = _positive_int(sensitivity_batches, "sensitivity_batches")
         self.latency_table = None if latency_table is None else _table(latency_table)
         self.round_to = round_to
@@ -476,6 +489,12 @@ class ResourceTarget(Environment):
 
     def factors(self, expected, current, ancestor, generation, generations, mildness=0,
                 history=()):
+        result = self._factors(expected, current, ancestor, generation, generations, mildness,
+                               history)  # fmt: skip
+        result.vanish = self.vanish
+        return result
+
+    def _factors(self, expected, current, ancestor, generation, generations, mildness, history):
         wanted = self.target_fraction(current, ancestor, generation, generations)
         if self.adaptive:
             wanted = 1.0 - adaptive_cut(1.0 - wanted, history, self.grow, self.shrink)
@@ -546,6 +565,8 @@ class ResourceTarget(Environment):
         }
         if self.adaptive:
             config.update(adaptive=True, grow=self.grow, shrink=self.shrink)
+        if self.vanish:
+            config.update(vanish=True)
         if self.sensitivity_data is not None:
             config.update(sensitivity_batches=self.sensitivity_batches)
         if self.resource == "latency":

@@ -14,7 +14,10 @@ synapse by synapse, with independent seeded Bernoulli draws:
   without any live synapse dies too;
 - every layer keeps at least one cluster, except where a per-layer cluster
   factor of 0 removes a whole branch (`branches`: an inception branch that
-  a latency target drops); protected layers (by default the ones feeding
+  a latency target drops) or, with `vanish=True`, where the draws leave a
+  branch member without a cluster: the whole branch then vanishes (its
+  concatenation keeps its other inputs, compaction removes the ops and the
+  latency table prices them at 0); protected layers (by default the ones feeding
   model outputs: the classifier, detection heads) are never sampled, only
   their synapses from dead channels are removed.
 
@@ -448,6 +451,7 @@ def sample_masks(
     attempt=0,
     candidate=0,
     round_to=None,
+    vanish=False,
 ):
     """Samples an offspring's masks for a whole network.
 
@@ -467,6 +471,12 @@ def sample_masks(
         round_to: If set, each sampled layer's live clusters are rounded up
             to a multiple of it (XNNPACK computes channels in tiles of 8),
             reviving the parent's most probable dropped clusters.
+        vanish: Layers that the graph lets disappear may lose every
+            cluster: a member of a removable branch (`branches`: read only
+            through a concatenation with other live inputs, never its
+            anchor) left without a cluster by the draws is not revived, and
+            then its whole branch vanishes (every member's masks cleared).
+            False: every layer keeps at least one cluster (the paper).
 
     Returns:
         List of `(synapse_mask, cluster_mask)` bool arrays, one per genome.
@@ -487,6 +497,8 @@ def sample_masks(
             round_to, (int, np.integer)) or round_to < 1):
         raise ValueError(f"round_to must be an int >= 1 or None, got {round_to!r}.")
     _check_genomes(genomes)
+    removable = branches(genomes) if vanish else {}
+    may_vanish = set().union(*removable.values())
     alive = [g.cluster_mask.copy() for g in genomes]
     result = []
     for index, g in enumerate(genomes):
@@ -506,13 +518,18 @@ def sample_masks(
         cshape = _cluster_shape(g.kernel.shape, g.channel_axes)
         if not g.protected:
             clusters &= synapses.reshape(-1, clusters.size).any(axis=0)
-            if not clusters.any() and g.cluster_mask.any() and factors[index] > 0:
+            if (not clusters.any() and g.cluster_mask.any() and factors[index] > 0
+                    and index not in may_vanish):  # fmt: skip
                 _revive(g, synapses, clusters, p_c, dead_in)
             if round_to is not None and round_to > 1:
                 _round_clusters(g, clusters, synapses, p_c, int(round_to))
         synapses &= clusters.reshape(cshape)
         alive[index] = clusters
         result.append((synapses, clusters))
+    for members in removable.values():
+        if any(not result[i][1].any() for i in members):  # the branch is cut: all of it goes
+            for i in members:
+                result[i] = (np.zeros_like(result[i][0]), np.zeros_like(result[i][1]))
     return result
 
 

@@ -241,3 +241,39 @@ def test_a_branchy_model_is_also_anchored_with_branches_removed(monkeypatch):
     # every branch (b1, r5+b5, bp) removed: the model with only b3 left, as predict prices it
     _remove(model, ["b1", "r5", "b5", "bp"])
     assert sum(table.op_costs(model).values()) == pytest.approx(all_removed["grid_ms"])
+
+
+def test_vanish_lets_a_branch_go_when_its_draws_leave_no_filter():
+    genomes, _ = genetics.genomes_from_model(ke.evolvable(_module()))
+    names = [g.name for g in genomes]
+    members = {"b1": ["b1"], "b5": ["r5", "b5"], "bp": ["bp"]}
+    vanished = set()
+    for seed in range(12):
+        kept = genetics.sample_masks(genomes, 0.08, 1.0, seed=seed)
+        gone = genetics.sample_masks(genomes, 0.08, 1.0, seed=seed, vanish=True)
+        alive = {n: int(c.sum()) for n, (_, c) in zip(names, gone, strict=True)}
+        assert all(int(c.sum()) >= 1 for _, c in kept)  # the paper's guard
+        for name in ("stem", "b3", "next"):  # never a branch member: never vanish
+            assert alive[name] >= 1
+        for terminal, group in members.items():
+            counts = [alive[n] for n in group]
+            assert all(counts) or not any(counts), (seed, terminal, counts)
+            if not any(counts):
+                vanished.add(terminal)
+                assert all(not gone[names.index(n)][0].any() for n in group)
+        for name in ("stem", "b3"):  # same stream, same draws, whatever vanished
+            i = names.index(name)
+            assert (kept[i][1] == gone[i][1]).all()
+    assert vanished == {"b1", "b5", "bp"}  # every branch vanished in some draw
+
+
+def test_resource_target_vanish_reaches_the_factors_and_the_config():
+    target = ResourceTarget(fraction=0.5, resource="macs", solve="cluster", vanish=True)
+    f = target.factors(lambda c, s: 100 * c, current=100, ancestor=100, generation=1,
+                       generations=2)
+    assert f.vanish is True and ResourceTarget(fraction=0.5).factors(
+        lambda c, s: 100 * s, 100, 100, 1, 2).vanish is False
+    assert ResourceTarget.from_config(target.get_config()) == target
+    assert target.get_config()["vanish"] is True
+    with pytest.raises(TypeError, match="vanish must be True or False"):
+        ResourceTarget(fraction=0.5, vanish=1)
