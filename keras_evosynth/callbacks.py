@@ -18,8 +18,10 @@ Example:
 >>> model.compile("adam", "mse")
 >>> x, y = np.random.rand(64, 4), np.random.rand(64, 2)
 >>> evolution = EvolutionCallback(generations=2, monitor="loss", verbose=0)
->>> _ = model.fit(x, y, epochs=10, verbose=0, callbacks=[evolution])
+>>> history = model.fit(x, y, epochs=10, verbose=0, callbacks=[evolution])
 >>> [r["generation"] for r in evolution.records]
+[0, 1, 2]
+>>> history.history["generation"]  # the epoch logs carry the lineage
 [0, 1, 2]
 >>> evolution.records[2]["synapses"] < evolution.records[0]["synapses"]
 True
@@ -38,6 +40,7 @@ from keras_evosynth.distill import Distiller
 from keras_evosynth.layers import EvoLayer
 from keras_evosynth.lineage import Lineage, check_writable, progress_line
 from keras_evosynth.selection import Selection, generation_record
+from keras_evosynth.stats import summary
 
 _MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "iou", "map", "f1")
 # The lineage record field holding each environment resource's amount.
@@ -128,7 +131,31 @@ class EvolutionCallback(keras.callbacks.Callback):
     so one long `fit` and several short ones evolve the same way. Give `fit`
     enough epochs: `ancestor_epochs + generations * epochs_per_generation`
     plus any rollbacks; training stops when the lineage is complete. After
-    that the callback is inert.
+    that the callback only fills in the epoch logs (below).
+
+    Epoch logs: at the end of every epoch the callback adds the lineage's
+    numbers to the `logs` dict that Keras hands the callbacks, so that
+    `History`, `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard`
+    record them next to the metrics (always the same keys, all numbers):
+
+    - `generation` (int): the generation trained in that epoch (a rolled
+      back attempt counts as its generation; once the lineage is complete,
+      the last accepted generation);
+    - `synapses` (int): its synapses (non-zero kernel weights at its
+      precision), as its lineage record counts them;
+    - `macs` (int): its multiply-accumulates, when the model's shapes give
+      them (the record's `macs` is not None);
+    - `latency` (float): its predicted int8 latency (ms), with a latency
+      table (the record's `latency`).
+
+    On an epoch that ends a generation they are that generation's record's
+    values; they are not part of the record's `metrics`. Keras calls the
+    callbacks in list order with the same dict and nothing can add to it
+    before the first of them runs, so a logger only sees these keys if it
+    comes after this callback in `callbacks`:
+    `callbacks=[evolution, keras.callbacks.CSVLogger(path)]` (`History` and
+    the progress bar, which Keras appends to the list, always see them).
+    Callbacks that add the monitored metric go before it.
 
     Args:
         generations: Number of offspring to synthesize (>= 1).
@@ -413,9 +440,11 @@ class EvolutionCallback(keras.callbacks.Callback):
             )
 
     def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            logs = {}
         if self.done:
+            logs.update(self._lineage_logs())
             return
-        logs = logs or {}
         self._epochs_done += 1
         wanted = self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
         first = not self._monitor_seen
@@ -428,9 +457,32 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._monitor_seen = True
         if self.monitor in logs:
             self._values.append(float(logs[self.monitor]))
-        if self._epochs_done >= wanted:
-            values = self._values[-self.fitness_epochs:]
-            self._complete(dict(logs), float(np.mean(values)) if len(values) > 1 else values[0])
+        if self._epochs_done < wanted:
+            logs.update(self._lineage_logs())
+            return
+        values = self._values[-self.fitness_epochs:]
+        self._complete(dict(logs), float(np.mean(values)) if len(values) > 1 else values[0])
+        logs.update(self._lineage_logs(self.records[-1]))
+
+    def _lineage_logs(self, record=None):
+        """The epoch logs' lineage numbers (see the class docstring): those of
+        `record`, or measured on the model now."""
+        if record is None:
+            stats = summary(self._net, print_fn=None)
+            generation = (
+                [r for r in self.records if r["accepted"]][-1]["generation"]
+                if self.done
+                else self.generation
+            )
+            record = {"generation": generation, "synapses": stats.synapses, "macs": stats.macs}
+            if self.latency_table is not None:
+                record["latency"] = self.latency_table.predict(self._net)
+        logs = {"generation": int(record["generation"]), "synapses": int(record["synapses"])}
+        if record.get("macs") is not None:
+            logs["macs"] = int(record["macs"])
+        if record.get("latency") is not None:
+            logs["latency"] = float(record["latency"])
+        return logs
 
     # ---------------------------------------------------------------- state
     @property

@@ -13,7 +13,10 @@ Layout of a lineage directory:
 Every file is written to a temporary file in the same directory and moved
 into place with `os.replace`, so a killed process never leaves a half
 written file; no existing file is ever overwritten (a checkpoint name that
-is taken gets a `-1`, `-2`, ... suffix) and the log only ever grows.
+is taken gets a `-1`, `-2`, ... suffix) and the log only ever grows. A log
+whose last line is a partial record (left by another writer killed in the
+middle of an append, or by a crash of the file system) is read without that
+line, with a warning, and `Lineage.open` removes it from the file.
 
 Example:
 
@@ -30,6 +33,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 
 from keras_evosynth._io import write_atomic
 
@@ -73,8 +77,89 @@ def _clean(value):
     return value
 
 
-def read_lineage(directory):
+def _parse_line(line):
+    """`(record, None)` for an intact log line (bytes), `(None, why)` otherwise."""
+    try:
+        record = json.loads(line)
+    except ValueError as error:  # JSONDecodeError, or bytes that are not UTF-8
+        return None, getattr(error, "msg", str(error))
+    if not isinstance(record, dict):
+        return None, f"a record must be a JSON object, found {type(record).__name__}"
+    return record, None
+
+
+def _read_log(path):
+    """`(records, data, end, torn)` of a lineage log: its records, its bytes,
+    where its intact part ends (the byte after the newline of the last
+    record) and the line number of a torn last line (None when there is
+    none). Raises ValueError for a damaged line before the last one."""
+    with open(path, "rb") as f:
+        data = f.read()
+    records, end, bad, offset = [], 0, None, 0
+    for number, line in enumerate(data.split(b"\n"), 1):
+        offset += len(line) + 1
+        if not line.strip():
+            continue
+        if bad is not None:  # the damaged line is followed by another record
+            break
+        record, why = _parse_line(line)
+        if why is not None:
+            bad = (number, why)
+            continue
+        records.append(record)
+        end = min(offset, len(data))
+    else:
+        return records, data, end, None if bad is None else bad[0]
+    number, why = bad
+    raise ValueError(
+        f"Lineage log {path} is damaged at line {number} ({why}), before its last "
+        "record. Fix that line, or delete it and the ones after it to resume from the "
+        "last intact record (their generation_*.keras checkpoints stay), or start a new "
+        "lineage in another directory."
+    )
+
+
+def _drop_torn_tail(path, data, end):
+    """Rewrites the log without its torn last line (atomically, and only if
+    nothing changed it since it was read); returns whether it did."""
+    with open(path, "rb") as f:
+        if f.read() != data:
+            return False
+    write_atomic(path, data[:end])
+    return True
+
+
+def _warn_torn(path, line, repaired):
+    warnings.warn(
+        f"Lineage log {path}: line {line}, the last, is a partial record (the process "
+        f"writing it was killed); dropped it{' from the file' if repaired else ''}. The "
+        "records before it and their checkpoints are intact.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def read_lineage(directory, repair=False):
     """Reads the records of a lineage directory (a list of dicts).
+
+    A process killed while it appended a record can leave a partial (torn)
+    last line: that line is dropped with one warning, since the records
+    before it and their checkpoints are intact (a resumed lineage trains the
+    offspring it described again). A damaged line anywhere else raises.
+
+    Args:
+        directory: The lineage directory.
+        repair: Also remove a torn last line from the file (atomically), so
+            that the next record starts on a clean line. `Lineage.open` (a
+            resumed lineage) does; a plain reader, which may run beside the
+            process that writes the lineage, need not.
+
+    Returns:
+        The records, oldest first (empty when there is no log yet).
+
+    Raises:
+        ValueError: A line before the last one is not a JSON object; the
+            message names the file and the line.
 
     Example:
 
@@ -84,26 +169,10 @@ def read_lineage(directory):
     path = os.path.join(os.fspath(directory), LOG_NAME)
     if not os.path.exists(path):
         return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"Lineage log {path} is damaged at line {number} ({error.msg}). "
-                    "Fix or delete that line and the ones after it to resume from the "
-                    "last intact record (their generation_*.keras checkpoints stay), or "
-                    "start a new lineage in another directory."
-                ) from None
-            if not isinstance(record, dict):
-                raise ValueError(
-                    f"Lineage log {path} is damaged at line {number}: a record must be a "
-                    f"JSON object, found {type(record).__name__}. Fix or delete that line."
-                )
-            records.append(record)
+    records, data, end, torn = _read_log(path)
+    if torn is not None:
+        repaired = repair and _drop_torn_tail(path, data, end)
+        _warn_torn(path, torn, repaired)
     return records
 
 
@@ -160,19 +229,27 @@ class Lineage:
         return self.records()
 
     def records(self):
-        """The records logged so far."""
-        return read_lineage(self.directory)
+        """The records logged so far (a torn last line, left by a killed
+        process, is dropped from the file: see `read_lineage`)."""
+        return read_lineage(self.directory, repair=True)
 
     def append(self, record):
-        """Appends one record (the whole log is rewritten atomically)."""
-        existing = ""
+        """Appends one record: the log with the new line is written to a
+        temporary file in one write, flushed, fsynced and moved into place
+        (`os.replace`), so a killed process leaves either the old log or the
+        new one, never a partial line."""
+        existing = b""
         if os.path.exists(self.log_path):
-            with open(self.log_path, encoding="utf-8") as f:
+            with open(self.log_path, "rb") as f:
                 existing = f.read()
-            if existing and not existing.endswith("\n"):
-                existing += "\n"
+            last = existing.rstrip().rpartition(b"\n")[2]
+            if last.strip() and _parse_line(last)[1] is not None:  # torn: see read_lineage
+                _warn_torn(self.log_path, existing.rstrip().count(b"\n") + 1, True)
+                existing = existing.rstrip()[: -len(last)]
+            if existing and not existing.endswith(b"\n"):
+                existing += b"\n"
         line = json.dumps(_clean(record), sort_keys=True)
-        write_atomic(self.log_path, existing + line + "\n")
+        write_atomic(self.log_path, existing + line.encode("utf-8") + b"\n")
 
     def save_model(self, model, generation):
         """Saves `model` as `generation_<g>.keras` (atomically, never over an
@@ -299,7 +376,8 @@ def plot_lineage(lineage, metric=None, resource="synapses", path=None, ax=None):
         raise ImportError(
             "plot_lineage needs matplotlib: pip install keras-evosynth[plot]"
         ) from error
-    records = read_lineage(lineage) if isinstance(lineage, (str, os.PathLike)) else lineage
+    records = (read_lineage(lineage, repair=False)
+               if isinstance(lineage, (str, os.PathLike)) else lineage)
     if not records:
         raise ValueError("plot_lineage: the lineage has no records.")
 

@@ -16,7 +16,7 @@ from keras_evosynth import ResourceTarget
 SYNTHESIS = ("filters", "synapses", "latency")
 
 
-def fit_lineage(model, evolution, x, y, callbacks=(), **fit_kwargs):
+def fit_lineage(model, evolution, x, y, callbacks=(), loggers=(), **fit_kwargs):
     """`model.fit` for as many epochs as `evolution`'s lineage can need
     (every generation rolled back as often as allowed); the callback stops
     training once the lineage is complete. A lineage directory that is
@@ -24,10 +24,13 @@ def fit_lineage(model, evolution, x, y, callbacks=(), **fit_kwargs):
 
     Args:
         model: The compiled evolvable model.
-        evolution: Its `EvolutionCallback`, put last in the callback list so
-            that metrics added by `callbacks` reach it.
+        evolution: Its `EvolutionCallback`, put after `callbacks` so that
+            metrics they add reach it.
         x, y: Training data.
-        callbacks: Other callbacks.
+        callbacks: Other callbacks (those adding the monitored metric).
+        loggers: Callbacks put after `evolution` (`TensorBoard`,
+            `CSVLogger`), so that they record the lineage numbers it adds to
+            the epoch logs (`generation`, `synapses`, ...).
         **fit_kwargs: Passed to `fit` (batch size, validation data, ...).
     """
     evolution.set_model(model)
@@ -37,7 +40,7 @@ def fit_lineage(model, evolution, x, y, callbacks=(), **fit_kwargs):
     epochs = evolution.ancestor_epochs + evolution.generations * evolution.epochs_per_generation * (
         evolution.max_rollbacks + 1
     )
-    model.fit(x, y, epochs=epochs, callbacks=[*callbacks, evolution], **fit_kwargs)
+    model.fit(x, y, epochs=epochs, callbacks=[*callbacks, evolution, *loggers], **fit_kwargs)
 
 
 def tfmot_wanted(mode):

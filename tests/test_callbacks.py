@@ -1,6 +1,7 @@
 """EvolutionCallback on a small CNN and scikit-learn's 8x8 digits."""
 
 import hashlib
+import json
 import os
 
 import keras
@@ -14,6 +15,7 @@ from keras_evosynth.callbacks import (
     reset_optimizer,
 )
 from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
+from keras_evosynth.stats import summary
 
 L = keras.layers
 VOLATILE = ("wall_time", "checkpoint")
@@ -504,3 +506,80 @@ def test_other_settings_in_the_directory_fail_before_training(digits, tmp_path):
         fit(model, digits, [other], epochs=2)
     assert int(model.optimizer.iterations) == 0
     assert {n: digest(tmp_path / n) for n in os.listdir(tmp_path)} == before
+
+
+def test_epoch_logs_carry_the_lineage_to_csv_logger(digits, tmp_path):
+    import csv
+
+    class Table:
+        """A stand-in latency table: 1 ms per 100 synapses."""
+
+        def predict(self, model):
+            return summary(model, print_fn=None).synapses / 100
+
+    state = {}
+
+    class Score(keras.callbacks.Callback):
+        """Fitness 0 for the first attempt of generation 1, 1 otherwise."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            evolution = state["evolution"]
+            logs["score"] = 0.0 if (evolution.generation, evolution.attempt) == (1, 0) else 1.0
+
+    evolution = state["evolution"] = EvolutionCallback(**settings(
+        generations=2, epochs_per_generation=2, ancestor_epochs=1, precision=None,
+        monitor="score", mode="max", tolerance=0.5, latency_table=Table()))
+    path, too_early = tmp_path / "log.csv", tmp_path / "early.csv"
+    model = cnn()
+    history = fit(model, digits, [Score(), keras.callbacks.CSVLogger(too_early), evolution,
+                                  keras.callbacks.CSVLogger(path)], epochs=20)
+    # one more epoch once the lineage is complete: the last generation again
+    fit(model, digits, [Score(), evolution, keras.callbacks.CSVLogger(path, append=True)],
+        epochs=1)
+    records = evolution.records
+    assert [(r["generation"], r["accepted"]) for r in records] == [
+        (0, True), (1, False), (1, True), (2, True)]
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["epoch", "accuracy", "generation", "latency", "loss", "macs",
+                                 "score", "synapses", "val_accuracy", "val_loss"]
+    # epoch 0 the ancestor, 1-2 generation 1 (rolled back), 3-4 generation 1
+    # again, 5-6 generation 2, then the completed lineage's generation 2
+    trained = [records[i] for i in (0, 1, 1, 2, 2, 3, 3, 3)]
+    assert [int(row["generation"]) for row in rows] == [0, 1, 1, 1, 1, 2, 2, 2]
+    assert [int(row["synapses"]) for row in rows] == [r["synapses"] for r in trained]
+    assert [int(row["macs"]) for row in rows] == [r["macs"] for r in trained]
+    assert [float(row["latency"]) for row in rows] == [r["synapses"] / 100 for r in trained]
+    assert len({r["synapses"] for r in records}) == 4  # four different offspring
+    assert history.history["generation"] == [0, 1, 1, 1, 1, 2, 2]
+    assert "generation" not in records[0]["metrics"]
+    # a logger before the callback runs before the numbers are in the logs
+    with open(too_early, newline="") as f:
+        assert "generation" not in next(csv.reader(f))
+
+
+def test_torn_lineage_log_resumes_and_damage_fails_before_training(digits, tmp_path):
+    import warnings
+
+    fit(cnn(), digits, [EvolutionCallback(**quick(generations=2, directory=tmp_path))], 2)
+    log = tmp_path / "lineage.jsonl"
+    intact = log.read_text()
+    assert intact.count("\n") == 2  # generations 0 and 1
+    log.write_text(intact + '{"accepted": true, "generation": 2, "syn')  # killed mid-append
+    resumed = EvolutionCallback(**quick(generations=2, directory=tmp_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(cnn(), digits, [resumed], epochs=20)
+    torn = [w for w in caught if "partial record" in str(w.message)]
+    assert len(torn) == 1 and "line 3, the last" in str(torn[0].message)
+    assert [r["generation"] for r in resumed.records] == [0, 1, 2] and resumed.done
+    lines = log.read_text().splitlines()
+    assert log.read_text().startswith(intact) and len(lines) == 3
+    assert [json.loads(line)["generation"] for line in lines] == [0, 1, 2]
+
+    log.write_text(intact.replace("\n", "\n{\n", 1))  # damage before the last line
+    model = cnn()
+    with pytest.raises(ValueError, match=r"lineage.jsonl is damaged at line 2 "):
+        fit(model, digits, [EvolutionCallback(**quick(generations=2, directory=tmp_path))], 2)
+    assert int(model.optimizer.iterations) == 0

@@ -36,15 +36,96 @@ def test_damaged_log_or_settings_name_the_file_and_line(tmp_path):
     lin.open({"seed": 1})
     lin.append({"generation": 0})
     log = tmp_path / "run" / "lineage.jsonl"
-    log.write_text(log.read_text() + '{"generation": 1, "synap')  # a crash mid-write
-    with pytest.raises(ValueError, match=r"lineage.jsonl is damaged at line 2 .*delete that"):
+    log.write_text(log.read_text() + '{"generation": 1, "synap\n{"generation": 2}\n')
+    with pytest.raises(ValueError, match=r"lineage.jsonl is damaged at line 2 .*delete it"):
         read_lineage(tmp_path / "run")
-    log.write_text('{"generation": 0}\n[1, 2]\n')
-    with pytest.raises(ValueError, match="line 2: a record must be a JSON object, found list"):
+    log.write_text('{"generation": 0}\n[1, 2]\n\n{"generation": 2}\n')
+    with pytest.raises(ValueError, match="line 2 .a record must be a JSON object, found list"):
         lin.records()
     (tmp_path / "run" / "evolution.json").write_text('{"seed": ')
     with pytest.raises(ValueError, match="evolution.json are damaged"):
         lin.open({"seed": 1})
+
+
+INTACT = '{"generation": 0, "synapses": 100}\n{"generation": 1, "synapses": 60}\n'
+
+
+@pytest.mark.parametrize("tail", [
+    b'{"generation": 2, "synap',  # cut inside a record, no newline
+    b'{"generation": 2, "synap\n\n',  # cut, then blank lines
+    b"[1, 2]",  # JSON, but not a record
+    b"\x00\x00\x00\x00",  # a file system's zero-filled tail
+    b'{"generation": 2, "name": "\xc3',  # cut inside a UTF-8 character
+])
+def test_torn_last_line_is_dropped_with_one_warning_and_repaired(tmp_path, tail):
+    log = tmp_path / "lineage.jsonl"
+    log.write_bytes(INTACT.encode() + tail)
+    with pytest.warns(RuntimeWarning) as caught:
+        records = read_lineage(tmp_path)  # a plain reader leaves the file alone
+    assert [str(w.message) for w in caught] == [
+        f"Lineage log {log}: line 3, the last, is a partial record (the process writing it "
+        "was killed); dropped it. The records before it and their checkpoints are intact."]
+    assert records == [{"generation": 0, "synapses": 100}, {"generation": 1, "synapses": 60}]
+    assert log.read_bytes().startswith(INTACT.encode()) and len(log.read_bytes()) > len(INTACT)
+    lin = Lineage(tmp_path)
+    with pytest.warns(RuntimeWarning, match="dropped it from the file") as caught:
+        assert lin.open({}) == records  # resuming repairs the file
+    assert len(caught) == 1
+    assert log.read_text() == INTACT
+    assert sorted(os.listdir(tmp_path)) == ["evolution.json", "lineage.jsonl"]
+    lin.append({"generation": 2, "synapses": 30})  # on a clean line
+    assert [r["synapses"] for r in read_lineage(tmp_path)] == [100, 60, 30]
+
+
+def test_append_after_a_torn_line_drops_it(tmp_path):
+    log = tmp_path / "lineage.jsonl"
+    log.write_text(INTACT + '{"generation": 2, "syn')
+    with pytest.warns(RuntimeWarning, match="line 3, the last, is a partial record") as caught:
+        Lineage(tmp_path).append({"generation": 2, "synapses": 30})
+    assert len(caught) == 1
+    assert log.read_text() == INTACT + '{"generation": 2, "synapses": 30}\n'
+
+
+def test_only_torn_line_leaves_an_empty_log(tmp_path):
+    log = tmp_path / "lineage.jsonl"
+    log.write_text('{"generation": 0, "synap')
+    with pytest.warns(RuntimeWarning, match="line 1, the last"):
+        assert Lineage(tmp_path).open({}) == []
+    assert log.read_bytes() == b""
+
+
+KILLED_WRITER = """
+import json, os, signal, sys
+path = sys.argv[1]
+with open(path, "a") as f:  # two complete records, on disk
+    for g, synapses in ((0, 1000), (1, 700)):
+        f.write(json.dumps({"generation": g, "synapses": synapses}) + "\\n")
+    f.flush()
+    os.fsync(f.fileno())
+record = (json.dumps({"generation": 2, "synapses": 400, "metrics": list(range(2000))})
+          + "\\n").encode()
+fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+for start in range(0, len(record) // 2, 64):  # an appender in many small writes
+    os.write(fd, record[start:start + 64])
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_recovers_from_a_writer_killed_mid_record(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    log = tmp_path / "lineage.jsonl"
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(log)], timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    torn = log.read_bytes()
+    assert torn.count(b"\n") == 2 and not torn.endswith(b"\n")  # killed mid-record
+    with pytest.warns(RuntimeWarning, match="line 3, the last, is a partial record") as caught:
+        records = Lineage(tmp_path).open({})
+    assert len(caught) == 1
+    assert records == [{"generation": 0, "synapses": 1000}, {"generation": 1, "synapses": 700}]
+    assert log.read_bytes() == torn[: torn.rindex(b"\n") + 1]
 
 
 def test_other_settings_are_refused_and_nothing_changes(tmp_path):

@@ -303,11 +303,13 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
         latency_table=latency_table,
         **population,
     )
-    callbacks = [DetectionScore(val_source, size, scale, values.fit)]
-    if values.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(directory, "logs")))
+    # TensorBoard after the callback: it records the generation, synapses,
+    # MACs and predicted latency that the callback adds to the epoch logs
+    loggers = ([keras.callbacks.TensorBoard(os.path.join(directory, "logs"))]
+               if values.tensorboard else [])
     fit_lineage(model, evolution, train.training_dataset(train_source, settings), None,
-                callbacks=callbacks, shuffle=False, verbose=0)  # the dataset shuffles
+                callbacks=[DetectionScore(val_source, size, scale, values.fit)],
+                loggers=loggers, shuffle=False, verbose=0)  # the dataset shuffles
     return evolution
 
 
