@@ -61,13 +61,14 @@ def tfmot_wanted(mode):
 
 
 def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensitivity_data=None,
-                    max_layer_cut=None, remove_branches=False):
+                    max_layer_cut=None, remove_branches=False, vanish=False):
     """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
     ancestor's `latency_table`, see `latency_table_for`; `adaptive`: the
     adaptive step, `ResourceTarget(adaptive=True)`; `sensitivity_data`:
     `(x, y)` for the latency pressure's Taylor sensitivity; `max_layer_cut`:
     the per-layer cap of latency targets; `remove_branches`: latency targets
-    may remove whole inception branches).
+    may remove whole inception branches; `vanish`: a branch member whose
+    draws leave no filter takes its branch with it, any synthesis).
 
     Example:
 
@@ -76,7 +77,7 @@ def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensiti
     >>> environment_for("synapses", 0.7, adaptive=True).adaptive
     True
     """
-    common = {"fraction": keep, "adaptive": adaptive}
+    common = {"fraction": keep, "adaptive": adaptive, "vanish": vanish}
     if synthesis == "latency":
         return ResourceTarget(resource="latency", latency_table=latency_table,
                               sensitivity_data=sensitivity_data, max_layer_cut=max_layer_cut,
@@ -164,6 +165,8 @@ def population_settings(values):
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 PRECISION_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+# `--mixed_precision=auto`: the fastest of these, measured (`fastest_policy`)
+AUTO_POLICY = "auto"
 MULTI_WORKER_REFUSAL = (
     "--strategy=multi_worker is refused: Keras 3 with the TensorFlow backend fails under "
     "tf.distribute.MultiWorkerMirroredStrategy even for a plain model (upstream "
@@ -182,11 +185,86 @@ def define_distribution(flag_values=None):
                       "trains data-parallel on all visible GPUs (all logical CPU devices when "
                       "there is no GPU); multi_worker is refused (keras-team/keras#20585).",
                       **define)  # fmt: skip
-    flags.DEFINE_enum("mixed_precision", "float32", list(PRECISION_POLICIES), "Keras dtype "
-                      "policy; evolvable layers keep masks and quantizer maths in float32.",
-                      **define)  # fmt: skip
+    flags.DEFINE_enum("mixed_precision", "float32", [AUTO_POLICY, *PRECISION_POLICIES], "Keras "
+                      "dtype policy; evolvable layers keep masks and quantizer maths in float32. "
+                      "auto: the fastest on this host, timed on a few training steps of the "
+                      "model (mixed_bfloat16 on CPUs with AMX/AVX512-BF16, float32 on others; "
+                      "cached in --out_dir).", **define)  # fmt: skip
     flags.DEFINE_bool("tensorboard", False, "Write TensorBoard logs to --out_dir/logs (needs "
                       "the tensorboard package: keras-evosynth[tensorboard]).", **define)
+
+
+def _host_key():
+    """What decides the fastest policy: the CPU model and the visible GPUs."""
+    import tensorflow as tf
+
+    from tflite_bench.bench import host_facts
+
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    return {"cpu": host_facts()["processor"], "gpus": gpus}
+
+
+def fastest_policy(build, batch, out_dir=None, steps=3, print_fn=print):
+    """The fastest Keras dtype policy for training `build()` on this host,
+    by measurement: for each candidate (float32 and mixed_bfloat16 on a CPU;
+    mixed_float16 too with a GPU), one warm-up `train_on_batch` and the
+    median of `steps` timed ones. The answer is cached in
+    `out_dir/precision_policy.json` with the host it was measured on, and
+    measured again on another host.
+
+    Args:
+        build: `build()` returns the compiled model, built under the current
+            global policy.
+        batch: `(x, y)` of one training batch.
+        out_dir: Where the answer is cached (None: not cached).
+        steps: Timed steps per policy.
+        print_fn: Progress printer (None: silent).
+
+    Returns:
+        `(policy name, {policy: median seconds per step})`.
+    """
+    import json
+    import os
+    import time
+
+    import keras
+    import numpy as np
+
+    print_fn = print_fn or (lambda line: None)
+    host = _host_key()
+    path = os.path.join(out_dir, "precision_policy.json") if out_dir else None
+    if path and os.path.exists(path):
+        with open(path) as f:
+            cached = json.load(f)
+        if cached.get("host") == host:
+            print_fn(f"precision policy: {cached['policy']} (measured earlier, {path})")
+            return cached["policy"], cached["seconds_per_step"]
+    candidates = ["float32", "mixed_bfloat16"] + (["mixed_float16"] if host["gpus"] else [])
+    before = keras.mixed_precision.global_policy().name
+    seconds = {}
+    try:
+        for policy in candidates:
+            keras.mixed_precision.set_global_policy(policy)
+            model = build()
+            model.train_on_batch(*batch)  # traces
+            times = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                model.train_on_batch(*batch)
+                times.append(time.perf_counter() - start)
+            seconds[policy] = float(np.median(times))
+            del model
+            keras.backend.clear_session()
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    policy = min(seconds, key=seconds.get)
+    timings = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in seconds.items())
+    print_fn(f"precision policy: {policy} (a training step: {timings})")
+    if path:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"policy": policy, "seconds_per_step": seconds, "host": host}, f, indent=1)
+    return policy, seconds
 
 
 def distribution_strategy(name):

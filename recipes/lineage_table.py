@@ -142,6 +142,7 @@ def build_table(
     space_to_depth=None,
     metric_name="metric",
     within=None,
+    family=None,
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -175,6 +176,12 @@ def build_table(
             within that much of the float32 ancestor's metric, against
             `TARGETS`) is logged, written under the table and stored in the
             JSON as `"headline"`.
+        family: `{width: model}`, the same network trained from scratch at
+            thinner widths (what a user tries first): rows of lineage
+            `"family"` (with their `width`), exported like the ancestor
+            (same rewrites) and timed with everything else; the JSON then
+            holds `family_comparison(rows)` as `"versus_family"`, also
+            written under the table.
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -182,8 +189,9 @@ def build_table(
     os.makedirs(out_dir, exist_ok=True)
     rows, paths = [], []
 
-    def add(row, model, mode, rewrite=True):
-        path = os.path.join(out_dir, f"{row['lineage']}_g{row['generation']:03d}_{mode}.tflite")
+    def add(row, model, mode, rewrite=True, name=None):
+        name = name or f"{row['lineage']}_g{row['generation']:03d}"
+        path = os.path.join(out_dir, f"{name}_{mode}.tflite")
         report = export_tflite(
             model, representative, path=path, mode=mode,
             space_to_depth=space_to_depth if rewrite else None,
@@ -202,6 +210,14 @@ def build_table(
     if space_to_depth is not None:
         add({"lineage": "ancestor-int8-plain", "generation": 0, **base}, ancestor, "int8",
             rewrite=False)
+    skipped = {}
+    for width, model in sorted((family or {}).items(), reverse=True):
+        row = {"lineage": FAMILY, "generation": 0, "width": width, **_stats(model)}
+        try:
+            add(row, model, "int8", name=f"{FAMILY}_w{width:g}")
+        except RuntimeError as error:  # e.g. XNNPACK refuses a collapsed thin filter
+            skipped[width] = str(error)
+            log(f"family width {width:g}: not exported, left out of the table ({error})")
     rates = {}
     for label, directory in lineages.items():
         failed, rates[label] = rollbacks(directory)
@@ -239,8 +255,77 @@ def build_table(
     summary = None if within is None else headline(rows, within)
     if summary:
         log(summary["summary"])
-    write_table(rows, out_dir, report, extra_columns, rates, metric_name, summary)
+    versus = family_comparison(rows) if family else None
+    if versus:
+        versus["not_exported"] = skipped
+        log(versus["summary"])
+    write_table(rows, out_dir, report, extra_columns, rates, metric_name, summary, versus)
     return rows
+
+
+FAMILY = "family"  # the rows of the network trained from scratch at thinner widths
+NOT_EVOLVED = ("ancestor", "tfmot", FAMILY)
+
+
+def _offspring(rows):
+    """The evolved rows (generation >= 1): no ancestor, baseline or family row."""
+    return [r for r in rows if not r["lineage"].startswith(NOT_EVOLVED)
+            and r.get("generation", 0) >= 1]  # fmt: skip
+
+
+def family_comparison(rows, spread="mAP_spread"):
+    """Evolution against training thinner: for each family width, the best
+    offspring (any lineage) no slower than it (measured latency), and the
+    metric difference `offspring - family`. A width is won when the
+    difference is >= 0 and lost by more than noise when it is below minus
+    the larger of the two rows' `spread` (e.g. the bootstrap standard
+    deviation of the mAP); without an offspring that fast the width is lost
+    (difference None). `met`: the lineage wins at all but at most one width
+    and loses none by more than noise.
+
+    Example:
+
+    >>> rows = [{"lineage": "family", "width": 0.5, "metric": 70.0, "latency_ms": 2.0,
+    ...          "mAP_spread": 1.0},
+    ...         {"lineage": "family", "width": 0.25, "metric": 60.0, "latency_ms": 1.0,
+    ...          "mAP_spread": 1.0},
+    ...         {"lineage": "int8", "generation": 1, "metric": 71.0, "latency_ms": 1.9,
+    ...          "mAP_spread": 1.2},
+    ...         {"lineage": "int8", "generation": 2, "metric": 59.5, "latency_ms": 0.9,
+    ...          "mAP_spread": 1.2}]
+    >>> result = family_comparison(rows)
+    >>> [(w["width"], w["difference"], w["won"]) for w in result["widths"]]
+    [(0.5, 1.0, True), (0.25, -0.5, False)]
+    >>> result["wins"], result["lost_beyond_spread"], result["met"]
+    (1, 0, True)
+    """
+    offspring = [r for r in _offspring(rows) if r.get("latency_ms")]
+    widths = []
+    for member in sorted((r for r in rows if r["lineage"] == FAMILY),
+                         key=lambda r: -r["width"]):  # fmt: skip
+        fast = [r for r in offspring if r["latency_ms"] <= member["latency_ms"]]
+        item = {"width": member["width"], "family_metric": member["metric"],
+                "family_latency_ms": member["latency_ms"], "offspring": None,
+                "difference": None, "won": False, "beyond_spread": True}  # fmt: skip
+        if fast:
+            best = max(fast, key=lambda r: (r["metric"], -r["latency_ms"]))
+            difference = best["metric"] - member["metric"]
+            noise = max(member.get(spread) or 0.0, best.get(spread) or 0.0)
+            item.update(offspring={k: best.get(k) for k in ("lineage", "generation", "metric",
+                                                              "latency_ms", "synapses")},
+                        difference=round(difference, 6), won=difference >= 0,
+                        beyond_spread=difference < -noise)  # fmt: skip
+        widths.append(item)
+    wins = sum(w["won"] for w in widths)
+    lost = sum(w["beyond_spread"] and not w["won"] for w in widths)
+    met = bool(widths) and wins >= len(widths) - 1 and lost == 0
+    cells = [f"{w['width']:g}: " + ("no offspring as fast" if w["difference"] is None
+                                     else f"{w['difference']:+.1f}") for w in widths]
+    return {"widths": widths, "wins": wins, "lost_beyond_spread": lost, "met": met,
+            "summary": (f"versus the family trained from scratch (best offspring no slower, "
+                        f"metric difference per width): {', '.join(cells)}; won {wins} of "
+                        f"{len(widths)}, lost {lost} beyond the spread: "
+                        f"{'met' if met else 'missed'}")}  # fmt: skip
 
 
 # the seed's DetectNet headline: >= 10x fewer synapses, >= 5x faster than the
@@ -270,8 +355,7 @@ def headline(rows, within, targets=TARGETS):
     'speedup_vs_float32 4.00x (>= 5x: missed)'
     """
     reference = next(r["metric"] for r in rows if r["lineage"] == "ancestor-float32")
-    evolved = [r for r in rows if not r["lineage"].startswith(("ancestor", "tfmot"))
-               and r.get("generation", 0) >= 1 and r.get("speedup_vs_float32")
+    evolved = [r for r in _offspring(rows) if r.get("speedup_vs_float32")
                and r["metric"] >= reference - within]  # fmt: skip
     result = {"reference_metric": reference, "within": within, "targets": dict(targets)}
     if not evolved:
@@ -291,25 +375,104 @@ def headline(rows, within, targets=TARGETS):
     return result
 
 
+ROLES = {"ancestor-float32": "ancestor_float32", "ancestor-int8": "ancestor_int8",
+         FAMILY: "family"}  # fmt: skip
+
+
+def deployed_models(rows, within=None):
+    """The rows worth shipping: the float32 and int8 ancestors, every family
+    width, every generation of the headline lineage (the lineage of
+    `headline(rows, within)`'s row; without one, the first lineage), and the
+    best offspring of every other lineage (the fastest within `within` of
+    the float32 ancestor, else the highest metric).
+
+    Example:
+
+    >>> def row(lineage, generation, metric, speedup=1.0):
+    ...     return {"lineage": lineage, "generation": generation, "metric": metric,
+    ...             "synapses": 10, "synaptic_efficiency": 1.0, "speedup_vs_int8": 1.0,
+    ...             "speedup_vs_float32": speedup}
+    >>> rows = [row("ancestor-float32", 0, 60.0), row("ancestor-int8", 0, 59.8),
+    ...         row("int8", 0, 59.9), row("int8", 1, 59.5, 4.0),
+    ...         row("int4", 1, 50.0, 9.0), row("int4", 2, 55.0, 8.0)]
+    >>> [(r["lineage"], r["generation"]) for r in deployed_models(rows, within=1.0)]
+    [('ancestor-float32', 0), ('ancestor-int8', 0), ('int8', 0), ('int8', 1), ('int4', 2)]
+    """
+    chosen = [r for r in rows if r["lineage"] in ROLES]
+    lineages = list(dict.fromkeys(r["lineage"] for r in rows
+                                  if not r["lineage"].startswith(NOT_EVOLVED)))  # fmt: skip
+    if not lineages:
+        return chosen
+    best = headline(rows, within)["row"] if within is not None else None
+    main = best["lineage"] if best else lineages[0]
+    chosen += [r for r in rows if r["lineage"] == main]
+    reference = next((r["metric"] for r in rows if r["lineage"] == "ancestor-float32"), None)
+    for label in lineages:
+        offspring = [r for r in _offspring(rows) if r["lineage"] == label]
+        if label == main or not offspring:
+            continue
+        close = [r for r in offspring if within is not None and reference is not None
+                 and r["metric"] >= reference - within]  # fmt: skip
+        chosen.append(max(close, key=lambda r: r.get("speedup_vs_float32") or 0.0) if close
+                      else max(offspring, key=lambda r: r["metric"]))  # fmt: skip
+    return chosen
+
+
+def deploy_bundle(rows, destination, input_size, within=None, log=print):
+    """Copies the flatbuffers of `deployed_models(rows, within)` (as
+    deployed: rewrites included) into `destination` with a `manifest.json`
+    that lets anyone re-time and re-score them: `{"input_size": [H, W],
+    "total_bytes", "models": [{"file", "role" ("ancestor_int8",
+    "ancestor_float32", "offspring" or "family"), "lineage", "generation",
+    "width", "synapses", "mAP"}]}` (`mAP`: the row's metric).
+
+    Returns:
+        The manifest (dict).
+    """
+    import shutil
+
+    os.makedirs(destination, exist_ok=True)
+    models = []
+    for row in deployed_models(rows, within):
+        name = os.path.basename(row["tflite"])
+        shutil.copyfile(row["tflite"], os.path.join(destination, name))
+        models.append({"file": name, "role": ROLES.get(row["lineage"], "offspring"),
+                       "lineage": row["lineage"], "generation": row.get("generation", 0),
+                       "width": row.get("width"), "synapses": row["synapses"],
+                       "mAP": row["metric"]})  # fmt: skip
+    total = sum(os.path.getsize(os.path.join(destination, m["file"])) for m in models)
+    manifest = {"input_size": list(input_size), "total_bytes": total, "models": models}
+    with open(os.path.join(destination, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, default=_json_default)
+    log(f"deployed {len(models)} flatbuffers ({total / 1e6:.1f} MB) and manifest.json "
+        f"to {destination}")  # fmt: skip
+    return manifest
+
+
 def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=None,
-                metric_name="metric", summary=None):
+                metric_name="metric", summary=None, versus=None):
     """Writes `lineage.md`, `lineage.json` and (with matplotlib) `lineage.png`
     (the metric, named `metric_name`, against synapses and against measured
     latency, one curve per lineage, the ancestors as reference points).
 
     `rollback_rates`: `{lineage: rate}` (see `rollbacks`), listed under the
     table and stored in the JSON; `summary`: e.g. `headline(rows, ...)`,
-    stored in the JSON and its `"summary"` line written under the table."""
+    stored in the JSON and its `"summary"` line written under the table;
+    `versus`: `family_comparison(rows)`, likewise (the family is drawn as its
+    own dashed series)."""
     with open(os.path.join(out_dir, "lineage.md"), "w") as f:
         f.write(markdown_table(rows, extra=extra_columns) + "\n")
         if rollback_rates:
             rates = ", ".join(f"{k} {v:.0%}" for k, v in rollback_rates.items())
             f.write(f"\nrollback rate (rolled-back / trained offspring): {rates}\n")
-        if summary:
-            f.write(f"\n{summary['summary']}\n")
+        for item in (summary, versus):
+            if item:
+                f.write(f"\n{item['summary']}\n")
     payload = {"rows": rows}
     if summary:
         payload["headline"] = summary
+    if versus:
+        payload["versus_family"] = versus
     if rollback_rates:
         payload["rollback_rate"] = dict(rollback_rates)
     if report is not None:
@@ -329,10 +492,14 @@ def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=Non
     evolved = [r["lineage"] for r in rows if not r["lineage"].startswith("ancestor")]
     for label in dict.fromkeys(evolved):
         mine = [r for r in rows if r["lineage"] == label]
-        left.plot([r["synapses"] for r in mine], [r["metric"] for r in mine], "o-", label=label)
+        style, name = "o-", label
+        if label == FAMILY:
+            mine.sort(key=lambda r: r["synapses"])
+            style, name = "s--k", "trained thinner from scratch"
+        left.plot([r["synapses"] for r in mine], [r["metric"] for r in mine], style, label=name)
         timed = [r for r in mine if r.get("latency_ms")]
-        right.plot([r["latency_ms"] for r in timed], [r["metric"] for r in timed], "o-",
-                   label=label)
+        right.plot([r["latency_ms"] for r in timed], [r["metric"] for r in timed], style,
+                   label=name)
     for row, marker in zip([r for r in rows if r["lineage"].startswith("ancestor")], "sDv",
                            strict=False):
         name = row["lineage"].replace("-", " ")

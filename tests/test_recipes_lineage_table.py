@@ -151,6 +151,17 @@ def test_build_table_exports_measures_and_writes_the_table(tmp_path):
     assert table.splitlines()[-1] == (
         "rollback rate (rolled-back / trained offspring): int4 50%")
     assert os.path.exists(os.path.join(out, "lineage.png"))
+    # the flatbuffers as deployed, with the manifest that lets anyone re-time them
+    manifest = lineage_table.deploy_bundle(rows, str(tmp_path / "deployed"), (8, 8),
+                                           log=lambda _: None)  # fmt: skip
+    with open(tmp_path / "deployed" / "manifest.json") as f:
+        assert json.load(f) == manifest
+    assert manifest["input_size"] == [8, 8]
+    assert [(m["role"], m["lineage"], m["generation"]) for m in manifest["models"]] == [
+        ("ancestor_float32", "ancestor-float32", 0), ("ancestor_int8", "ancestor-int8", 0),
+        ("offspring", "int4", 0), ("offspring", "int4", 1)]  # fmt: skip
+    assert [m["synapses"] for m in manifest["models"]] == [r["synapses"] for r in rows]
+    assert manifest["total_bytes"] == sum(r["size_bytes"] for r in rows)
 
 
 def test_verbose_flag_lets_the_converter_log_through(monkeypatch):
@@ -183,3 +194,32 @@ def test_verbose_flag_lets_the_converter_log_through(monkeypatch):
         assert logging.get_verbosity() == logging.WARNING
     finally:
         logging.set_verbosity(level)
+
+
+def test_family_comparison_counts_wins_and_losses_beyond_the_spread():
+    def row(lineage, metric, ms, generation=1, width=None, spread=0.5):
+        return {"lineage": lineage, "generation": generation, "metric": metric,
+                "latency_ms": ms, "mAP_spread": spread, "width": width, "synapses": 10,
+                "synaptic_efficiency": 10.0, "speedup_vs_float32": 9.0,
+                "speedup_vs_int8": 3.0}  # fmt: skip
+
+    rows = [row("ancestor-float32", 80.0, 9.0, 0), row("ancestor-int8", 80.0, 3.0, 0),
+            row("family", 79.0, 2.0, 0, 0.5), row("family", 75.0, 1.5, 0, 0.35),
+            row("family", 70.0, 1.0, 0, 0.25), row("family", 60.0, 0.5, 0, 0.15),
+            row("int8", 79.5, 1.9), row("int8", 76.0, 1.4), row("int4", 68.0, 0.9)]
+    result = lineage_table.family_comparison(rows)
+    assert [(w["width"], w["difference"], w["won"], w["beyond_spread"])
+            for w in result["widths"]] == [
+        (0.5, 0.5, True, False), (0.35, 1.0, True, False), (0.25, -2.0, False, True),
+        (0.15, None, False, True)]  # fmt: skip
+    assert result["widths"][0]["offspring"]["generation"] == 1
+    assert (result["wins"], result["lost_beyond_spread"], result["met"]) == (2, 2, False)
+    assert result["summary"].endswith("won 2 of 4, lost 2 beyond the spread: missed")
+    # a loss within the larger spread of the two rows is noise
+    rows[-1] = row("int4", 69.0, 0.9, spread=1.5)
+    rows.append(row("int4", 61.0, 0.4))
+    result = lineage_table.family_comparison(rows)
+    assert [w["difference"] for w in result["widths"]] == [0.5, 1.0, -1.0, 1.0]
+    assert (result["wins"], result["lost_beyond_spread"], result["met"]) == (3, 0, True)
+    # the family is never the headline's offspring
+    assert lineage_table.headline(rows, within=1.0)["row"]["lineage"] == "int8"

@@ -49,13 +49,11 @@ import functools
 import os
 import types
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+from absl import flags
 
-import keras  # noqa: E402
-from absl import flags  # noqa: E402
-
-from recipes import apputil  # noqa: E402
-from recipes.apputil import (  # noqa: E402
+from recipes import apputil
+from recipes.apputil import (
     SYNTHESIS,
     distribution_strategy,
     environment_for,
@@ -65,17 +63,21 @@ from recipes.apputil import (  # noqa: E402
     quiet_tensorflow,
     tfmot_wanted,
 )
-from recipes.detectnet import data, losses, targets, train  # noqa: E402
-from recipes.detectnet import evaluate as scoring  # noqa: E402
-from recipes.detectnet.callbacks import DetectionScore, detection_scores  # noqa: E402
+from recipes.detectnet import data, losses, targets, train
+from recipes.detectnet import evaluate as scoring
+from recipes.detectnet.callbacks import DetectionScore, detection_scores
 
 TFMOT_MAX_EPOCHS = 6
 HEADLINE_WITHIN = 1.0  # "accuracy preserved": within 1 DIGITS-mAP point of the float32 ancestor
 # --quick: the whole experiment (ancestor, the four lineages, latency table,
 # export, timing, tfmot) on little data, to check that it runs end to end
-QUICK = {"num_train": 300, "num_val": 100, "epochs": 4, "plateau": 0, "generations": 2,
-         "epochs_per_generation": 1, "fitness_epochs": 1, "runs": 20, "tfmot_epochs": 1,
+QUICK = {"width": 0.25, "num_train": 300, "num_val": 100, "epochs": 4, "plateau": 0,
+         "generations": 2, "epochs_per_generation": 1, "fitness_epochs": 1, "runs": 20,
+         "tfmot_epochs": 1, "family": ["0.125"], "mixed_precision": "float32",
          "out_dir": "runs/detectnet_quick"}  # fmt: skip
+# The paper's ancestor (width 1.0) and the thinner DetectNets a user would
+# train from scratch instead (about 4x, 8x, 16x and 43x fewer synapses)
+FAMILY = ["0.5", "0.35", "0.25", "0.15"]
 EXTRA_COLUMNS = [("mAP_spread", "±{:.1f}"), ("ap_easy", "{:.1f}"), ("ap_moderate", "{:.1f}"),
                  ("ap_hard", "{:.1f}")]
 
@@ -89,9 +91,17 @@ def define_flags(flag_values=flags.FLAGS):
     >>> define_flags(values)
     >>> values["precisions"].default, values["synthesis"].default, values["plateau"].default
     (['float32', 'int8', 'int4', 'int2'], 'filters', 4)
+    >>> values["width"].default, values["family"].default, values["mixed_precision"].default
+    (1.0, ['0.5', '0.35', '0.25', '0.15'], 'auto')
     """
     train.define_flags(flag_values)
     flag_values.set_default("out_dir", "runs/detectnet_evolve")
+    # the paper's ancestor: the full GoogLeNet trunk, trained in the fastest
+    # policy this host has (bfloat16 on AMX CPUs), on 3,000 scenes so that its
+    # training and validation mAP stay within the bootstrap spread
+    flag_values.set_default("width", 1.0)
+    flag_values.set_default("num_train", 3000)
+    flag_values.set_default("mixed_precision", "auto")
     # >= 500 scenes: on 200 the DIGITS mAP of one model moves by ~2-3 points
     # between draws of the validation set (the lineage table's mAP_spread)
     flag_values.set_default("num_val", 500)
@@ -102,6 +112,11 @@ def define_flags(flag_values=flags.FLAGS):
     apputil.define_population(flag_values)
     flags.DEFINE_list("precisions", ["float32", "int8", "int4", "int2"], "Synaptic precisions, "
                       "one lineage each.", **define)  # fmt: skip
+    flags.DEFINE_list("family", FAMILY, "Widths of the DetectNet a user would train instead: "
+                      "each trained from scratch like the ancestor (same scenes, augmentation, "
+                      "schedule and policy; cached in --out_dir/family/width_W), exported and "
+                      "timed with the lineages, and compared with them at equal measured "
+                      "latency. Empty: none.", **define)  # fmt: skip
     flags.DEFINE_integer("generations", 6, "Offspring per lineage.", **define)
     flags.DEFINE_integer("epochs_per_generation", 4, "Retraining epochs per offspring.", **define)
     flags.DEFINE_float("finetune_learning_rate", 3e-4, "Adam rate at the start of each "
@@ -123,6 +138,10 @@ def define_flags(flag_values=flags.FLAGS):
                       "lose whole inception branches (1x1, 5x5, pool) where that saves more "
                       "latency per strength lost than trimming filters "
                       "(ResourceTarget(remove_branches=True)).", **define)
+    flags.DEFINE_bool("vanish", False, "Layers that may vanish: an inception branch whose "
+                      "sampled filters all die goes as a whole (its Concatenate keeps the other "
+                      "branches; compaction removes the ops) instead of keeping one filter "
+                      "(ResourceTarget(vanish=True)).", **define)  # fmt: skip
     flags.DEFINE_bool("quick", False, "A ~10 min smoke run of the whole experiment: "
                       + ", ".join(f"--{k}={v}" for k, v in QUICK.items())
                       + " (flags given explicitly win).", **define)  # fmt: skip
@@ -190,6 +209,14 @@ def check_evolution_flags(values):
         raise ValueError("--remove_branches needs --synthesis=latency.")
     if values.tolerance < 0:
         raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
+    for width in values.family:
+        try:
+            value = float(width)
+        except ValueError:
+            raise ValueError(f"--family: {width!r} is not a width.") from None
+        if not 0 < value < values.width:
+            raise ValueError(f"--family widths must be in (0, --width={values.width:g}), got "
+                             f"{width}.")  # fmt: skip
     if values.tfmot_epochs < 0:
         raise ValueError(f"--tfmot_epochs must be >= 0, got {values.tfmot_epochs}.")
     tfmot_wanted(values.tfmot)  # raises for --tfmot=on without tfmot
@@ -215,21 +242,43 @@ def tflite_scores(images, labels, scale):
     return evaluate
 
 
-def ancestor_model(values, print_fn=print, data_sources=None):
-    """Trains the ancestor into `out_dir/ancestor` or loads it from there
-    (`data_sources`: `train.sources(values)`, when the caller has them)."""
-    path = os.path.join(values.out_dir, "ancestor", "model.keras")
-    if os.path.exists(path):
-        print_fn(f"ancestor: loading {path}")
-        return keras.models.load_model(path)
+def trained_model(values, directory, role, print_fn=print, data_sources=None, width=None):
+    """Trains a DetectNet with the flags' settings (at `width`, default
+    `--width`) into `directory`, or loads it from there when its recorded
+    settings match (`train.check_cache`: a mismatch is refused, naming the
+    differing settings); `role` names it in the progress lines."""
     settings = train_settings(values)
-    settings.out_dir = os.path.dirname(path)
+    settings.out_dir = directory
+    if width is not None:
+        settings.width = width
+    path = os.path.join(directory, "model.keras")
+    train.check_cache(directory, settings)
+    if os.path.exists(path):
+        print_fn(f"{role}: loading {path}")
+        return keras.models.load_model(path)
     until = f"until it plateaus (--plateau={values.plateau}), at most " if values.plateau else ""
-    print_fn(f"ancestor: training {until}{values.epochs} epochs -> {path}")
+    print_fn(f"{role}: training width {settings.width:g} {until}{values.epochs} epochs "
+             f"({settings.mixed_precision}) -> {path}")  # fmt: skip
     train.run(settings, print_fn=print_fn, data_sources=data_sources)
+    keras.backend.clear_session()
     # reloaded, so that its variables belong to no tf.distribute strategy
     # (the lineages build under their own)
     return keras.models.load_model(path)
+
+
+def ancestor_model(values, print_fn=print, data_sources=None):
+    """Trains the ancestor into `out_dir/ancestor` or loads it from there
+    (`data_sources`: `train.sources(values)`, when the caller has them)."""
+    return trained_model(values, os.path.join(values.out_dir, "ancestor"), "ancestor",
+                         print_fn, data_sources)  # fmt: skip
+
+
+def family_models(values, print_fn=print, data_sources=None):
+    """`{width: model}` of `--family`: the DetectNet trained from scratch at
+    each width like the ancestor, cached in `out_dir/family/width_W`."""
+    return {float(w): trained_model(values, os.path.join(values.out_dir, "family", f"width_{w}"),
+                                    f"family width {w}", print_fn, data_sources, float(w))
+            for w in values.family}  # fmt: skip
 
 
 def decayed_rate(start, decay, epoch, epochs):
@@ -291,7 +340,7 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
             values.synthesis, values.keep, latency_table, values.adaptive,
             sensitivity_data(train_source, size, values.fit)
             if values.sensitivity and values.synthesis == "latency" else None,
-            remove_branches=values.remove_branches),
+            remove_branches=values.remove_branches, vanish=values.vanish),
         monitor="detection_mAP",
         mode="max",
         fitness_epochs=values.fitness_epochs,
@@ -373,7 +422,9 @@ def main(argv):
     quiet_tensorflow(values.verbose)
     os.makedirs(values.out_dir, exist_ok=True)
     sources = train.sources(values, print)  # scanned once, for the ancestor and the lineages
+    values.mixed_precision = train.resolve_policy(values, sources[0])
     ancestor = ancestor_model(values, data_sources=sources)
+    family = family_models(values, data_sources=sources)
     size = (values.image_height, values.image_width)
     keras.mixed_precision.set_global_policy(values.mixed_precision)
     strategy = distribution_strategy(values.strategy)
@@ -395,10 +446,12 @@ def main(argv):
         ancestor, lineages, representative=x, out_dir=values.out_dir,
         evaluate=tflite_scores(xv, yv, scale), runs=values.runs, extra_columns=EXTRA_COLUMNS,
         baselines=tfmot_baseline(ancestor, lineages, values), space_to_depth=table,
-        metric_name="DIGITS mAP", within=HEADLINE_WITHIN,
+        metric_name="DIGITS mAP", within=HEADLINE_WITHIN, family=family,
     )  # fmt: skip
     print(lineage_table.markdown_table(rows, extra=EXTRA_COLUMNS))
     print(f"wrote {values.out_dir}/lineage.md, lineage.json, lineage.png")
+    lineage_table.deploy_bundle(rows, os.path.join(values.out_dir, "deployed"), size,
+                                within=HEADLINE_WITHIN)  # fmt: skip
 
 
 if __name__ == "__main__":

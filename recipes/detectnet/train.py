@@ -32,6 +32,11 @@ SETTINGS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", 
 # this many points (the epoch-to-epoch noise of a 200-500 scene validation set is ~2-3)
 PLATEAU_DELTA = 1.0
 PLATEAU_FACTOR = 0.3  # learning-rate multiplier after the first plateau
+# The settings that make a trained model what it is: a cached model trained
+# with other values of these is refused (`check_cache`), never silently reused.
+CACHE_KEYS = ("kitti_root", "image_height", "image_width", "width", "batch_norm", "num_train",
+              "num_val", "batch_size", "learning_rate", "seed", "augment", "fit",
+              "mixed_precision", "plateau")  # fmt: skip
 
 
 def define_flags(flag_values=flags.FLAGS):
@@ -116,7 +121,7 @@ def check_flags(values):
         raise ValueError(f"--learning_rate must be in (0, 1), got {values.learning_rate}.")
     if values.kitti_root is not None and not os.path.isdir(values.kitti_root):
         raise ValueError(f"--kitti_root={values.kitti_root!r} is not a directory.")
-    from recipes.apputil import MULTI_WORKER_REFUSAL, PRECISION_POLICIES, STRATEGIES
+    from recipes.apputil import AUTO_POLICY, MULTI_WORKER_REFUSAL, PRECISION_POLICIES, STRATEGIES
 
     if values.fit not in data.FITS:
         raise ValueError(f"--fit must be one of {', '.join(data.FITS)}, got {values.fit!r}.")
@@ -131,9 +136,85 @@ def check_flags(values):
         if importlib.util.find_spec("tensorboard") is None:
             raise ValueError("--tensorboard needs the tensorboard package: "
                              "pip install 'keras-evosynth[tensorboard]'.")  # fmt: skip
-    if values.mixed_precision not in PRECISION_POLICIES:
-        raise ValueError(f"--mixed_precision must be one of {', '.join(PRECISION_POLICIES)}, "
-                         f"got {values.mixed_precision!r}.")  # fmt: skip
+    if values.mixed_precision not in (AUTO_POLICY, *PRECISION_POLICIES):
+        raise ValueError(f"--mixed_precision must be one of {AUTO_POLICY}, "
+                         f"{', '.join(PRECISION_POLICIES)}, got {values.mixed_precision!r}.")
+
+
+def cached_settings(directory):
+    """The `CACHE_KEYS` settings a model in `directory` was trained with
+    (`settings.json`, written when training starts, or the `settings` of
+    `metrics.json`), or None when the directory has no record of them."""
+    for name, key in (("settings.json", None), ("metrics.json", "settings")):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            with open(path) as handle:
+                stored = json.load(handle)
+            stored = stored[key] if key else stored
+            return {k: stored[k] for k in CACHE_KEYS if k in stored}
+    return None
+
+
+def check_cache(directory, settings):
+    """Raises ValueError when `directory` holds a model (finished, or a
+    training in progress) made with other `CACHE_KEYS` settings than
+    `settings` (`--mixed_precision=auto` must be resolved first), naming
+    every differing setting; does nothing for a directory without one.
+
+    Example:
+
+    >>> import tempfile, types
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "settings.json"), "w") as f:
+    ...     json.dump({"width": 1.0, "num_train": 3000}, f)
+    >>> check_cache(folder, types.SimpleNamespace(width=0.25, num_train=3000))
+    Traceback (most recent call last):
+    ...
+    ValueError: ... was trained with other settings (width: 1.0 there, 0.25 now): ...
+    """
+    stored = cached_settings(directory)
+    model = os.path.join(directory, "model.keras")
+    if stored is None:
+        if os.path.exists(model) or os.path.isdir(os.path.join(directory, "backup")):
+            raise ValueError(f"{directory} holds a model with no record of its settings "
+                             "(settings.json or metrics.json): pass another --out_dir, or "
+                             "delete it to retrain.")  # fmt: skip
+        return
+    differing = [f"{k}: {stored[k]!r} there, {getattr(settings, k)!r} now" for k in stored
+                 if hasattr(settings, k) and stored[k] != getattr(settings, k)]  # fmt: skip
+    if differing:
+        raise ValueError(f"{directory} was trained with other settings ({'; '.join(differing)}): "
+                         "pass another --out_dir, or delete that directory to retrain.")
+
+
+def resolve_policy(settings, source, print_fn=print):
+    """`settings.mixed_precision`, with `auto` replaced by the fastest policy
+    for training this DetectNet on this host (`apputil.fastest_policy`,
+    timed on one batch of `source`, cached in `settings.out_dir`)."""
+    from recipes.apputil import AUTO_POLICY, fastest_policy
+
+    if settings.mixed_precision != AUTO_POLICY:
+        return settings.mixed_precision
+    import keras
+
+    from recipes.detectnet import losses, targets
+    from recipes.detectnet.model import detectnet
+
+    size = (settings.image_height, settings.image_width)
+    count = settings.batch_size
+    grid = targets.encode_batch(data.labels_of(source)[:count], size)
+    x = data.images_of(source, size, count, settings.fit).astype("float32")
+    batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
+
+    def build():
+        model = detectnet(size, settings.width, batch_norm)
+        model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
+                      loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+        return model
+
+    policy, _ = fastest_policy(build, (x, {"coverage": grid, "bboxes": grid}),
+                               settings.out_dir, print_fn=print_fn)  # fmt: skip
+    return policy
 
 
 def generated_scenes(image_size, num_train, num_val, seed):
@@ -300,6 +381,8 @@ def run(settings, print_fn=print, data_sources=None):
 
     size = (settings.image_height, settings.image_width)
     train_source, val_source = data_sources or sources(settings, print_fn)
+    settings.mixed_precision = resolve_policy(settings, train_source, print_fn)
+    check_cache(settings.out_dir, settings)
     kind = "generated in memory" if settings.kitti_root is None else "streamed"
     print_fn(f"data: {len(data.labels_of(train_source))} training, "
              f"{len(data.labels_of(val_source))} validation images of {size[1]}x{size[0]} "
@@ -313,6 +396,8 @@ def run(settings, print_fn=print, data_sources=None):
         model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
                       loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
     os.makedirs(settings.out_dir, exist_ok=True)
+    with open(os.path.join(settings.out_dir, "settings.json"), "w") as handle:
+        json.dump({k: getattr(settings, k) for k in CACHE_KEYS}, handle, indent=1)
     backup = os.path.join(settings.out_dir, "backup")
     rows_path = os.path.join(settings.out_dir, "epochs.jsonl")
     if not os.path.isdir(backup) and os.path.exists(rows_path):
