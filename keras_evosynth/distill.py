@@ -106,11 +106,14 @@ class Distiller(keras.Model):
         if self.alpha == 0.0:
             return task
         soft, pred = self._ordered(self.teacher(x, training=False)), self._ordered(y_pred)
+        # in float32 like Keras's own losses: under a mixed policy the
+        # outputs are bfloat16 / float16 while the task loss is float32
         distill = sum(
-            keras.ops.mean(fn(keras.ops.stop_gradient(t), p))
+            keras.ops.mean(fn(keras.ops.cast(keras.ops.stop_gradient(t), "float32"),
+                              keras.ops.cast(p, "float32")))
             for fn, t, p in zip(self._distill_fns, soft, pred, strict=True)
-        )
-        return (1.0 - self.alpha) * task + self.alpha * distill
+        )  # fmt: skip
+        return (1.0 - self.alpha) * task + self.alpha * keras.ops.cast(distill, task.dtype)
 
     def _ordered(self, outputs):
         """Outputs as a list in `student.output_names` order."""

@@ -40,6 +40,25 @@ def test_loss_mixes_the_task_and_the_teacher(alpha):
     assert loss == pytest.approx((1 - alpha) * task + alpha * soft, rel=1e-5)
 
 
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_loss_under_a_mixed_policy_matches_float32_maths(policy):
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        student, teacher = _pair()
+        distiller = Distiller(student, teacher, alpha=0.3, distillation_loss="mse")
+        distiller.compile("sgd", loss={"a": "mse", "b": "mse"})
+        x, y = _data()
+        loss = float(distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)["loss"])
+        s, t = student.predict(x, verbose=0), teacher.predict(x, verbose=0)
+        s, t = ({k: np.asarray(v, "float32") for k, v in d.items()} for d in (s, t))
+        distiller.fit(x, y, epochs=1, verbose=0)  # trains: the mixed dtypes add up
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    task = np.mean((s["a"] - y["a"]) ** 2) + np.mean((s["b"] - y["b"]) ** 2)
+    soft = np.mean((s["a"] - t["a"]) ** 2) + np.mean((s["b"] - t["b"]) ** 2)
+    assert loss == pytest.approx(0.7 * task + 0.3 * soft, rel=2e-2)
+
+
 def test_training_moves_the_student_only():
     student, teacher = _pair()
     before = [w.copy() for w in teacher.get_weights()]
