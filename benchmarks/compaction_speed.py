@@ -19,29 +19,36 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from absl import flags, logging
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from benchmarks.common import save_result  # noqa: E402
-from keras_evosynth import EvoLayer, evolvable  # noqa: E402
-from keras_evosynth.export import export_tflite  # noqa: E402
-from tflite_bench.host import fill_inputs, latency_stats, make_interpreter  # noqa: E402
+from benchmarks.common import save_result
+from keras_evosynth import EvoLayer, evolvable
+from keras_evosynth.export import export_tflite
+from recipes import apputil
+from tflite_bench.host import fill_inputs, latency_stats, make_interpreter
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("model", "googlenet", ["googlenet", "mobilenet_v2", "resnet50"],
-                  "Network to prune.")
-flags.DEFINE_integer("image_size", 224, "Square input size.")
-flags.DEFINE_float("width", 1.0, "GoogLeNet filter multiplier / MobileNetV2 alpha.")
-flags.DEFINE_list("removed", ["0.5", "0.9"], "Fractions of filters removed.")
-flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.")
-flags.DEFINE_integer("runs", 20, "Timed invokes per model per round.")
-flags.DEFINE_integer("warmup", 10, "Untimed invokes per model first.")
-flags.DEFINE_integer("calibration", 16, "Random calibration images for int8.")
-flags.DEFINE_integer("seed", 0, "Seed of weights, masks and data.")
-flags.DEFINE_string("json", "bench_out/compaction_speed.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_enum("model", "googlenet", ["googlenet", "mobilenet_v2", "resnet50"],
+                      "Network to prune.", **define)
+    flags.DEFINE_integer("image_size", 224, "Square input size.", **define)
+    flags.DEFINE_float("width", 1.0, "GoogLeNet filter multiplier / MobileNetV2 alpha.", **define)
+    flags.DEFINE_list("removed", ["0.5", "0.9"], "Fractions of filters removed.", **define)
+    flags.DEFINE_integer("rounds", 5, "Interleaved timing rounds.", **define)
+    flags.DEFINE_integer("runs", 20, "Timed invokes per model per round.", **define)
+    flags.DEFINE_integer("warmup", 10, "Untimed invokes per model first.", **define)
+    flags.DEFINE_integer("calibration", 16, "Random calibration images for int8.", **define)
+    flags.DEFINE_integer("seed", 0, "Seed of weights, masks and data.", **define)
+    flags.DEFINE_string("json", "bench_out/compaction_speed.json", "Where to write results.",
+                        **define)
+    apputil.define_verbose(flag_values)
+
 
 # GoogLeNet inception modules 3a..4b: (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool proj).
 _INCEPTION = [
@@ -131,7 +138,8 @@ def time_flatbuffers(paths, rounds, runs, warmup):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.ERROR)  # TF's SavedModel/converter chatter
+    # TF's SavedModel/converter chatter
+    logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     keras.utils.set_random_seed(FLAGS.seed)
     rng = np.random.default_rng(FLAGS.seed)
     base = build_model(FLAGS.model, FLAGS.image_size, FLAGS.width)
@@ -211,4 +219,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

@@ -22,28 +22,37 @@ Two bounds on what any filter cut can reach, measured on this host:
         --json benchmarks/results/detectnet_width.json
 """
 
+import json
 import os
+import subprocess
+import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+from absl import app, flags, logging
 
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from benchmarks.common import save_result, time_side_by_side  # noqa: E402
+from benchmarks.common import save_result, time_side_by_side
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("widths", ["0.25", "0.2", "0.15", "0.1"], "Width multipliers; the first is "
-                  "the reference (the CPU default is 0.25).")
-flags.DEFINE_list("train_widths", [], "Widths to train from scratch to their plateau (cached).")
-flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.")
-flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).")
-flags.DEFINE_string("out_dir", "runs/detectnet_width", "Where trained widths are cached.")
-flags.DEFINE_integer("seed", 0, "Seed of weights, scenes and calibration data.")
-flags.DEFINE_string("json", "bench_out/detectnet_width.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_list("widths", ["0.25", "0.2", "0.15", "0.1"], "Width multipliers; the first is "
+                      "the reference (the CPU default is 0.25).", **define)
+    flags.DEFINE_list("train_widths", [], "Widths to train from scratch to their plateau (cached).",
+                      **define)
+    flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.", **define)
+    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
+                         **define)
+    flags.DEFINE_string("out_dir", "runs/detectnet_width", "Where trained widths are cached.",
+                        **define)
+    flags.DEFINE_integer("seed", 0, "Seed of weights, scenes and calibration data.", **define)
+    flags.DEFINE_string("json", "bench_out/detectnet_width.json", "Where to write results.",
+                        **define)
+    apputil.define_verbose(flag_values)
+
 
 STEM = "conv1_7x7_s2"
 FORMS = {"direct": None, "space_to_depth": [STEM], "wide": {STEM: 2}}
@@ -64,7 +73,7 @@ def trained(width):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.ERROR)
+    logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     from keras_evosynth import stats
     from keras_evosynth.export import export_tflite
     from keras_evosynth.latency import _cpu
@@ -128,4 +137,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

@@ -21,25 +21,32 @@ parent (scored the same way before the cut).
     python -m benchmarks.distillation --json benchmarks/results/distillation.json
 """
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+from absl import flags
 
-import keras  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from benchmarks.common import detectnet_default, save_result  # noqa: E402
+from benchmarks.common import detectnet_default, save_result
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out_dir", "runs/latency_target/detectnet", "Ancestor and latency table.")
-flags.DEFINE_float("cut", 0.3, "Share of the parent's predicted int8 latency the offspring loses.")
-flags.DEFINE_integer("epochs", 6, "Retraining epochs of each variant.")
-flags.DEFINE_float("alpha", 0.5, "Distiller alpha (weight of the teacher term).")
-flags.DEFINE_float("learning_rate", 3e-4, "Adam rate of the retraining.")
-flags.DEFINE_float("within", 1.0, "Recovered: mAP within this many points of the parent.")
-flags.DEFINE_integer("seed", 0, "Seed of the data and the offspring.")
-flags.DEFINE_string("json", "bench_out/distillation.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_string("out_dir", "runs/latency_target/detectnet", "Ancestor and latency table.",
+                        **define)
+    flags.DEFINE_float("cut", 0.3, "Share of the parent's predicted int8 latency the offspring "
+                       "loses.", **define)
+    flags.DEFINE_integer("epochs", 6, "Retraining epochs of each variant.", **define)
+    flags.DEFINE_float("alpha", 0.5, "Distiller alpha (weight of the teacher term).", **define)
+    flags.DEFINE_float("learning_rate", 3e-4, "Adam rate of the retraining.", **define)
+    flags.DEFINE_float("within", 1.0, "Recovered: mAP within this many points of the parent.",
+                       **define)
+    flags.DEFINE_integer("seed", 0, "Seed of the data and the offspring.", **define)
+    flags.DEFINE_string("json", "bench_out/distillation.json", "Where to write results.", **define)
+    apputil.define_verbose(flag_values)
 
 
 def offspring_of(parent, table):
@@ -85,7 +92,7 @@ def main(argv):
     from recipes.apputil import latency_table_for, quiet_tensorflow
     from recipes.detectnet import evaluate as scoring
 
-    quiet_tensorflow()
+    quiet_tensorflow(FLAGS.verbose)
     dn = detectnet_default(FLAGS.out_dir, FLAGS.seed)
     ancestor, xv, yv, scale = dn.ancestor, dn.xv, dn.yv, dn.scale
     data = (dn.x, dn.grid, xv, yv, scale, dn.values.batch_size)
@@ -124,4 +131,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

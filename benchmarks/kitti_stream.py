@@ -22,22 +22,30 @@ import os
 import resource
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import save_result
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("images", 2000, "Generated full-size scenes.")
-flags.DEFINE_float("width", 0.25, "DetectNet width multiplier.")
-flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).")
-flags.DEFINE_string("data_dir", "runs/kitti_stream_scenes", "Where the scenes are written.")
-flags.DEFINE_integer("epochs", 1, "Training epochs (the GPU smoke run: a few hundred steps).")
-flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "tf.distribute strategy.")
-flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
-                  "Keras dtype policy.")
-flags.DEFINE_string("json", "benchmarks/results/kitti_stream.json", "Result file.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_integer("images", 2000, "Generated full-size scenes.", **define)
+    flags.DEFINE_float("width", 0.25, "DetectNet width multiplier.", **define)
+    flags.DEFINE_integer("batch_size", 10, "Batch size (DIGITS: 10).", **define)
+    flags.DEFINE_string("data_dir", "runs/kitti_stream_scenes", "Where the scenes are written.",
+                        **define)
+    flags.DEFINE_integer("epochs", 1, "Training epochs (the GPU smoke run: a few hundred steps).",
+                         **define)
+    flags.DEFINE_enum("strategy", "none", ["none", "mirrored"], "tf.distribute strategy.", **define)
+    flags.DEFINE_enum("mixed_precision", "float32", ["float32", "mixed_float16", "mixed_bfloat16"],
+                      "Keras dtype policy.", **define)
+    flags.DEFINE_string("json", "benchmarks/results/kitti_stream.json", "Result file.", **define)
+    apputil.define_verbose(flag_values)
+
 
 SIZE = (384, 1248)
 
@@ -127,4 +135,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

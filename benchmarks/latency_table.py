@@ -22,36 +22,43 @@ same run, how a cached table is meant to be used; DESIGN.md §5).
     python -m benchmarks.latency_table --json benchmarks/results/latency_table.json
 """
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from absl import app, flags, logging
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from benchmarks.common import save_result, time_side_by_side  # noqa: E402
-from keras_evosynth import evolvable, genetics  # noqa: E402
-from keras_evosynth.export import export_tflite  # noqa: E402
-from keras_evosynth.latency import LatencyTable  # noqa: E402
+from benchmarks.common import save_result, time_side_by_side
+from keras_evosynth import evolvable, genetics
+from keras_evosynth.export import export_tflite
+from keras_evosynth.latency import LatencyTable
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["detectnet", "mobilenet_v2", "fashion_cnn"], "Networks.")
-flags.DEFINE_integer("mobilenet_size", 224, "MobileNetV2 input side.")
-flags.DEFINE_float("mobilenet_alpha", 1.0, "MobileNetV2 width multiplier.")
-flags.DEFINE_list("random_cuts", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8",
-                                  "0.9"], "Fractions of filters removed at random.")
-flags.DEFINE_integer("mixed_cuts", 4, "Offspring with a random fraction per layer.")
-flags.DEFINE_list("evolved_factors", ["1.0", "0.7", "0.45", "0.25"],
-                  "Cluster factors R_c of the evolved offspring.")
-flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.")
-flags.DEFINE_float("budget_ms", 40.0, "Invoke time per model per round.")
-flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).")
-flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.")
-flags.DEFINE_integer("dense_below", 32, "LatencyTable.measure's dense_below (0: sparse grid).")
-flags.DEFINE_integer("seed", 0, "Seed of weights, cuts and data.")
-flags.DEFINE_string("json", "bench_out/latency_table.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_list("models", ["detectnet", "mobilenet_v2", "fashion_cnn"], "Networks.", **define)
+    flags.DEFINE_integer("mobilenet_size", 224, "MobileNetV2 input side.", **define)
+    flags.DEFINE_float("mobilenet_alpha", 1.0, "MobileNetV2 width multiplier.", **define)
+    flags.DEFINE_list("random_cuts", ["0.1", "0.2", "0.3", "0.4", "0.5", "0.6", "0.7", "0.8",
+                                      "0.9"], "Fractions of filters removed at random.", **define)
+    flags.DEFINE_integer("mixed_cuts", 4, "Offspring with a random fraction per layer.", **define)
+    flags.DEFINE_list("evolved_factors", ["1.0", "0.7", "0.45", "0.25"],
+                      "Cluster factors R_c of the evolved offspring.", **define)
+    flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.", **define)
+    flags.DEFINE_float("budget_ms", 40.0, "Invoke time per model per round.", **define)
+    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
+                         **define)
+    flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.",
+                        **define)
+    flags.DEFINE_integer("dense_below", 32, "LatencyTable.measure's dense_below (0: sparse grid).",
+                         **define)
+    flags.DEFINE_integer("seed", 0, "Seed of weights, cuts and data.", **define)
+    flags.DEFINE_string("json", "bench_out/latency_table.json", "Where to write results.", **define)
+    apputil.define_verbose(flag_values)
 
 
 def build(name):
@@ -174,7 +181,7 @@ def run_model(name):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.ERROR)
+    logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     keras.utils.set_random_seed(FLAGS.seed)
     results = [run_model(name) for name in FLAGS.models]
     print("\nmodel            offspring  median err  worst err  median anchored  worst anchored")
@@ -196,4 +203,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

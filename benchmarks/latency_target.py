@@ -29,31 +29,41 @@ ancestor first) are timed in this process, interleaved round by round
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from absl import flags
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from benchmarks.common import detectnet_default, save_result  # noqa: E402
+from benchmarks.common import detectnet_default, save_result
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.")
-flags.DEFINE_integer("generations", 3, "Offspring per lineage.")
-flags.DEFINE_float("keep", 0.7, "Kept fraction of the parent's MACs / predicted latency.")
-flags.DEFINE_string("out_dir", "runs/latency_target", "Ancestors, tables, lineages.")
-flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.")
-flags.DEFINE_integer("seed", 0, "Seed of data, ancestor and lineages.")
-flags.DEFINE_integer("mobilenet_train", 12000, "Fashion-MNIST training images (MobileNetV2).")
-flags.DEFINE_integer("mobilenet_epochs", 4, "Ancestor epochs (MobileNetV2).")
-flags.DEFINE_bool("sensitivity", True, "Latency mode divides each layer's pressure by its "
-                  "filters' Taylor importance on 128 training samples (sensitivity_data).")
-flags.DEFINE_float("max_layer_cut", None, "Latency mode: the largest fraction of a layer's "
-                   "filters one generation may remove (ResourceTarget max_layer_cut); "
-                   "unset: no cap beyond MIN_LAYER_FACTOR.")
-flags.DEFINE_bool("remove_branches", True, "Latency mode may remove whole inception branches "
-                  "(ResourceTarget(remove_branches=True)).")
-flags.DEFINE_string("json", "bench_out/latency_target.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.", **define)
+    flags.DEFINE_integer("generations", 3, "Offspring per lineage.", **define)
+    flags.DEFINE_float("keep", 0.7, "Kept fraction of the parent's MACs / predicted latency.",
+                       **define)
+    flags.DEFINE_string("out_dir", "runs/latency_target", "Ancestors, tables, lineages.", **define)
+    flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.", **define)
+    flags.DEFINE_integer("seed", 0, "Seed of data, ancestor and lineages.", **define)
+    flags.DEFINE_integer("mobilenet_train", 12000, "Fashion-MNIST training images (MobileNetV2).",
+                         **define)
+    flags.DEFINE_integer("mobilenet_epochs", 4, "Ancestor epochs (MobileNetV2).", **define)
+    flags.DEFINE_bool("sensitivity", True, "Latency mode divides each layer's pressure by its "
+                      "filters' Taylor importance on 128 training samples (sensitivity_data).",
+                      **define)
+    flags.DEFINE_float("max_layer_cut", None, "Latency mode: the largest fraction of a layer's "
+                       "filters one generation may remove (ResourceTarget max_layer_cut); "
+                       "unset: no cap beyond MIN_LAYER_FACTOR.", **define)
+    flags.DEFINE_bool("remove_branches", True, "Latency mode may remove whole inception branches "
+                      "(ResourceTarget(remove_branches=True)).", **define)
+    flags.DEFINE_string("json", "bench_out/latency_target.json", "Where to write results.",
+                        **define)
+    apputil.define_verbose(flag_values)
+
 
 MODES = ("macs", "latency")
 
@@ -238,7 +248,7 @@ def main(argv):
     del argv
     from recipes.apputil import quiet_tensorflow
 
-    quiet_tensorflow()
+    quiet_tensorflow(FLAGS.verbose)
     results = [run_model(name) for name in FLAGS.models]
     save_result(FLAGS.json, {
         "benchmark": "latency_target",
@@ -255,4 +265,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

@@ -15,18 +15,23 @@ what the layer would cost in float inside the int8 model.
     python -m benchmarks.layer_precision --json benchmarks/results/layer_precision.json
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags, logging
 
-from absl import app, flags, logging  # noqa: E402
-
-from benchmarks.common import save_result, time_side_by_side  # noqa: E402
+from benchmarks.common import save_result, time_side_by_side
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.")
-flags.DEFINE_float("width", 0.25, "DetectNet trunk width.")
-flags.DEFINE_string("json", "bench_out/layer_precision.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.", **define)
+    flags.DEFINE_float("width", 0.25, "DetectNet trunk width.", **define)
+    flags.DEFINE_string("json", "bench_out/layer_precision.json", "Where to write results.",
+                        **define)
+    apputil.define_verbose(flag_values)
 
 
 def layer_forms(model):
@@ -59,7 +64,7 @@ def main(argv):
     from keras_evosynth.latency import _cpu, _int8_flatbuffer, _micro_model
     from recipes.detectnet.model import detectnet
 
-    logging.set_verbosity(logging.ERROR)
+    logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     keras.utils.set_random_seed(0)
     print(f"host CPU: {_cpu()}, LiteRT XNNPACK, 1 thread, batch 1", flush=True)
     model = detectnet(input_size=(128, 384), width=FLAGS.width, batch_norm="all")
@@ -102,4 +107,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

@@ -15,22 +15,28 @@ starting the cluster; `generation_s` splits the wall times by generation
 `benchmarks/results/population_ray.json`.
 """
 
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from benchmarks.common import save_result  # noqa: E402
+from benchmarks.common import save_result
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("population", 4, "Candidates per generation.")
-flags.DEFINE_integer("generations", 3, "Offspring of the lineage.")
-flags.DEFINE_integer("trial_steps", 180, "Training batches of each candidate's trial.")
-flags.DEFINE_integer("workers", 2, "Ray workers (1 CPU, 1 thread each).")
-flags.DEFINE_integer("seed", 0, "Lineage seed.")
-flags.DEFINE_string("json", "benchmarks/results/population_ray.json", "Result file.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_integer("population", 4, "Candidates per generation.", **define)
+    flags.DEFINE_integer("generations", 3, "Offspring of the lineage.", **define)
+    flags.DEFINE_integer("trial_steps", 180, "Training batches of each candidate's trial.",
+                         **define)
+    flags.DEFINE_integer("workers", 2, "Ray workers (1 CPU, 1 thread each).", **define)
+    flags.DEFINE_integer("seed", 0, "Lineage seed.", **define)
+    flags.DEFINE_string("json", "benchmarks/results/population_ray.json", "Result file.", **define)
+    apputil.define_verbose(flag_values)
+
 
 VOLATILE = ("wall_time", "checkpoint", "fitness", "loss", "val_loss", "accuracy", "val_accuracy")
 
@@ -78,7 +84,7 @@ def main(argv):
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    quiet_tensorflow()
+    quiet_tensorflow(FLAGS.verbose)
     raw = load_classification("fashion_mnist", limit_train=6000, limit_test=1000)
     data = (raw.x_train, raw.y_train, raw.x_test, raw.y_test)  # float32 in [0, 1], int32
     print(f"--- sequential: {FLAGS.population} candidates x {FLAGS.generations} generations, "
@@ -115,4 +121,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

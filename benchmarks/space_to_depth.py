@@ -14,29 +14,36 @@ what `LatencyTable.space_to_depth_layers` would choose.
     python -m benchmarks.space_to_depth --json benchmarks/results/space_to_depth.json
 """
 
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from absl import app, flags, logging
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from benchmarks.common import save_result, time_side_by_side  # noqa: E402
-from keras_evosynth import evolvable  # noqa: E402
-from keras_evosynth.export import export_tflite  # noqa: E402
-from keras_evosynth.latency import (  # noqa: E402
+from benchmarks.common import save_result, time_side_by_side
+from keras_evosynth import evolvable
+from keras_evosynth.export import export_tflite
+from keras_evosynth.latency import (
     LatencyTable,
     _cpu,
 )
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.")
-flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.")
-flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).")
-flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.")
-flags.DEFINE_integer("seed", 0, "Seed of weights and data.")
-flags.DEFINE_string("json", "bench_out/space_to_depth.json", "Where to write results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.", **define)
+    flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.", **define)
+    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
+                         **define)
+    flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.",
+                        **define)
+    flags.DEFINE_integer("seed", 0, "Seed of weights and data.", **define)
+    flags.DEFINE_string("json", "bench_out/space_to_depth.json", "Where to write results.",
+                        **define)
+    apputil.define_verbose(flag_values)
 
 
 def build(name, rng):
@@ -92,7 +99,7 @@ def run_model(name):
 
 def main(argv):
     del argv
-    logging.set_verbosity(logging.ERROR)
+    logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     keras.utils.set_random_seed(FLAGS.seed)
     print(f"host CPU: {_cpu()}, LiteRT XNNPACK, 1 thread, batch 1, int8", flush=True)
     results = [run_model(name) for name in FLAGS.models]
@@ -106,4 +113,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

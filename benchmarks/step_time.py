@@ -12,23 +12,29 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from absl import flags
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from benchmarks.common import save_result  # noqa: E402
-from keras_evosynth import evolvable  # noqa: E402
+from benchmarks.common import save_result
+from keras_evosynth import evolvable
+from recipes import apputil
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("precisions", ["float32", "int8", "int4"], "Evo precisions to time.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("image_size", 28, "Square input size.")
-flags.DEFINE_integer("width", 32, "Filters of the first conv (doubles twice).")
-flags.DEFINE_integer("rounds", 30, "Timed rounds (one step per model per round).")
-flags.DEFINE_integer("warmup", 5, "Untimed steps per model first.")
-flags.DEFINE_string("json", "bench_out/step_time.json", "Where to write the results.")
+
+
+def define_flags(flag_values=FLAGS):
+    """Defines the benchmark's absl flags (called by `__main__` only)."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_list("precisions", ["float32", "int8", "int4"], "Evo precisions to time.",
+                      **define)
+    flags.DEFINE_integer("batch_size", 64, "Batch size.", **define)
+    flags.DEFINE_integer("image_size", 28, "Square input size.", **define)
+    flags.DEFINE_integer("width", 32, "Filters of the first conv (doubles twice).", **define)
+    flags.DEFINE_integer("rounds", 30, "Timed rounds (one step per model per round).", **define)
+    flags.DEFINE_integer("warmup", 5, "Untimed steps per model first.", **define)
+    flags.DEFINE_string("json", "bench_out/step_time.json", "Where to write the results.", **define)
+    apputil.define_verbose(flag_values)
 
 
 def build_cnn(image_size, width):
@@ -103,4 +109,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    apputil.run(main)

@@ -17,6 +17,8 @@ import sys
 
 import numpy as np
 
+from tflite_bench.quiet import quiet_startup
+
 
 def export(model, path, representative=None):
     """Writes `model` as .tflite: float32, or full-int8 given calibration data."""
@@ -46,7 +48,11 @@ def main(argv=None):
     p.add_argument("--threads", default="1,2")
     p.add_argument("--runs", type=int, default=300)
     p.add_argument("--skip-tfmot", action="store_true")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's and LiteRT's native log lines (hidden by default)")
     args = p.parse_args(argv)
+    # before TensorFlow loads (imported below)
+    quiet_startup(["--verbose"] if args.verbose else [])
     os.makedirs(args.out_dir, exist_ok=True)
     out = lambda name: os.path.join(args.out_dir, name)  # noqa: E731
 

@@ -1,8 +1,12 @@
-"""Atomic file writes: a killed process never leaves a half-written file."""
+"""Atomic file writes: a killed process never leaves a half-written file;
+`quiet_native_output` (`tflite_bench.quiet`, the one place that silences
+native log lines) re-exported for the modules that hide the converter's."""
 
 import contextlib
 import os
 import tempfile
+
+from tflite_bench.quiet import quiet_native_output  # noqa: F401
 
 
 def write_atomic(path, data):
@@ -29,46 +33,3 @@ def write_atomic(path, data):
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
-
-
-@contextlib.contextmanager
-def quiet_native_output(enabled=True):
-    """Silences what native code (the TFLite converter's C++ logging) writes
-    to the process's stdout and stderr file descriptors, for the duration.
-
-    Python-level exceptions still propagate; set `enabled=False` (or the
-    environment variable `KERAS_EVOSYNTH_VERBOSE=1`) to see the output.
-
-    Example:
-
-    >>> with quiet_native_output():
-    ...     os.write(2, b"hidden\\n") > 0
-    True
-    """
-    if not enabled or os.environ.get("KERAS_EVOSYNTH_VERBOSE") == "1":
-        yield
-        return
-    import sys
-
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(AttributeError, ValueError, OSError):
-            stream.flush()
-    saved = []
-    try:
-        null = os.open(os.devnull, os.O_WRONLY)
-    except OSError:  # pragma: no cover
-        yield
-        return
-    try:
-        for fd in (1, 2):
-            try:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(null, fd)
-            except OSError:  # no such descriptor (embedded interpreters)
-                pass
-        yield
-    finally:
-        for fd, copy in saved:
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(null)

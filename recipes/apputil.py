@@ -104,11 +104,12 @@ def latency_table_for(model, out_dir, print_fn=print):
 
 
 def define_verbose(flag_values=None):
-    """Defines the recipes' `--verbose` flag (see `quiet_tensorflow`)."""
+    """Defines the recipes' `--verbose` flag (read before TensorFlow loads
+    by `tflite_bench.quiet.quiet_startup`, then by `quiet_tensorflow`)."""
     from absl import flags
 
-    flags.DEFINE_bool("verbose", False, "Show TensorFlow's, absl's and the LiteRT converter's "
-                      "log lines (hidden by default).",
+    flags.DEFINE_bool("verbose", False, "Show TensorFlow's, absl's and LiteRT's log lines, the "
+                      "native ones included (hidden by default).",
                       flag_values=flags.FLAGS if flag_values is None else flag_values)
 
 
@@ -292,16 +293,20 @@ def distribution_strategy(name):
 
 
 def quiet_tensorflow(verbose=False):
-    """Keeps the converter's INFO chatter out of the recipe's progress output;
-    `verbose=True` (a recipe's `--verbose`) lets all of it through, the
-    converter's native log lines included (`KERAS_EVOSYNTH_VERBOSE=1`)."""
+    """Keeps the converter's INFO chatter (Python's absl and TensorFlow
+    loggers) out of the recipe's progress output; `verbose=True` (a recipe's
+    `--verbose`) lets all of it through, the converter's native log lines
+    included (`KERAS_EVOSYNTH_VERBOSE=1`). TensorFlow's native lines at
+    import are `tflite_bench.quiet.quiet_startup`'s, which runs earlier."""
     import os
 
     import tensorflow as tf
     from absl import logging
 
+    from tflite_bench.quiet import VERBOSE_ENV
+
     if verbose:
-        os.environ["KERAS_EVOSYNTH_VERBOSE"] = "1"
+        os.environ[VERBOSE_ENV] = "1"
         logging.set_verbosity(logging.INFO)
         tf.get_logger().setLevel("INFO")
         return
@@ -309,8 +314,77 @@ def quiet_tensorflow(verbose=False):
     tf.get_logger().setLevel("ERROR")
 
 
+# The packages of this repository: their flags are an app's own (`complete_help`)
+PROJECT_PACKAGES = ("recipes", "benchmarks", "keras_evosynth", "tflite_bench")
+
+
+def _exit_zero(help_flag):
+    """absl's help flag class `help_flag`, exiting 0 instead of 1 after the
+    help it prints on stdout."""
+
+    class ExitZero(help_flag):
+        def __init__(self):
+            super().__init__()
+            self.allow_override = True  # replaces absl's own in FlagValues
+
+        def parse(self, argument):
+            try:
+                super().parse(argument)
+            except SystemExit as exit:
+                if exit.code == 1:
+                    raise SystemExit(0) from None
+                raise
+
+    ExitZero.__name__ = ExitZero.__qualname__ = help_flag.__name__
+    return ExitZero
+
+
+def complete_help(flag_values=None):
+    """Makes an absl app's `--help` list every flag it accepts and exit 0.
+
+    absl's `--help` lists the key flags of the main module only: the flags
+    it defines itself, not those that functions of other modules define for
+    it (`define_verbose`, `define_distribution`,
+    `recipes.detectnet.train.define_flags`, ...), which only `--helpfull`
+    shows amid absl's and TensorFlow's own. Here every flag defined by a
+    module of `PROJECT_PACKAGES` becomes a key flag of the main module; and
+    `--help`, `--helpshort`, `--helpfull` and `--helpxml` exit with status
+    0 (absl's exit 1). Call it once all flags are defined, before `app.run` (`run`
+    does).
+
+    Args:
+        flag_values: The app's `FlagValues` (absl's global `FLAGS` by
+            default).
+
+    Example:
+
+    >>> from absl import flags
+    >>> values = flags.FlagValues()
+    >>> define_verbose(values)
+    >>> complete_help(values)
+    >>> import sys
+    >>> [flag.name for flag in values.get_key_flags_for_module(sys.argv[0])]
+    ['verbose']
+    """
+    import sys
+
+    from absl import app, flags
+
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    main_module = sys.argv[0]  # absl's name for __main__ (FlagValues.main_module_help)
+    for module, defined in list(flag_values.flags_by_module_dict().items()):
+        if module != main_module and module.split(".")[0] in PROJECT_PACKAGES:
+            for flag in defined:
+                flag_values.register_key_flag_for_module(main_module, flag)
+    if flag_values is flags.FLAGS:
+        app.define_help_flags()  # absl's (idempotent), replaced by ones exiting 0:
+        for help_flag in (app.HelpFlag, app.HelpshortFlag, app.HelpfullFlag, app.HelpXMLFlag):
+            flags.DEFINE_flag(_exit_zero(help_flag)(), flag_values, module_name="absl.app")
+
+
 def run(main, argv=None):
-    """`absl.app.run(main, argv)`, with the errors a user can fix (bad flags,
+    """`absl.app.run(main, argv)`, with a complete `--help` that exits 0
+    (`complete_help`) and the errors a user can fix (bad flags,
     damaged lineage or settings, missing or unloadable files: `ValueError`
     and `OSError`) reported as one line on stderr and exit status 1 instead
     of a traceback. `KERAS_EVOSYNTH_TRACEBACK=1` shows the traceback.
@@ -343,4 +417,5 @@ def run(main, argv=None):
             print(f"error: {error}", file=sys.stderr, flush=True)
             sys.exit(1)
 
+    complete_help()
     app.run(guarded, argv=argv)

@@ -16,20 +16,18 @@ stopped when started again with the same flags.
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+from absl import flags
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from keras_evosynth import (  # noqa: E402
+from keras_evosynth import (
     EvolutionCallback,
     evolvable,
     quantizers,
     summary,
 )
-from recipes import apputil, datasets, lineage_table  # noqa: E402
-from recipes.apputil import (  # noqa: E402
+from recipes import apputil, datasets, lineage_table
+from recipes.apputil import (
     SYNTHESIS,
     define_verbose,
     environment_for,
@@ -37,42 +35,10 @@ from recipes.apputil import (  # noqa: E402
     latency_table_for,
     quiet_tensorflow,
     tfmot_wanted,
-)  # noqa: E402
-from recipes.classification import build_cnn, compile_classifier, tflite_accuracy  # noqa: E402
+)
+from recipes.classification import build_cnn, compile_classifier, tflite_accuracy
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "digits"], "Data set.")
-flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions to evolve at (sweep).")
-flags.DEFINE_integer("generations", 6, "Offspring generations per precision.", lower_bound=1)
-flags.DEFINE_integer("ancestor_epochs", 6, "Epochs of the float32 ancestor.", lower_bound=1)
-flags.DEFINE_integer("epochs_per_generation", 2, "Retraining epochs per offspring.", lower_bound=1)
-flags.DEFINE_float(
-    "keep", 0.6, "Fraction of the parent's MACs (filters) or synapses each offspring keeps."
-)
-flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "Which resource shrinks; see apputil.")
-define_verbose()
-flags.DEFINE_integer("width", 32, "Filters of the first conv block.", lower_bound=1)
-flags.DEFINE_integer("limit_train", 20000, "Training examples used (0 = all).", lower_bound=0)
-flags.DEFINE_integer("limit_test", 2000, "Test examples used (0 = all).", lower_bound=0)
-flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the ancestor.", lower_bound=0)
-flags.DEFINE_float(
-    "finetune_learning_rate",
-    2e-4,
-    "Adam learning rate of the offspring (their optimizer starts fresh each generation, "
-    "so a smaller rate keeps it from disturbing the inherited weights).",
-    lower_bound=0,
-)
-flags.DEFINE_integer("seed", 0, "Seed of the ancestor and of the lineages.", lower_bound=0)
-flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1)
-flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.")
-flags.DEFINE_enum(
-    "tfmot",
-    "auto",
-    ["auto", "on", "off"],
-    "Add the tfmot baseline (magnitude pruning + QAT, own process) at the synapse count of the "
-    "smallest evolved generation; needs the `baselines` extra. auto: when it is installed.",
-)
 
 
 def _valid_precisions(values):
@@ -82,9 +48,68 @@ def _valid_precisions(values):
         return False
 
 
-flags.register_validator(
-    "precisions", _valid_precisions, "--precisions: use aliases like int8,int4,int2,float32"
-)
+def define_flags(flag_values=FLAGS):
+    """Defines the app's absl flags (called by `__main__` only, so importing
+    this module defines nothing).
+
+    Example:
+
+    >>> values = flags.FlagValues()
+    >>> define_flags(values)
+    >>> values["dataset"].default, values["precisions"].default, values["verbose"].default
+    ('fashion_mnist', ['int8', 'int4'], False)
+    """
+    define = {"flag_values": flag_values}
+    flags.DEFINE_enum("dataset", "fashion_mnist", ["fashion_mnist", "digits"], "Data set.",
+                      **define)  # fmt: skip
+    flags.DEFINE_list("precisions", ["int8", "int4"], "Synaptic precisions to evolve at (sweep).",
+                      **define)  # fmt: skip
+    flags.DEFINE_integer("generations", 6, "Offspring generations per precision.", lower_bound=1,
+                         **define)  # fmt: skip
+    flags.DEFINE_integer("ancestor_epochs", 6, "Epochs of the float32 ancestor.", lower_bound=1,
+                         **define)  # fmt: skip
+    flags.DEFINE_integer("epochs_per_generation", 2, "Retraining epochs per offspring.",
+                         lower_bound=1, **define)  # fmt: skip
+    flags.DEFINE_float(
+        "keep", 0.6, "Fraction of the parent's MACs (filters) or synapses each offspring keeps.",
+        **define,
+    )
+    flags.DEFINE_enum("synthesis", "filters", list(SYNTHESIS), "Which resource shrinks; see "
+                      "apputil.", **define)  # fmt: skip
+    define_verbose(flag_values)
+    flags.DEFINE_integer("width", 32, "Filters of the first conv block.", lower_bound=1, **define)
+    flags.DEFINE_integer("limit_train", 20000, "Training examples used (0 = all).", lower_bound=0,
+                         **define)  # fmt: skip
+    flags.DEFINE_integer("limit_test", 2000, "Test examples used (0 = all).", lower_bound=0,
+                         **define)  # fmt: skip
+    flags.DEFINE_integer("batch_size", 128, "Batch size.", lower_bound=1, **define)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate of the ancestor.",
+                       lower_bound=0, **define)  # fmt: skip
+    flags.DEFINE_float(
+        "finetune_learning_rate",
+        2e-4,
+        "Adam learning rate of the offspring (their optimizer starts fresh each generation, "
+        "so a smaller rate keeps it from disturbing the inherited weights).",
+        lower_bound=0,
+        **define,
+    )
+    flags.DEFINE_integer("seed", 0, "Seed of the ancestor and of the lineages.", lower_bound=0,
+                         **define)  # fmt: skip
+    flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1, **define)
+    flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.", **define)
+    flags.DEFINE_enum(
+        "tfmot",
+        "auto",
+        ["auto", "on", "off"],
+        "Add the tfmot baseline (magnitude pruning + QAT, own process) at the synapse count of "
+        "the smallest evolved generation; needs the `baselines` extra. auto: when it is "
+        "installed.",
+        **define,
+    )
+    flags.register_validator(
+        "precisions", _valid_precisions, "--precisions: use aliases like int8,int4,int2,float32",
+        **define,
+    )
 
 
 def train_ancestor(data, out_dir):
@@ -228,4 +253,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     apputil.run(main)

@@ -16,6 +16,15 @@ python3 -m pip install -e ".[dev,plot]"
 # The `baselines` extra, without its dependencies: tfmot 0.8.1 pins
 # absl-py~=1.2 and plain pip would downgrade the absl-py 2.x that TensorFlow
 # 2.21 brings (docs/tflite_bench.md). dm-tree is the one dependency tfmot
-# needs that TensorFlow does not already install.
-python3 -m pip install --no-deps "tensorflow-model-optimization==0.8.1" "tf-keras>=2.21,<2.22"
-python3 -m pip install dm-tree
+# needs that TensorFlow does not already install. --no-warn-conflicts: pip
+# would end with its resolver's red "ERROR: pip's dependency resolver does
+# not currently take into account ... tensorflow-model-optimization 0.8.1
+# requires absl-py~=1.2 ..." lines, the expected outcome of this route, said
+# in one line below instead (a failing install still stops here, with pip's
+# own error and exit status).
+python3 -m pip install --no-deps --no-warn-conflicts "tensorflow-model-optimization==0.8.1" \
+  "tf-keras>=2.21,<2.22"
+python3 -m pip install --no-warn-conflicts dm-tree
+echo "install.sh: tensorflow-model-optimization 0.8.1 installed without its pins" \
+  "(absl-py~=1.2, mock): the tfmot baseline runs with TensorFlow 2.21's absl-py 2.x" \
+  "(docs/tflite_bench.md); pip check lists them."

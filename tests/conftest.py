@@ -22,9 +22,11 @@ def _seed():
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_app(module, *args, timeout=600):
-    """`python -m module *args` from the repository root, output captured."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT}
+def run_app(module, *args, timeout=600, env=None):
+    """`python -m module *args` from the repository root, output captured;
+    `env`: changes to the environment (a None value removes the variable)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": ROOT, **(env or {})}
+    env = {name: value for name, value in env.items() if value is not None}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

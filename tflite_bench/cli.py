@@ -11,6 +11,7 @@ import sys
 from tflite_bench.bench import compare
 from tflite_bench.device import DEFAULT_DEVICE_DIR
 from tflite_bench.errors import BenchError
+from tflite_bench.quiet import quiet_startup
 
 
 def _threads(text):
@@ -69,6 +70,8 @@ def build_parser():
     p.add_argument("--no-memory", "--no_memory", dest="memory",
                    action="store_false", help="skip the memory probe")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--verbose", action="store_true",
+                   help="show LiteRT's native log lines (hidden by default)")
     p.add_argument("--litert-benchmark", "--litert_benchmark",
                    dest="litert_benchmark", action="store_true",
                    help="time with python -m "
@@ -106,6 +109,8 @@ def main(argv=None, runner=None):
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    # LiteRT's log lines hidden unless --verbose (inherited by the memory probes)
+    quiet_startup(["--verbose"] if args.verbose else [], import_tensorflow=False)
     if args.litert_benchmark and args.adb:
         parser.error("choose one of --litert-benchmark and --adb")
     if args.adb and not args.benchmark_binary:

@@ -16,6 +16,7 @@ from ai_edge_litert import interpreter as litert
 
 from tflite_bench.commands import child_env
 from tflite_bench.errors import BenchError, one_line
+from tflite_bench.quiet import quiet_native_output
 
 # What the memory figure is, written into every report.
 MEMORY_NOTE = (
@@ -58,6 +59,17 @@ def latency_stats(times_ms):
     }
 
 
+def _allocated(**kwargs):
+    """`litert.Interpreter(**kwargs)` with its tensors allocated, hiding
+    LiteRT's native "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+    (printed when the process's first interpreter allocates) unless verbose
+    (`tflite_bench.quiet`)."""
+    with quiet_native_output():
+        interp = litert.Interpreter(**kwargs)
+        interp.allocate_tensors()
+    return interp
+
+
 def make_interpreter(path, threads=1, use_xnnpack=True):
     """Creates a LiteRT interpreter and allocates its tensors.
 
@@ -88,12 +100,11 @@ def make_interpreter(path, threads=1, use_xnnpack=True):
         else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
     try:
-        interp = litert.Interpreter(
+        interp = _allocated(
             model_path=path,
             num_threads=int(threads),
             experimental_op_resolver_type=resolver,
         )
-        interp.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise BenchError(f"{path}: LiteRT cannot load it ({one_line(e)})") from e
     return interp
@@ -213,7 +224,7 @@ def run_signature(model, inputs, threads=1):
     >>> outputs = run_signature("model.tflite", {"x": images})  # doctest: +SKIP
     """
     source = {"model_content": model} if isinstance(model, bytes) else {"model_path": model}
-    runner = litert.Interpreter(**source, num_threads=int(threads)).get_signature_runner()
+    runner = _allocated(**source, num_threads=int(threads)).get_signature_runner()
     in_details = runner.get_input_details()
     out_details = runner.get_output_details()
     if not isinstance(inputs, dict):

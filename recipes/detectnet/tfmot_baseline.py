@@ -79,6 +79,9 @@ def build_parser():
     p.add_argument("--learning_rate", type=float, default=3e-4)
     p.add_argument("--representative", type=int, default=64,
                    help="training images that calibrate int8")  # fmt: skip
+    # read before TensorFlow loads, by recipes/__init__ (tflite_bench.quiet)
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's native log lines (hidden by default)")
     return p
 
 

@@ -28,6 +28,7 @@ import tempfile
 
 from tflite_bench.commands import child_env
 from tflite_bench.errors import BenchError
+from tflite_bench.quiet import quiet_startup
 
 MISSING = (
     "tflite_bench.baselines.tfmot needs tensorflow-model-optimization and "
@@ -103,6 +104,7 @@ def _import_legacy_stack():
             "`python -m tflite_bench.baselines.tfmot` or train_baseline()"
         )
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    quiet_startup()  # TensorFlow's native log lines hidden unless KERAS_EVOSYNTH_VERBOSE=1
     try:
         import tensorflow_model_optimization as tfmot
         import tf_keras
