@@ -66,9 +66,11 @@ def test_quickstart_tiny_run(tmp_path):
     assert rows[3]["metric"] > 0.8  # digits accuracy of the int8 flatbuffer, after evolution
     assert all(os.path.getsize(r["tflite"]) == r["size_bytes"] for r in rows)
     assert "| int4 | 1 |" in result.stdout
-    # a rerun resumes the lineage: cut its log mid-line and it must say so in one line
-    with open(out / "lineage" / "lineage.jsonl", "a") as f:
-        f.write('{"generation": 2, "acc')
+    # a rerun resumes the lineage: damage a record before its last (a torn
+    # last line is repaired instead) and it must say so in one line
+    log = out / "lineage" / "lineage.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text('{"generation": 0, "acc\n' + "".join(lines[1:]))
     again = run_app("recipes.quickstart", "--generations=1", f"--out_dir={out}", timeout=300)
     assert again.returncode == 1
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
