@@ -13,7 +13,15 @@ environment sees *measured* costs, as NetAdapt, HALP and Once-for-All do:
   cost scales with its channels (pooling, Concatenate, Add/Multiply,
   standalone BatchNormalization and activations, padding, ...; 1-D grid);
   BatchNormalization and ReLU/ReLU6 right after a convolution are folded
-  into it (as the LiteRT converter does), Dropout/Flatten/Reshape are free;
+  into it (as the LiteRT converter does), and so is a ZeroPadding2D that
+  equals the `"same"` padding of the convolutions reading it;
+  Dropout/Flatten/Reshape are free;
+- a layer without a micro-model whose size no offspring changes
+  (compaction keeps it whole: Normalization, LayerNormalization, custom
+  layers, `keras.ops` calls, ...) is a fixed cost, priced in the fixed
+  remainder below; one whose channels follow evolvable layers is refused,
+  or priced there too with `measure(..., untimed="ignore")` and recorded
+  (`model_ops`);
 - each op is timed as an int8 micro-model (int8 inputs and outputs, so no
   QUANTIZE op) at its real input size with the LiteRT interpreter, minus the
   cost of invoking an empty model, interleaved round by round with the
@@ -68,7 +76,7 @@ import warnings
 import keras
 import numpy as np
 
-from keras_evosynth import genetics, rewrites, topology
+from keras_evosynth import _channels, genetics, rewrites, topology
 from keras_evosynth._channels import IDENTITY_AT_INFERENCE
 from keras_evosynth._graph import trace
 from keras_evosynth._io import quiet_native_output, write_atomic
@@ -132,7 +140,24 @@ _CHANNEL_OPS = (
     keras.layers.Cropping2D,
     keras.layers.UpSampling2D,
     keras.layers.Rescaling,
+    keras.layers.PReLU,
+    keras.layers.ZeroPadding1D,
+    keras.layers.ZeroPadding3D,
+    keras.layers.Cropping1D,
+    keras.layers.Cropping3D,
+    keras.layers.UpSampling1D,
+    keras.layers.UpSampling3D,
+    keras.layers.GlobalAveragePooling3D,
+    keras.layers.GlobalMaxPooling3D,
 )
+#: How `model_ops` prices a layer (`OpList.pricing`): its own grid of
+#: micro-models; folded into the op before it or removed by the converter
+#: (free); in the fixed remainder that the whole-model anchors measure,
+#: because no offspring changes its size; in the fixed remainder because
+#: `untimed="ignore"` asked for it although its channels follow evolvable
+#: layers (an approximation the table records).
+PRICINGS = ("timed", "folded", "remainder", "untimed")
+UNTIMED = ("raise", "ignore")
 _FUSED_ACTIVATIONS = ("relu", "relu6", "linear")
 _CONFIG_NOISE = ("name", "trainable", "dtype", "dtype_policy", "autocast", "seed")
 
@@ -230,44 +255,172 @@ def _fused_activation(layer):
     return "linear"
 
 
-def model_ops(model, graph=None):
-    """The timed operations of `model`, in graph order.
+class OpList(list):
+    """The timed ops of a model (a list of `Op`, what `model_ops` returns),
+    with how every layer of its graph is priced.
+
+    Attributes:
+        pricing: `{layer name: how}`, `how` one of `PRICINGS`: `"timed"`
+            (an op of the list), `"folded"` (free: removed by the converter
+            or fused into the op before it), `"remainder"` (a fixed cost,
+            measured by the whole-model anchors: no offspring changes its
+            size) or `"untimed"` (priced in the fixed remainder by
+            `untimed="ignore"` although its channels follow evolvable
+            layers).
+        remainder: JSON-able descriptions (class, spatial sizes) of the
+            layers priced in the fixed remainder, part of the
+            architecture's `fingerprint`.
+    """
+
+    def __init__(self, ops=(), pricing=None, remainder=()):
+        super().__init__(ops)
+        self.pricing = dict(pricing or {})
+        self.remainder = list(remainder)
+
+    def priced(self, how):
+        """Names of the layers priced `how` (one of `PRICINGS`)."""
+        return [name for name, h in self.pricing.items() if h == how]
+
+
+def pricing_summary(ops, names=6):
+    """One line saying how an `OpList`'s layers are priced.
+
+    >>> ops = OpList(pricing={"c": "timed", "d": "folded", "n": "remainder"})
+    >>> pricing_summary(ops)
+    '1 timed, 1 folded, 1 in the fixed remainder (n), 0 untimed'
+    """
+    def listed(how):
+        found = ops.priced(how)
+        if not found:
+            return ""
+        more = f", ... {len(found) - names} more" if len(found) > names else ""
+        return f" ({', '.join(found[:names])}{more})"
+
+    counts = {how: len(ops.priced(how)) for how in PRICINGS}
+    return (f"{counts['timed']} timed, {counts['folded']} folded, "
+            f"{counts['remainder']} in the fixed remainder{listed('remainder')}, "
+            f"{counts['untimed']} untimed{listed('untimed')}")
+
+
+class _Untimeable(Exception):
+    """A layer the table has no micro-model for (the reason)."""
+
+
+def _remainder_entry(node, graph):
+    """What the fingerprint keeps of a layer priced in the fixed remainder:
+    its (plain) class and spatial sizes, not its channels (a masked model
+    and its compacted version share it)."""
+    layer = node.layer
+    cls = _channels.PLAIN_CLASS.get(type(layer), type(layer))
+
+    def sizes(tids):
+        return [[None if d is None else int(d) for d in graph.specs[t].shape[1:-1]]
+                for t in tids]
+
+    return {"remainder": cls.__name__, "inputs": sizes(node.inputs),
+            "outputs": sizes(node.outputs)}
+
+
+def _follows_evolution(node, sources, kind):
+    """Whether an offspring can change the channels `node` computes on:
+    compaction keeps every channel of a `"fixed"` node (so its cost is the
+    same in every offspring), and channels that trace to no evolvable
+    layer never change."""
+    if kind == "fixed":
+        return False
+    tids = list(node.inputs)
+    if kind not in ("synaptic", "depthwise") or _channels.is_elementwise(
+            node.layer.activation):  # else compaction keeps every filter
+        tids += node.outputs
+    for tid in tids:
+        found = sources.get(tid)
+        if found is not None and (found.producer >= 0).any():
+            return True
+    return False
+
+
+def model_ops(model, graph=None, untimed="raise"):
+    """The timed operations of `model`, in graph order, and how every other
+    layer is priced (`OpList.pricing`).
+
+    Each layer is either **timed** (an `Op` with its own grid of
+    micro-models: Conv2D/DepthwiseConv2D/Dense, plain or Evo, and the layers
+    whose cost scales with their channels: pooling, merges, activations,
+    padding, cropping, up-sampling, Rescaling, ...), **folded** (free at
+    inference: Dropout and other training-only layers, Flatten, Reshape,
+    `FakeQuantActivation`; a BatchNormalization or ReLU/ReLU6 right after a
+    convolution and read only by it is fused into it), or priced in the
+    **fixed remainder** that the whole-model anchors measure: any other
+    layer whose size no offspring can change (compaction keeps every
+    channel of a layer it cannot see through, e.g. `Normalization`,
+    `LayerNormalization`, `SeparableConv2D`, custom layers, `keras.ops`
+    calls; or its channels trace to no evolvable layer), so its cost is
+    the same in every offspring. A layer the table cannot time whose
+    channels follow evolvable layers (e.g. a convolution with a custom
+    activation reading a cut layer) would make a fixed price wrong once
+    they are cut: `untimed="raise"` refuses it, `"ignore"` prices it in the
+    fixed remainder as well and records it (`"untimed"`).
 
     Args:
         model: A built functional or Sequential Keras model (Evo layers or
             plain ones; nested models are inlined), channels last.
         graph: Its `_graph.trace` (traced here when None).
+        untimed: `"raise"` or `"ignore"` (see above).
 
     Returns:
-        A list of `Op`.
+        An `OpList` of `Op`.
 
     Raises:
-        ValueError: A layer the table cannot time (named), channels-first
-            data or grouped convolutions, or an unknown spatial input size.
+        ValueError: A layer that cannot be timed and whose channels follow
+            evolvable layers (named, with `untimed="raise"`), or an unknown
+            spatial input size.
+
+    Example:
+
+    >>> import keras
+    >>> x = keras.Input((8, 8, 3))
+    >>> y = keras.layers.Normalization(mean=0.5, variance=0.25, name="norm")(x)
+    >>> y = keras.layers.Conv2D(4, 3, name="conv")(y)
+    >>> y = keras.layers.BatchNormalization(name="bn")(y)
+    >>> y = keras.layers.Dropout(0.5, name="drop")(y)
+    >>> ops = model_ops(keras.Model(x, y))
+    >>> [op.name for op in ops], ops.pricing
+    (['conv'], {'norm': 'remainder', 'conv': 'timed', 'bn': 'folded', 'drop': 'folded'})
     """
+    if untimed not in UNTIMED:
+        raise ValueError(f"untimed must be one of {UNTIMED}, got {untimed!r}.")
     graph = trace(model) if graph is None else graph
     channel_graph, sources = topology.tensor_sources(model, graph)
     index_of = {id(layer): i for i, layer in enumerate(channel_graph.evo_layers)}
     consumers = graph.consumers()
-    synaptic_out, ops = {}, []
+    calls = {}
+    for node in graph.nodes:
+        calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
+    synaptic_out, ops = {}, OpList()
     for node in graph.nodes:
         layer = node.layer
         in_specs = [graph.specs[t] for t in node.inputs]
         in_sources = [sources[t] for t in node.inputs]
         out_spec = graph.specs[node.outputs[0]] if node.outputs else None
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise ValueError(
-                f"LatencyTable: layer '{layer.name}' is channels_first; only "
-                "channels_last models can be timed."
-            )
-        if isinstance(layer, _SYNAPTIC):
-            op = _synaptic_op(layer, in_specs[0], out_spec, in_sources[0], index_of)
-            op.in_tid, op.out_tid = node.inputs[0], node.outputs[0]
-            ops.append(op)
-            for tid in node.outputs:
-                synaptic_out[tid] = op
+        kind, reason = _channels.classify(node, graph.specs, calls[id(layer)] > 1)
+        try:
+            if getattr(layer, "data_format", "channels_last") != "channels_last":
+                raise _Untimeable("channels_first data (only channels_last is timed)")
+            if isinstance(layer, _SYNAPTIC):
+                if kind == "fixed":  # grouped, or called on several tensors
+                    raise _Untimeable(reason)
+                op = _synaptic_op(layer, in_specs[0], out_spec, in_sources[0], index_of)
+                op.in_tid, op.out_tid = node.inputs[0], node.outputs[0]
+                ops.append(op)
+                ops.pricing[layer.name] = "timed"
+                for tid in node.outputs:
+                    synaptic_out[tid] = op
+                continue
+        except _Untimeable as error:
+            _price_untimeable(ops, node, graph, sources, kind, str(error), untimed)
             continue
         if isinstance(layer, _FREE):
+            ops.pricing[layer.name] = "folded"
             if len(node.inputs) == 1 and node.inputs[0] in synaptic_out and len(
                     consumers[node.inputs[0]]) == 1:
                 for tid in node.outputs:  # conv -> dropout -> relu still fuses
@@ -279,29 +432,92 @@ def model_ops(model, graph=None):
                 producer.signature["activation"] = _fused_activation(layer)
             for tid in node.outputs:
                 synaptic_out[tid] = producer
+            ops.pricing[layer.name] = "folded"
             continue
-        if isinstance(layer, _CHANNEL_OPS):
+        if _padding_folds(node, graph, consumers):
+            ops.pricing[layer.name] = "folded"
+            continue
+        if type(layer) in _CHANNEL_OPS:
             out = sources[node.outputs[0]]
             ops.append(_channel_op(layer, in_specs, out_spec, in_sources, out))
             ops[-1].in_tid, ops[-1].out_tid = node.inputs[0], node.outputs[0]
+            ops.pricing[layer.name] = "timed"
             continue
-        raise ValueError(
-            f"LatencyTable: cannot time layer '{layer.name}' ({type(layer).__name__}); "
-            "supported: Conv2D, DepthwiseConv2D, Dense (plain or Evo), pooling, "
-            "Concatenate, Add/Multiply, BatchNormalization, activations, padding, "
-            "Rescaling, and the free Dropout/Flatten/Reshape."
-        )
+        why = f"{type(layer).__name__} has no micro-model"
+        _price_untimeable(ops, node, graph, sources, kind, why, untimed)
     return ops
+
+
+def _same_padding(size, kernel, stride, dilation):
+    """`(before, after)` zeros that `padding="same"` adds to one spatial axis.
+
+    >>> _same_padding(16, 3, 2, 1), _same_padding(15, 3, 2, 1), _same_padding(16, 5, 2, 1)
+    ((0, 1), (1, 1), (1, 2))
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def _padding_folds(node, graph, consumers):
+    """True when `node` is a ZeroPadding2D that the converter folds into
+    the convolutions reading it: every reader is a `"valid"` Conv2D or
+    DepthwiseConv2D for which the padding is exactly `"same"`'s (measured:
+    MobileNetV2's and EfficientNet's `correct_pad` before a stride-2
+    depthwise convolution leave no PAD operator; ResNet's 3-pixel pad before
+    its 7x7/2 stem, or a pad before pooling, stay)."""
+    if type(node.layer) is not keras.layers.ZeroPadding2D or len(node.inputs) != 1:
+        return False
+    tid = node.outputs[0]
+    readers = consumers[tid]
+    if not readers or tid in keras.tree.flatten(graph.outputs):
+        return False
+    size = graph.specs[node.inputs[0]].shape[1:3]
+    pads = [tuple(int(p) for p in axis) for axis in node.layer.padding]
+    for reader in readers:
+        conv = reader.layer
+        if (not isinstance(conv, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
+                or conv.padding != "valid" or reader.inputs != [tid]
+                or getattr(conv, "data_format", "channels_last") != "channels_last"
+                or None in size):
+            return False
+        for n, k, st, d, pad in zip(size, conv.kernel_size, conv.strides, conv.dilation_rate,
+                                    pads, strict=True):
+            if _same_padding(int(n), int(k), int(st), int(d)) != pad:
+                return False
+    return True
+
+
+def _price_untimeable(ops, node, graph, sources, kind, reason, untimed):
+    """Prices a layer without a micro-model in the fixed remainder: as a
+    fixed cost where no offspring changes its size, else (its channels
+    follow evolvable layers) only with `untimed="ignore"`."""
+    layer = node.layer
+    if not _follows_evolution(node, sources, kind):
+        how = "remainder"
+    elif untimed == "ignore":
+        how = "untimed"
+    else:
+        raise ValueError(
+            f"LatencyTable: cannot time layer '{layer.name}' ({type(layer).__name__}): "
+            f"{reason}, and its channels follow evolvable layers, so a fixed price "
+            "would be wrong once they are cut. Pass LatencyTable.measure(..., "
+            "untimed='ignore') to price it in the fixed remainder that the whole-model "
+            "anchors measure (the table records it), or replace the layer. Timed: "
+            "Conv2D, DepthwiseConv2D, Dense (plain or Evo), pooling, Concatenate, "
+            "Add/Multiply/..., BatchNormalization, activations, padding, cropping, "
+            "up-sampling, Rescaling; free: Dropout, Flatten, Reshape."
+        )
+    ops.pricing[layer.name] = how
+    ops.remainder.append(_remainder_entry(node, graph))
 
 
 def _synaptic_op(layer, in_spec, out_spec, in_sources, index_of):
     evo_index = index_of.get(id(layer)) if isinstance(layer, EvoLayer) else None
     activation = getattr(layer.activation, "__name__", None)
     if activation is None or not hasattr(keras.activations, activation):
-        raise ValueError(
-            f"LatencyTable: layer '{layer.name}' uses a custom activation "
-            f"{layer.activation!r}; the table can only time Keras' own activations."
-        )
+        raise _Untimeable(f"a custom activation {layer.activation!r} (the table times "
+                          "Keras' own activations)")
     cin = int(in_spec.shape[-1])
     if isinstance(layer, keras.layers.Dense):
         lead = [int(d) for d in in_spec.shape[1:-1] if d is not None]
@@ -321,10 +537,7 @@ def _synaptic_op(layer, in_spec, out_spec, in_sources, index_of):
         signature = {"op": "depthwise", "multiplier": int(layer.depth_multiplier), **common}
         return Op(layer.name, "depthwise", signature, cin, cin, evo_index, in_sources)
     if getattr(layer, "groups", 1) != 1:
-        raise ValueError(
-            f"LatencyTable: layer '{layer.name}' is a grouped convolution "
-            f"(groups={layer.groups}); it cannot be timed."
-        )
+        raise _Untimeable(f"a grouped convolution (groups={layer.groups})")
     signature = {"op": "conv2d", **common}
     return Op(layer.name, "conv2d", signature, cin, int(layer.filters), evo_index, in_sources)
 
@@ -396,8 +609,13 @@ class _Fastest:
 
 def fingerprint(ops):
     """Architecture key of a model (channel counts left out), so that a
-    masked model and its compacted version share their fixed remainder."""
-    text = json.dumps([op.signature for op in ops], sort_keys=True)
+    masked model and its compacted version share their fixed remainder.
+    The layers an `OpList` prices in the fixed remainder are part of it
+    (two models that differ only there differ in their fixed cost)."""
+    payload = [op.signature for op in ops]
+    if getattr(ops, "remainder", None):
+        payload = {"ops": payload, "remainder": ops.remainder}
+    text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -613,9 +831,12 @@ class LatencyTable:
         runtime: LiteRT runtime name and version.
         entries: `{signature key: Entry}`.
         models: `{fingerprint: {"name", "anchors", "scale",
-            "remainder_ms", "floor_ms", "measured"}}`, one per measured
-            architecture (`anchors`: `keep`, `grid_ms`, `whole_ms` of each
-            timed whole model; `floor_ms`: the empty model's invoke).
+            "remainder_ms", "floor_ms", "remainder_layers", "untimed",
+            "measured"}}`, one per measured architecture (`anchors`:
+            `keep`, `grid_ms`, `whole_ms` of each timed whole model;
+            `floor_ms`: the empty model's invoke; `remainder_layers` and
+            `untimed`: the layers priced in the fixed remainder, see
+            `model_ops`).
         path: The JSON file the table lives in (None: memory only).
 
     Example:
@@ -711,7 +932,8 @@ class LatencyTable:
     # ------------------------------------------------------------- measuring
     @classmethod
     def measure(cls, model, threads=1, cache_dir=None, step=8, coarse=3, refine=0.1,
-                rounds=5, verbose=1, backend=None, dense_below=32, space_to_depth_below=16):
+                rounds=5, verbose=1, backend=None, dense_below=32, space_to_depth_below=16,
+                untimed="raise"):
         """Times `model`'s ops on this host and returns the table.
 
         Args:
@@ -745,10 +967,23 @@ class LatencyTable:
                 -> [ms]` times elsewhere, e.g. `tflite_bench.device.AdbOpTimer`
                 on an Android device through `benchmark_model
                 --enable_op_profiling` (then `threads` is the backend's).
+            untimed: What to do with a layer the table cannot time whose
+                channels follow evolvable layers (`model_ops`): `"raise"`
+                (default) names it; `"ignore"` prices it in the fixed
+                remainder the whole-model anchors measure, as if cutting
+                its inputs saved nothing, and records it (the model's
+                `untimed` in `models`, the table's repr). Layers whose size
+                no offspring changes (`Normalization`, `LayerNormalization`,
+                custom layers compaction keeps whole, ...) are priced in the
+                fixed remainder either way (the model's `remainder_layers`).
 
         Returns:
             A `LatencyTable` (`timed_points` says how many grid points were
             timed now).
+
+        Raises:
+            ValueError: Bad arguments, or (with `untimed="raise"`) a layer
+                that cannot be timed, named with its class.
         """
         for name, value, low in (("threads", threads, 1), ("step", step, 1),
                                  ("coarse", coarse, 2), ("rounds", rounds, 1),
@@ -757,7 +992,10 @@ class LatencyTable:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"LatencyTable.measure: {name} must be an int >= {low}, "
                                  f"got {value!r}.")
-        ops = model_ops(model)
+        if untimed not in UNTIMED:
+            raise ValueError(f"LatencyTable.measure: untimed must be one of {UNTIMED}, "
+                             f"got {untimed!r}.")
+        ops = model_ops(model, untimed=untimed)
         cpu, runtime = (_cpu(), _runtime()) if backend is None else (backend.cpu, backend.runtime)
         threads = threads if backend is None else int(backend.threads)
         table = None
@@ -788,6 +1026,9 @@ class LatencyTable:
         forms = [f for op in ops for f in space_to_depth_forms(op, space_to_depth_below)]
         _Measurer(table, ops, step, coarse, refine, rounds, verbose, backend,
                   dense_below, forms).run(model)
+        if verbose:
+            print(f"latency table of '{model.name}': {pricing_summary(ops)}", file=sys.stderr,
+                  flush=True)
         return table
 
     # ------------------------------------------------------------ predicting
@@ -841,10 +1082,14 @@ class LatencyTable:
         architecture (`curve`: `_curve` of its anchors)."""
         key = fingerprint(ops)
         if key not in self.models:
+            untimed = ops.priced("untimed") if isinstance(ops, OpList) else []
+            how = "LatencyTable.measure(model, untimed='ignore')" if untimed else (
+                "LatencyTable.measure(model)")
+            hint = f" (its layers {untimed} cannot be timed)" if untimed else ""
             raise ValueError(
                 f"LatencyTable: the architecture of model '{model_name}' was not measured "
-                "in this table (its fixed remainder is unknown); call "
-                "LatencyTable.measure(model) on it or on its ancestor."
+                f"in this table (its fixed remainder is unknown); call {how} on it or on "
+                f"its ancestor{hint}."
             )
         record = self.models[key]
         scale = record.get("scale", 1.0)
@@ -900,9 +1145,21 @@ class LatencyTable:
         """
         return LatencyExpectation(self, model, genomes)
 
+    def untimed_layers(self):
+        """`{model name: [layer names]}` of the measured architectures whose
+        layers `measure(..., untimed="ignore")` priced in the fixed
+        remainder although their channels follow evolvable layers."""
+        found = {}
+        for record in self.models.values():
+            if record.get("untimed"):
+                found.setdefault(record.get("name", "?"), []).extend(record["untimed"])
+        return found
+
     def __repr__(self):
+        untimed = sorted({n for names in self.untimed_layers().values() for n in names})
         return (f"LatencyTable({len(self.entries)} ops, {len(self.models)} models, "
-                f"{self.cpu!r}, {self.runtime}, threads={self.threads})")
+                f"{self.cpu!r}, {self.runtime}, threads={self.threads}"
+                + (f", untimed={untimed}" if untimed else "") + ")")
 
 
 def _curve(points, scale):
@@ -985,7 +1242,7 @@ def _kept_channels(model):
 
     compactor = _Compactor(model, remove_channels=True)
     graph = compactor.graph
-    ops = model_ops(model, graph=graph)
+    ops = model_ops(model, graph=graph, untimed="ignore")  # measure() refused or recorded them
     gone = _unreached(graph, ops, {t for t, keep in compactor.keep.items() if not keep.any()})
     live = []
     for index, op in enumerate(ops):
@@ -1311,15 +1568,21 @@ class _Measurer:
         graph = trace(model)
         shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
         plain = _Compactor(model, remove_channels=False).build(batch_shapes=shapes)
+        # A layer compaction cannot re-create from its config is shared with
+        # `model`: its weights are left alone.
+        originals = {id(layer) for layer in model._flatten_layers(include_self=False)}
         rng = np.random.default_rng(0)
         data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
         anchors, flatbuffers, interps = [], [], [_interpreter(self.null(), self.table.threads)]
         plan = [{"keep": keep} for keep in ANCHOR_KEEP]
-        if genetics.branches(genetics.genomes_from_model(evolvable(plain))[0]):
+        # layers evolvable() does not know (SeparableConv2D, custom ones) stay
+        # whole: fixed costs, priced in the remainder
+        if genetics.branches(genetics.genomes_from_model(
+                evolvable(plain, skip_unsupported=True))[0]):
             plan += [{"keep": 1.0, "branches": b} for b in ANCHOR_BRANCHES]
         for anchor in plan:
             cut, grid_ms = _anchor_model(self.table, plain, anchor["keep"], shapes, rng,
-                                         anchor.get("branches", 0.0))
+                                         anchor.get("branches", 0.0), originals)
             try:
                 whole = _convert(cut, data, "int8", int8_io=False, allow_float_ops=True)
                 interps.append(_interpreter(whole, self.table.threads))
@@ -1345,22 +1608,24 @@ class _Measurer:
             "scale": scale,
             "remainder_ms": remainder,
             "floor_ms": float(null_ms),
+            "remainder_layers": self.ops.priced("remainder"),
+            "untimed": self.ops.priced("untimed"),
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
         }
         self.table.timed_points += len(flatbuffers)
 
 
-def _anchor_model(table, plain, keep, shapes, rng, branches=0.0):
+def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
     """`(plain model, grid sum ms)`: `plain` with `keep` of each sampled
     layer's filters kept at random (at least one) and `branches` of its
     removable branches (`genetics.branches`, every `1 / branches`-th in
     graph order) removed, compacted, with neutral weights
-    (`_neutral_weights`)."""
+    (`_neutral_weights`; layers whose id is in `originals` keep theirs)."""
     from keras_evosynth.compact import _Compactor
     from keras_evosynth.conversion import evolvable
 
-    evo = evolvable(plain)
+    evo = evolvable(plain, skip_unsupported=True)
     if keep < 1.0 or branches > 0.0:
         genomes, layers = genetics.genomes_from_model(evo)
         members = list(genetics.branches(genomes).values())
@@ -1378,26 +1643,66 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0):
     grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
     cut = _Compactor(evo, remove_channels=True).build(
         batch_shapes=shapes, space_to_depth=table._rewritten(ops, live))
-    _neutral_weights(cut, rng)
+    _neutral_weights(cut, rng, originals)
     return cut, grid_ms
 
 
-_NEUTRAL = {"bias": 0.0, "beta": 0.0, "moving_mean": 0.0, "gamma": 1.0, "moving_variance": 1.0,
-            "mean": 0.0, "variance": 1.0}
+_NEUTRAL = {"bias": 0.0, "beta": 0.0, "moving_mean": 0.0, "gamma": 1.0, "moving_variance": 1.0}
 
 
-def _neutral_weights(model, rng):
-    """Kernels uniform in `[0, 2 / fan-in]`, biases 0, batch norms,
-    `Normalization` and `Rescaling` identity.
+def _mirrored(values, identity, other):
+    """`identity` where `values` is it, else `other` (same shape): a neutral
+    setting that keeps the operators the converter emits (it folds a
+    multiplication by 1 or an addition of 0 away, not others)."""
+    values = np.asarray(keras.ops.convert_to_numpy(values), np.float64)
+    return np.where(values == identity, identity, other).astype("float32")
+
+
+def _neutral_preprocessing(layer):
+    """`Rescaling` and `Normalization` made harmless for the calibration
+    data (positive values stay positive: a mean subtraction would leave a
+    ReLU nothing) with the same operators as the original: a scale or
+    variance other than 1 stays a multiplication, an offset or mean other
+    than 0 an addition (measured: an int8 `Normalization` with a mean costs
+    a SUB and a MUL at full input resolution; with mean 0 and variance 1 the
+    converter removes it)."""
+    if isinstance(layer, keras.layers.Rescaling):
+        layer.scale = _mirrored(layer.scale, 1.0, 0.5)
+        layer.offset = _mirrored(layer.offset, 0.0, 0.5)
+        if not np.ndim(layer.scale):
+            layer.scale = float(layer.scale)
+        if not np.ndim(layer.offset):
+            layer.offset = float(layer.offset)
+    elif isinstance(layer, keras.layers.Normalization) and layer.built:
+        shift = 0.5 if layer.invert else -0.5  # (x + 0.5) / 2, or x * 2 + 0.5
+        for name, identity, other in (("mean", 0.0, shift), ("variance", 1.0, 4.0)):
+            # an adapted layer's statistics are its variables (its `mean`
+            # tensor is only refreshed by `finalize_state`)
+            adapted = getattr(layer, f"adapt_{name}", None) if layer.input_mean is None else None
+            value = _mirrored(getattr(layer, name) if adapted is None else adapted,
+                              identity, other)
+            if adapted is not None:
+                adapted.assign(value)
+                value = value.reshape(layer._broadcast_shape)
+            setattr(layer, name, keras.ops.convert_to_tensor(value))
+
+
+def _neutral_weights(model, rng, originals=()):
+    """Kernels uniform in `[0, 2 / fan-in]`, biases 0, batch norms identity,
+    `Rescaling` and `Normalization` neutral (`_neutral_preprocessing`);
+    layers whose id is in `originals` (shared with the user's model) are
+    left alone.
 
     Positive inputs then stay positive and of the same mean through every
     layer: no output is constant on the calibration data (a cut can leave a
     layer a few filters, and a ReLU that is never positive gets an int8
     scale whose requantization XNNPACK refuses), and nothing overflows.
-    Latency does not depend on the values."""
+    Latency does not depend on the values, except where the converter
+    folds a layer away (a multiplication by 1), so those keep their kind."""
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, keras.layers.Rescaling):  # e.g. a mean subtraction
-            layer.scale, layer.offset = 1.0, 0.0
+        if id(layer) in originals:
+            continue
+        _neutral_preprocessing(layer)
         for variable in layer.weights:
             shape = tuple(variable.shape)
             if variable.name == "kernel" and len(shape) >= 2:
