@@ -4,13 +4,13 @@ import json
 import os
 
 import pytest
-
 from conftest import run_app
 
 
 def test_detectnet_evolve_tiny_run(tmp_path):
     """`recipes.detectnet.evolve`'s main path: the training policy measured,
-    a tiny ancestor and one family width, 2 generations at int4, 6 exported
+    a tiny ancestor and one family width, 2 generations at int4 distilled
+    from each parent, 6 exported
     flatbuffers and one lineage table with the comparison against the family
     (~3 min on 2 cores, most of it in the TFLite converter); then a rerun with
     another width is refused, naming the setting, before any training."""
@@ -19,7 +19,7 @@ def test_detectnet_evolve_tiny_run(tmp_path):
         "--generations=2", "--epochs_per_generation=1", "--fitness_epochs=1", "--precisions=int4",
         "--synthesis=filters", "--nolatency_table",
         "--image_height=64", "--image_width=96", "--width=0.125", "--runs=5", "--tfmot=off",
-        "--family=0.1", f"--out_dir={tmp_path}",
+        "--family=0.1", "--distill_alpha=0.5", f"--out_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.path.exists(tmp_path / "ancestor" / "model.keras")

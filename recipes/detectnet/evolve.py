@@ -1,13 +1,25 @@
 """The experiment: evolutionary synthesis of DetectNet under precision sweeps.
 
-    python -m recipes.detectnet.evolve --quick              # smoke run, ~10 min on 2 cores
-    python -m recipes.detectnet.evolve                      # the experiment (see README)
+    python -m recipes.detectnet.evolve --quick              # smoke run, width 0.25, minutes
+    python -m recipes.detectnet.evolve --out_dir=runs/detectnet_paper \
+        --synthesis=latency --remove_branches               # the paper's regime (see README)
     python -m recipes.detectnet.evolve --precisions=int4 --synthesis=filters --out_dir=runs/dn4
 
 1. Trains the float32 ancestor until its validation mAP plateaus
-   (`recipes.detectnet.train.run`, `--plateau=4`, at most `--epochs=60`:
-   width-0.25 GoogLeNet DetectNet on generated 384x128 KITTI-format scenes by
-   default, or `--kitti_root`), or loads it from `--out_dir/ancestor/model.keras`.
+   (`recipes.detectnet.train.run`, `--plateau=4`, at most `--epochs=60`): by
+   default the paper's network, the full-width (`--width=1.0`) GoogLeNet
+   DetectNet, on 3,000 generated 384x128 KITTI-format scenes (or
+   `--kitti_root`), in the fastest Keras policy this host trains it in
+   (`--mixed_precision=auto`: timed, bfloat16 on AMX CPUs), or loads it from
+   `--cache_dir/ancestor/model.keras` (default `--out_dir`) after checking
+   that it was trained with the same settings. 384x128 rather than KITTI's
+   1248x384: a 2-core CPU trains the full trunk at this size in about a
+   minute per 1,000 scenes, and the latency structure the paper exploits
+   (stem, per-op costs, inception branches) is the same.
+   With `--family` (default widths 0.5, 0.35, 0.25, 0.15) the same network
+   is also trained from scratch at each thinner width with the same scenes,
+   augmentation, schedule and policy (cached in `--cache_dir/family`): what
+   a user would try first, timed and tabulated with the lineages.
 2. For each precision of `--precisions` (default float32, int8, int4, int2),
    evolves it with `EvolutionCallback` (fitness: DIGITS mAP on the 500
    validation images, computed every epoch, averaged over the last
@@ -16,7 +28,7 @@
    offspring keeping `--keep` of its parent's MACs (`--synthesis=filters`,
    the default) or of its predicted int8 LiteRT latency
    (`--synthesis=latency`, with the Taylor `--sensitivity`); this host's
-   `LatencyTable` is measured once either way (cached in `--out_dir`) for the
+   `LatencyTable` is measured once either way (cached in `--cache_dir`) for the
    records and the space-to-depth export; with `--adaptive` (default) the cut grows
    after an accepted offspring and halves after a rollback. The lineage table
    shows each row's `mAP_spread` (bootstrap standard deviation over the
@@ -38,11 +50,18 @@ Resumable: rerun with the same flags and it continues where it stopped.
 `--ray_address=auto` the candidates train side by side on a Ray cluster
 (`ray start --head` here, `ray start --address=HEAD:6379` on the other hosts;
 `--ray_resources=GPU:1` gives each trial a GPU), with the same lineage.
-Full KITTI on a GPU (the paper's setting; documented, not run here):
+Full KITTI on GPUs (the paper's setting; docs/detectnet.md says which
+archives to download; not yet run on a GPU here):
 
     python -m recipes.detectnet.evolve --kitti_root=/data/kitti --image_height=384 \\
         --image_width=1248 --width=1.0 --learning_rate=1e-4 --epochs=30 \\
-        --num_train=6000 --num_val=1481 --generations=8 --epochs_per_generation=4
+        --num_train=6000 --num_val=1481 --generations=8 --epochs_per_generation=4 \\
+        --strategy=mirrored --mixed_precision=mixed_float16 --family= \\
+        --out_dir=runs/detectnet_kitti_full
+
+The latency table and the lineage table time LiteRT on the machine that runs
+the command: run the export and timing on the deployment CPU (the same
+command there resumes the finished lineages and only exports and times).
 """
 
 import functools
@@ -112,6 +131,9 @@ def define_flags(flag_values=flags.FLAGS):
     apputil.define_population(flag_values)
     flags.DEFINE_list("precisions", ["float32", "int8", "int4", "int2"], "Synaptic precisions, "
                       "one lineage each.", **define)  # fmt: skip
+    flags.DEFINE_string("cache_dir", None, "Where the ancestor, the family, the training "
+                        "policy and the latency table are cached (default: --out_dir), so that "
+                        "several experiments (--out_dir each) share them.", **define)
     flags.DEFINE_list("family", FAMILY, "Widths of the DetectNet a user would train instead: "
                       "each trained from scratch like the ancestor (same scenes, augmentation, "
                       "schedule and policy; cached in --out_dir/family/width_W), exported and "
@@ -138,6 +160,11 @@ def define_flags(flag_values=flags.FLAGS):
                       "lose whole inception branches (1x1, 5x5, pool) where that saves more "
                       "latency per strength lost than trimming filters "
                       "(ResourceTarget(remove_branches=True)).", **define)
+    flags.DEFINE_float("distill_alpha", 0.0, "Distillation from the parent: each offspring "
+                       "(generation 0 too) retrains as keras_evosynth.Distiller(offspring, "
+                       "teacher=parent, alpha=this) with the DetectNet distillation losses "
+                       "(recipes.detectnet.losses.DISTILLATION_LOSSES); 0: labels only.",
+                       **define)  # fmt: skip
     flags.DEFINE_bool("vanish", False, "Layers that may vanish: an inception branch whose "
                       "sampled filters all die goes as a whole (its Concatenate keeps the other "
                       "branches; compaction removes the ops) instead of keeping one filter "
@@ -207,6 +234,8 @@ def check_evolution_flags(values):
         raise ValueError("--synthesis=latency needs --latency_table.")
     if values.remove_branches and values.synthesis != "latency":
         raise ValueError("--remove_branches needs --synthesis=latency.")
+    if not 0 <= values.distill_alpha <= 1:
+        raise ValueError(f"--distill_alpha must be in [0, 1], got {values.distill_alpha}.")
     if values.tolerance < 0:
         raise ValueError(f"--tolerance must be >= 0, got {values.tolerance}.")
     for width in values.family:
@@ -266,17 +295,22 @@ def trained_model(values, directory, role, print_fn=print, data_sources=None, wi
     return keras.models.load_model(path)
 
 
+def cache_dir(values):
+    """`--cache_dir`, or `--out_dir` without it."""
+    return values.cache_dir or values.out_dir
+
+
 def ancestor_model(values, print_fn=print, data_sources=None):
     """Trains the ancestor into `out_dir/ancestor` or loads it from there
     (`data_sources`: `train.sources(values)`, when the caller has them)."""
-    return trained_model(values, os.path.join(values.out_dir, "ancestor"), "ancestor",
+    return trained_model(values, os.path.join(cache_dir(values), "ancestor"), "ancestor",
                          print_fn, data_sources)  # fmt: skip
 
 
 def family_models(values, print_fn=print, data_sources=None):
     """`{width: model}` of `--family`: the DetectNet trained from scratch at
     each width like the ancestor, cached in `out_dir/family/width_W`."""
-    return {float(w): trained_model(values, os.path.join(values.out_dir, "family", f"width_{w}"),
+    return {float(w): trained_model(values, os.path.join(cache_dir(values), "family", f"width_{w}"),
                                     f"family width {w}", print_fn, data_sources, float(w))
             for w in values.family}  # fmt: skip
 
@@ -329,6 +363,9 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
             trial_score=functools.partial(detection_map, val_source, size, scale, values.fit))
     with (strategy or tf.distribute.get_strategy()).scope():
         model = ke.evolvable(ancestor, precision=precision)
+        if values.distill_alpha:  # the callback makes each parent the teacher
+            model = ke.Distiller(model, alpha=values.distill_alpha,
+                                 distillation_loss=losses.DISTILLATION_LOSSES)  # fmt: skip
         model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
                       loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
     evolution = ke.EvolutionCallback(
@@ -422,13 +459,13 @@ def main(argv):
     quiet_tensorflow(values.verbose)
     os.makedirs(values.out_dir, exist_ok=True)
     sources = train.sources(values, print)  # scanned once, for the ancestor and the lineages
-    values.mixed_precision = train.resolve_policy(values, sources[0])
+    values.mixed_precision = train.resolve_policy(values, sources[0], cache_dir=cache_dir(values))
     ancestor = ancestor_model(values, data_sources=sources)
     family = family_models(values, data_sources=sources)
     size = (values.image_height, values.image_width)
     keras.mixed_precision.set_global_policy(values.mixed_precision)
     strategy = distribution_strategy(values.strategy)
-    table = latency_table_for(ancestor, values.out_dir) if values.latency_table else None
+    table = latency_table_for(ancestor, cache_dir(values)) if values.latency_table else None
     lineages = {}
     population = population_settings(values)
     for precision in values.precisions:

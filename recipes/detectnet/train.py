@@ -187,10 +187,11 @@ def check_cache(directory, settings):
                          "pass another --out_dir, or delete that directory to retrain.")
 
 
-def resolve_policy(settings, source, print_fn=print):
+def resolve_policy(settings, source, print_fn=print, cache_dir=None):
     """`settings.mixed_precision`, with `auto` replaced by the fastest policy
     for training this DetectNet on this host (`apputil.fastest_policy`,
-    timed on one batch of `source`, cached in `settings.out_dir`)."""
+    timed on one batch of `source`, cached in `cache_dir`, default
+    `settings.out_dir`)."""
     from recipes.apputil import AUTO_POLICY, fastest_policy
 
     if settings.mixed_precision != AUTO_POLICY:
@@ -213,7 +214,7 @@ def resolve_policy(settings, source, print_fn=print):
         return model
 
     policy, _ = fastest_policy(build, (x, {"coverage": grid, "bboxes": grid}),
-                               settings.out_dir, print_fn=print_fn)  # fmt: skip
+                               cache_dir or settings.out_dir, print_fn=print_fn)  # fmt: skip
     return policy
 
 
