@@ -268,6 +268,26 @@ def fastest_policy(build, batch, out_dir=None, steps=3, print_fn=print):
     return policy, seconds
 
 
+def refuse_mismatch(where, stored, current):
+    """Raises ValueError naming every setting of `stored` (what a cached
+    model was made with) that differs from `current` (what the flags ask
+    for now): a cache is never silently reused under other settings.
+
+    Example:
+
+    >>> refuse_mismatch("runs/x/ancestor.keras", {"width": 16, "seed": 0},
+    ...                 {"width": 32, "seed": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: runs/x/ancestor.keras was made with other settings (width: 16 there, 32 now): ...
+    """
+    differing = [f"{k}: {stored[k]!r} there, {current[k]!r} now" for k in stored
+                 if k in current and stored[k] != current[k]]  # fmt: skip
+    if differing:
+        raise ValueError(f"{where} was made with other settings ({'; '.join(differing)}): "
+                         "pass another --out_dir, or delete it to start afresh.")
+
+
 def distribution_strategy(name):
     """The `tf.distribute` strategy of a `--strategy` value.
 

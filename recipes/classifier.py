@@ -112,9 +112,25 @@ def define_flags(flag_values=FLAGS):
     )
 
 
+ANCESTOR_SETTINGS = ("dataset", "width", "seed", "ancestor_epochs", "learning_rate",
+                     "batch_size", "limit_train")  # fmt: skip
+
+
 def train_ancestor(data, out_dir):
+    """Trains the float32 ancestor into `out_dir/ancestor.keras` (its
+    settings in `ancestor.json`), or loads it when it was made with the
+    same settings (a mismatch is refused, naming them)."""
+    import json
+
     path = os.path.join(out_dir, "ancestor.keras")
+    settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS}
     if os.path.exists(path):
+        record = path[: -len(".keras")] + ".json"
+        if not os.path.exists(record):
+            raise ValueError(f"{path} has no record of its settings ({record}): pass another "
+                             "--out_dir, or delete it to retrain.")  # fmt: skip
+        with open(record) as f:
+            apputil.refuse_mismatch(path, json.load(f), settings)
         print(f"ancestor: loading {path}")
         return keras.models.load_model(path)
     keras.utils.set_random_seed(FLAGS.seed)
@@ -132,6 +148,8 @@ def train_ancestor(data, out_dir):
     )
     tmp = path + ".part.keras"
     model.save(tmp)
+    with open(path[: -len(".keras")] + ".json", "w") as f:
+        json.dump(settings, f, indent=1)
     os.replace(tmp, path)
     return model
 

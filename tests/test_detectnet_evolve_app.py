@@ -60,5 +60,5 @@ def test_detectnet_evolve_tiny_run(tmp_path):
     )  # fmt: skip
     assert again.returncode == 1
     assert again.stderr.strip().splitlines()[-1] == (
-        f"error: {tmp_path}/ancestor was trained with other settings (width: 0.125 there, 0.25 "
-        "now): pass another --out_dir, or delete that directory to retrain.")
+        f"error: {tmp_path}/ancestor was made with other settings (width: 0.125 there, 0.25 "
+        "now): pass another --out_dir, or delete it to start afresh.")

@@ -106,3 +106,10 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
     # the rerun trained and cut nothing (latency is timed again)
     keys = ("lineage", "generation", "synapses", "metric", "size_bytes")
     assert [[r[k] for k in keys] for r in again] == [[r[k] for k in keys] for r in rows]
+    # the cached ancestor carries its settings: another width is refused in one line
+    other = run_app("recipes.classifier", *[a for a in args if not a.startswith("--width")],
+                    "--width=8")  # fmt: skip
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"error: {tmp_path}/ancestor.keras was made with other settings (width: 4 there, 8 "
+        "now): pass another --out_dir, or delete it to start afresh.")

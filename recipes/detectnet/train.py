@@ -170,7 +170,7 @@ def check_cache(directory, settings):
     >>> check_cache(folder, types.SimpleNamespace(width=0.25, num_train=3000))
     Traceback (most recent call last):
     ...
-    ValueError: ... was trained with other settings (width: 1.0 there, 0.25 now): ...
+    ValueError: ... was made with other settings (width: 1.0 there, 0.25 now): ...
     """
     stored = cached_settings(directory)
     model = os.path.join(directory, "model.keras")
@@ -180,11 +180,10 @@ def check_cache(directory, settings):
                              "(settings.json or metrics.json): pass another --out_dir, or "
                              "delete it to retrain.")  # fmt: skip
         return
-    differing = [f"{k}: {stored[k]!r} there, {getattr(settings, k)!r} now" for k in stored
-                 if hasattr(settings, k) and stored[k] != getattr(settings, k)]  # fmt: skip
-    if differing:
-        raise ValueError(f"{directory} was trained with other settings ({'; '.join(differing)}): "
-                         "pass another --out_dir, or delete that directory to retrain.")
+    from recipes.apputil import refuse_mismatch
+
+    refuse_mismatch(directory, stored, {k: getattr(settings, k) for k in stored
+                                        if hasattr(settings, k)})  # fmt: skip
 
 
 def resolve_policy(settings, source, print_fn=print, cache_dir=None):
