@@ -4,7 +4,7 @@ One network (a GoogLeNet-style inception trunk by default, or
 keras.applications MobileNetV2 / ResNet50 with `weights=None`) is made
 evolvable; for each fraction of removed filters (random cluster masks, same
 fraction in every layer but the classifier) two int8 flatbuffers are
-exported with `export_tflite`: the *masked* model (`remove_channels=False`:
+exported with `export_litert`: the *masked* model (`remove_channels=False`:
 dead filters are zeros, still computed) and the *compacted* one. The dense
 unpruned model is the reference. All flatbuffers are timed in this process
 with the LiteRT interpreter, 1 thread, batch 1, after warm-up, interleaved
@@ -25,7 +25,7 @@ from absl import flags, logging
 
 from benchmarks.common import save_result
 from keras_evosynth import EvoLayer, evolvable
-from keras_evosynth.export import export_tflite
+from keras_evosynth.export import export_litert
 from recipes import apputil
 from tflite_bench.host import fill_inputs, latency_stats, make_interpreter
 
@@ -157,7 +157,7 @@ def main(argv):
         evo = evolvable(base)
         remove_filters(evo, fraction, np.random.default_rng(FLAGS.seed + 1), classifier)
         path = os.path.join(folder, f"{name}.tflite")
-        report = export_tflite(evo, data, path=path, remove_channels=remove)
+        report = export_litert(evo, data, path=path, remove_channels=remove)
         kept = sum(k for k, _ in report.compaction.channels.values())
         total = sum(t for _, t in report.compaction.channels.values())
         rows[name] = {

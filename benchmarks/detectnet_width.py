@@ -75,7 +75,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     from keras_evosynth import stats
-    from keras_evosynth.export import export_tflite
+    from keras_evosynth.export import export_litert
     from keras_evosynth.latency import _cpu
     from recipes.detectnet.model import detectnet
 
@@ -93,7 +93,7 @@ def main(argv):
         for form, selection in forms.items():
             mode = "float32" if form == "float32" else "int8"
             try:
-                report = export_tflite(model, data, mode=mode, space_to_depth=selection)
+                report = export_litert(model, data, mode=mode, space_to_depth=selection)
             except RuntimeError as error:  # XNNPACK refuses a collapsed random filter
                 row[f"{form}_error"] = str(error)[:200]
                 continue

@@ -1,5 +1,5 @@
 """How many epochs does an offspring need to recover, with and without the
-parent as teacher (`keras_evosynth.Distiller`)?
+parent as teacher (`keras_evosynth.ParentDistiller`)?
 
 The CPU-default DetectNet ancestor of `recipes.detectnet.evolve` (trained
 once, cached in `--out_dir`) becomes an int8 evolvable parent; one offspring
@@ -10,7 +10,7 @@ predicted int8 latency by default), and the same offspring is retrained
 data order:
 
 - `labels`: the DetectNet losses alone;
-- `distilled`: `Distiller(offspring, teacher=parent, alpha=--alpha)` with the
+- `distilled`: `ParentDistiller(offspring, teacher=parent, alpha=--alpha)` with the
   parent's coverage and bbox maps as soft targets
   (`recipes.detectnet.losses.DISTILLATION_LOSSES`).
 
@@ -40,7 +40,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_float("cut", 0.3, "Share of the parent's predicted int8 latency the offspring "
                        "loses.", **define)
     flags.DEFINE_integer("epochs", 6, "Retraining epochs of each variant.", **define)
-    flags.DEFINE_float("alpha", 0.5, "Distiller alpha (weight of the teacher term).", **define)
+    flags.DEFINE_float("alpha", 0.5, "ParentDistiller alpha (teacher term weight).", **define)
     flags.DEFINE_float("learning_rate", 3e-4, "Adam rate of the retraining.", **define)
     flags.DEFINE_float("within", 1.0, "Recovered: mAP within this many points of the parent.",
                        **define)
@@ -75,8 +75,8 @@ def retrain(child, parent, distil, data):
     x, grid, xv, yv, scale, batch_size = data
     student = keras.models.clone_model(child)
     student.set_weights(child.get_weights())
-    model = ke.Distiller(student, parent, alpha=FLAGS.alpha,
-                         distillation_loss=losses.DISTILLATION_LOSSES) if distil else student
+    model = ke.ParentDistiller(student, parent, alpha=FLAGS.alpha,
+                               distillation_loss=losses.DISTILLATION_LOSSES) if distil else student
     model.compile(keras.optimizers.Adam(FLAGS.learning_rate), loss=losses.losses(),
                   loss_weights=losses.LOSS_WEIGHTS)
     keras.utils.set_random_seed(FLAGS.seed)  # same data order for both

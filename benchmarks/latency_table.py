@@ -11,7 +11,7 @@ a cache folder makes a second run re-time nothing), then offspring are made:
 - evolved cuts: `genetics.sample_offspring` at decreasing cluster factors
   (the paper's heredity on the model's own weights, filter-level).
 
-Every offspring is compacted and exported to int8 (`export_tflite`), all
+Every offspring is compacted and exported to int8 (`export_litert`), all
 flatbuffers of one network are timed in this process, interleaved round by
 round (LiteRT, 1 thread, batch 1), and compared with `table.predict`. Two
 errors are reported: *absolute* (predicted ms vs measured ms; the table was
@@ -30,7 +30,7 @@ from absl import app, flags, logging
 
 from benchmarks.common import save_result, time_side_by_side
 from keras_evosynth import evolvable, genetics
-from keras_evosynth.export import export_tflite
+from keras_evosynth.export import export_litert
 from keras_evosynth.latency import LatencyTable
 from recipes import apputil
 
@@ -137,7 +137,7 @@ def run_model(name):
         stats = genetics.genomes_from_model(evo)[0]
         live = sum(int(g.cluster_mask.sum()) for g in stats)
         try:
-            report = export_tflite(evo, data, space_to_depth=table)
+            report = export_litert(evo, data, space_to_depth=table)
         except RuntimeError as error:  # LiteRT's XNNPACK sometimes refuses a model
             print(f"  {label}: export failed, skipped ({str(error)[:120]})", flush=True)
             failures.append({"offspring": label, "error": str(error)[:300]})

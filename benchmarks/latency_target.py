@@ -202,7 +202,7 @@ def run_model(name):
     for label, record, model in candidates:
         generation = 0 if record is None else record["generation"]
         path = os.path.join(folder, f"{label.replace(' ', '_')}_{generation}.tflite")
-        report = ke.export_tflite(model, representative, path, space_to_depth=table)
+        report = ke.export_litert(model, representative, path, space_to_depth=table)
         stats = ke.summary(model, print_fn=None)
         rows.append({
             "lineage": label, "generation": generation, "synapses": stats.synapses,

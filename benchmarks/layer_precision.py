@@ -60,7 +60,7 @@ def main(argv):
     import keras
     import numpy as np
 
-    from keras_evosynth.export import _convert, export_tflite
+    from keras_evosynth.export import _convert, export_litert
     from keras_evosynth.latency import _cpu, _int8_flatbuffer, _micro_model
     from recipes.detectnet.model import detectnet
 
@@ -75,8 +75,8 @@ def main(argv):
         flatbuffers += [_int8_flatbuffer(micro), _convert(micro, None, "float32", False, True)]
         print(f"\rconverted {i + 1}/{len(forms)} ops", end="", flush=True)
     data = np.random.default_rng(0).uniform(0, 255, (8, 128, 384, 3)).astype("float32")
-    flatbuffers += [export_tflite(model, data, int8_io=True).flatbuffer,
-                    export_tflite(model, data, mode="float32").flatbuffer]  # fmt: skip
+    flatbuffers += [export_litert(model, data, int8_io=True).flatbuffer,
+                    export_litert(model, data, mode="float32").flatbuffer]  # fmt: skip
     print(f"\ntiming {len(flatbuffers)} flatbuffers interleaved, {FLAGS.rounds} rounds",
           flush=True)
     ms = [float(t) for t in time_side_by_side(flatbuffers, FLAGS.rounds)]

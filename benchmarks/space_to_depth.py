@@ -21,7 +21,7 @@ from absl import app, flags, logging
 
 from benchmarks.common import save_result, time_side_by_side
 from keras_evosynth import evolvable
-from keras_evosynth.export import export_tflite
+from keras_evosynth.export import export_litert
 from keras_evosynth.latency import (
     LatencyTable,
     _cpu,
@@ -76,7 +76,7 @@ def run_model(name):
     forms = {"direct": None, "rewritten": [stem], "wide": {stem: 2}}
     for label, net in (("whole", model), ("stem", stem_only(model, stem))):
         for form, selection in forms.items():
-            report = export_tflite(net, data, space_to_depth=selection)
+            report = export_litert(net, data, space_to_depth=selection)
             flatbuffers.append(report.flatbuffer)
             labels.append((f"{label}_{form}", report.max_abs_error))
     print(f"{name}: timing {len(flatbuffers)} flatbuffers interleaved, {FLAGS.rounds} rounds",

@@ -6,20 +6,27 @@ Public API (everything else is internal):
 - precision: `SynapticPrecision`, `quantizers` (`get`, `serialize`, `deserialize`)
 - layers: `EvoConv2D`, `EvoDepthwiseConv2D`, `EvoDense`, `FakeQuantActivation`
 - `evolvable(model, precision=..., layers=...)`, `summary(model)`
-- evolution: `EvolutionCallback`, `ConstantEnvironment`, `ResourceTarget`,
-  `genetics` (the pure maths), `Lineage`, `read_lineage`, `plot_lineage`
-- retraining: `Distiller` (an offspring trained on its parent's outputs too)
+- evolution: `EvolutionCallback`, the environments (`Environment`, the base
+  of `ConstantEnvironment` and `ResourceTarget`), `genetics` (the pure
+  maths), `Lineage`, `read_lineage`, `plot_lineage`
+- retraining: `ParentDistiller` (an offspring trained on its parent's outputs
+  too)
 - latency: `LatencyTable` (measured per-layer LiteRT costs; `predict(model)`)
-- deployment: `compact(model)`, `to_plain(model)`, `export_tflite(model, data)`
+- deployment: `compact(model)`, `strip_evolvable(model)`,
+  `export_litert(model, data)`
+
+Deprecated aliases, removed in 0.2.0 (each warns once): `Distiller`
+(`ParentDistiller`), `to_plain` (`strip_evolvable`), `export_tflite`
+(`export_litert`).
 """
 
 from keras_evosynth import genetics, quantizers
 from keras_evosynth.callbacks import EvolutionCallback
-from keras_evosynth.compact import CompactionReport, compact, to_plain
+from keras_evosynth.compact import CompactionReport, compact, strip_evolvable, to_plain
 from keras_evosynth.conversion import evolvable
-from keras_evosynth.distill import Distiller
-from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
-from keras_evosynth.export import ExportReport, export_tflite
+from keras_evosynth.distill import Distiller, ParentDistiller
+from keras_evosynth.environment import ConstantEnvironment, Environment, ResourceTarget
+from keras_evosynth.export import ExportReport, export_litert, export_tflite
 from keras_evosynth.latency import LatencyTable
 from keras_evosynth.layers import (
     EvoConv2D,
@@ -37,7 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompactionReport",
     "ConstantEnvironment",
-    "Distiller",
+    "Environment",
     "EvoConv2D",
     "EvoDense",
     "EvoDepthwiseConv2D",
@@ -49,15 +56,20 @@ __all__ = [
     "LayerStats",
     "Lineage",
     "ModelStats",
+    "ParentDistiller",
     "ResourceTarget",
     "SynapticPrecision",
     "compact",
     "evolvable",
-    "export_tflite",
+    "export_litert",
     "genetics",
     "plot_lineage",
     "quantizers",
     "read_lineage",
+    "strip_evolvable",
     "summary",
+    # deprecated aliases (removed in 0.2.0)
+    "Distiller",
+    "export_tflite",
     "to_plain",
 ]

@@ -36,15 +36,56 @@ from keras_evosynth import distributed, genetics, quantizers
 from keras_evosynth import environment as environment_lib
 from keras_evosynth._graph import check_graph_model
 from keras_evosynth.conversion import _walk
-from keras_evosynth.distill import Distiller
+from keras_evosynth.distill import ParentDistiller
 from keras_evosynth.layers import EvoLayer
 from keras_evosynth.lineage import Lineage, check_writable, progress_line
 from keras_evosynth.selection import Selection, generation_record
 from keras_evosynth.stats import summary
 
-_MAX_WORDS = ("acc", "accuracy", "auc", "precision", "recall", "iou", "map", "f1")
 # The lineage record field holding each environment resource's amount.
 _AMOUNT_FIELD = {"synapses": "genome_synapses", "macs": "genome_macs", "latency": "latency"}
+
+
+def auto_mode(model, monitor):
+    """`mode="auto"` decided as Keras 3.15's callbacks decide it
+    (`EarlyStopping`, `ModelCheckpoint`, ...: `MonitorCallback`).
+
+    The loss (`"loss"` / `"val_loss"`) is minimized; any other monitor takes
+    the direction of `model`'s compiled metric of that name (without
+    `val_`): `"max"` for one that goes up (`accuracy`, `auc`, `f1_score`,
+    `r2_score`), `"min"` for one that goes down (a metric wrapping a loss:
+    `mae`, `mse`). None when neither tells: a per-output loss, a metric
+    without a direction (a `MeanMetricWrapper` of your own function), a value
+    another callback adds to the logs. The compiled metrics exist once
+    `fit` has run a step. Keras records a metric's direction only in its
+    `_direction` attribute, read here as Keras's own rule reads it.
+
+    Args:
+        model: The compiled model.
+        monitor: The monitored name from the epoch logs.
+
+    Returns:
+        `"min"`, `"max"` or None.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse", metrics=["mae", keras.metrics.R2Score()])
+    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    >>> [auto_mode(model, m) for m in ("val_loss", "mae", "val_r2_score", "score")]
+    ['min', 'min', 'max', None]
+    """
+    name = monitor.removeprefix("val_")
+    mode = "min" if name == "loss" else None
+    compiled = []
+    for metric in getattr(model, "metrics", None) or []:
+        inner = getattr(metric, "metrics", None)  # the compiled metrics' containers
+        if isinstance(inner, (list, tuple)):
+            compiled.extend(inner)
+    for metric in compiled:
+        if metric.name == name and hasattr(metric, "_direction"):
+            mode = "max" if metric._direction == "up" else "min"
+    return mode
 
 
 def _int(value, name, minimum):
@@ -167,8 +208,13 @@ class EvolutionCallback(keras.callbacks.Callback):
         seed: Seed of the lineage; the same seed on the same parent gives
             the same offspring.
         monitor: Fitness metric from the epoch logs (`"val_loss"`, ...).
-        mode: `"auto"`, `"min"` or `"max"` (auto: max for accuracy-like
-            names, else min), like Keras callbacks.
+        mode: `"auto"`, `"min"` or `"max"`. `"auto"` decides as Keras's
+            callbacks do (`auto_mode`): the loss is minimized, a compiled
+            metric goes its own direction (accuracy up, `mae` down); the
+            decision is made once the compiled metrics exist (after the
+            first batch), and a monitor that neither names (a per-output
+            loss, a value another callback logs) fails there: pass `"max"`
+            or `"min"` for it.
         ancestor_epochs: Epochs of generation 0 (default:
             `epochs_per_generation`).
         population: Offspring sampled per generation; with more than 1 each
@@ -281,9 +327,11 @@ class EvolutionCallback(keras.callbacks.Callback):
             raise ValueError(
                 f"EvolutionCallback: mode must be 'auto', 'min' or 'max', got {mode!r}."
             )
-        if mode == "auto":
-            name = monitor.lower()
-            mode = "max" if name.endswith(_MAX_WORDS) else "min"
+        # `settings()` keeps the mode as asked; `self.mode` is the direction
+        # in use, "auto" until `auto_mode` can tell (the loss: at once)
+        self._asked_mode = mode
+        if mode == "auto" and monitor.removeprefix("val_") == "loss":
+            mode = "min"
         self.mode = mode
         self.population = _int(population, "population", 1)
         if self.population > 1 and selection_data is None and trial_score is None:
@@ -323,8 +371,9 @@ class EvolutionCallback(keras.callbacks.Callback):
                 f"epochs of a generation (epochs_per_generation={self.epochs_per_generation}, "
                 f"ancestor_epochs={self.ancestor_epochs})."
             )
-        self.selection = Selection(
-            mode, tolerance, _int(max_rollbacks, "max_rollbacks", 0), stop_when
+        self.selection = Selection(  # an "auto" mode is set in `_decide_mode`
+            "min" if mode == "auto" else mode, tolerance,
+            _int(max_rollbacks, "max_rollbacks", 0), stop_when,
         )
         self.latency_table = (
             latency_table
@@ -377,7 +426,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             "environment": environment_lib.serialize(self.environment),
             "seed": self.seed,
             "monitor": self.monitor,
-            "mode": self.mode,
+            "mode": self._asked_mode,
             "population": self.population,
             "trial_steps": self.trial_steps,
             "tolerance": self.tolerance,
@@ -393,6 +442,8 @@ class EvolutionCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._monitor_checked = False
         check_graph_model(self._net, "EvolutionCallback")
+        if self.mode == "auto":  # decided here if the compiled metrics exist already
+            self._decide_mode(auto_mode(self.model, self.monitor))
         if not self._started:
             self._start()
         if self.done:
@@ -438,6 +489,7 @@ class EvolutionCallback(keras.callbacks.Callback):
                 f"{base!r}, but the model logs {sorted(logs)}. Compile the model "
                 "with that metric or choose another monitor."
             )
+        self._check_mode()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -445,6 +497,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         if self.done:
             logs.update(self._lineage_logs())
             return
+        self._check_mode()
         self._epochs_done += 1
         wanted = self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
         first = not self._monitor_seen
@@ -484,17 +537,38 @@ class EvolutionCallback(keras.callbacks.Callback):
             logs["latency"] = float(record["latency"])
         return logs
 
+    # ----------------------------------------------------------------- mode
+    def _decide_mode(self, mode):
+        """Sets the direction in use (`mode` None: not yet known)."""
+        if mode is not None:
+            self.mode = self.selection.mode = mode
+
+    def _check_mode(self):
+        """Decides an "auto" mode now that the compiled metrics exist, or
+        fails as Keras's callbacks do when the model does not say."""
+        if self.mode != "auto":
+            return
+        self._decide_mode(auto_mode(self.model, self.monitor))
+        if self.mode == "auto":
+            raise ValueError(
+                f"EvolutionCallback: mode='auto' cannot tell whether monitor "
+                f"{self.monitor!r} is better high or low: as in Keras's callbacks, "
+                "'auto' minimizes the loss and follows the direction of a compiled "
+                f"metric named {self.monitor.removeprefix('val_')!r}, and the model "
+                "has none with a direction. Pass mode='max' or mode='min'."
+            )
+
     # ---------------------------------------------------------------- state
     @property
     def _net(self):
-        """The model being evolved: the fitted model, or a `Distiller`'s student."""
+        """The model being evolved: the fitted model, or a `ParentDistiller`'s student."""
         return distributed.evolved_net(self.model)
 
     def _keep_parent(self):
         """Remembers the current model as the parent (and, under a
-        `Distiller`, makes it the teacher)."""
+        `ParentDistiller`, makes it the teacher)."""
         self._parent = self._snapshot()
-        if isinstance(self.model, Distiller):
+        if isinstance(self.model, ParentDistiller):
             self.model.load_teacher(self._net)
 
     def _evo_layers(self):
@@ -517,10 +591,17 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._factors = None
         self._candidate = 0
         self.attempt = 0
-        if isinstance(self.model, Distiller):  # generation 0 distils from the ancestor
+        if isinstance(self.model, ParentDistiller):  # generation 0 distils from the ancestor
             self.model.load_teacher(self._net)
         if self.lineage is not None:
-            records = self.lineage.open(self.settings())
+            settings = self.settings()
+            stored = self.lineage.stored_settings()
+            if self._asked_mode == "auto" and (stored or {}).get("mode") in ("min", "max"):
+                # written when "auto" guessed from the metric's name: the
+                # lineage goes on in the direction it was started with
+                settings["mode"] = stored["mode"]
+                self._decide_mode(stored["mode"])
+            records = self.lineage.open(settings)
             if any(r.get("accepted") for r in records):
                 self._resume(records)
 

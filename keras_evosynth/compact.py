@@ -44,8 +44,9 @@ from keras import ops
 
 from keras_evosynth import _channels as ch
 from keras_evosynth import rewrites
+from keras_evosynth._deprecation import warn_renamed
 from keras_evosynth._graph import Rebuilder, trace
-from keras_evosynth.conversion import _walk
+from keras_evosynth.conversion import _set_weights, _walk
 from keras_evosynth.layers import EvoLayer, FakeQuantActivation
 
 _NOT_WEIGHTS = ("synapse_mask", "cluster_mask")
@@ -156,7 +157,7 @@ def _space_to_depth_plan(layer, input_shape, outputs_per_block=1):
 class _Compactor:
     def __init__(self, model, remove_channels):
         self.model = model
-        self.graph = trace(model, "compact()" if remove_channels else "to_plain()")
+        self.graph = trace(model, "compact()" if remove_channels else "strip_evolvable()")
         self.specs = self.graph.specs
         self.report = CompactionReport(params_before=_count_weights(model))
         calls = {}
@@ -374,9 +375,7 @@ class _Compactor:
                     )
                 rebuilder.call(node, layer)
                 kept = self.keep[node.inputs[0]]
-                layer.set_weights(
-                    [w[..., kept] for w in node.layer.get_weights()]
-                )
+                _set_weights(layer, [w[..., kept] for w in node.layer.get_weights()])
         model = rebuilder.model()
         self.report.params_after = _count_weights(model)
         return model
@@ -403,7 +402,7 @@ class _Compactor:
             new = clones[id(layer)]
             rebuilder.call(node, new)
             if new is not layer:
-                new.set_weights(layer.get_weights())
+                _set_weights(new, layer.get_weights())
         else:
             rebuilder.call(node, clones[id(layer)])
 
@@ -561,19 +560,28 @@ def compact(model, return_report=False, space_to_depth=None):
     return (result, compactor.report) if return_report else result
 
 
-def to_plain(model):
+def strip_evolvable(model):
     """`model` with plain Keras layers only, every channel kept.
 
-    Evolvable layers become `Conv2D` / `DepthwiseConv2D` / `Dense` holding
-    their effective (masked, quantized) weights and `FakeQuantActivation`
-    layers are dropped: the first step of `compact`, usable on its own (it is
-    what the LiteRT converter needs).
+    The inverse of `evolvable`, named like tfmot's `strip_pruning`: evolvable
+    layers become `Conv2D` / `DepthwiseConv2D` / `Dense` holding their
+    effective (masked, quantized) weights and `FakeQuantActivation` layers
+    are dropped. It is the first step of `compact`, usable on its own (it is
+    what the LiteRT converter needs); `compact` also removes the dead
+    channels. `to_plain` is its deprecated alias (removed in 0.2.0).
 
     Example:
 
     >>> from keras_evosynth import evolvable
     >>> base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> [type(layer).__name__ for layer in to_plain(evolvable(base)).layers]
+    >>> [type(layer).__name__ for layer in strip_evolvable(evolvable(base)).layers]
     ['InputLayer', 'Dense']
     """
     return _Compactor(model, remove_channels=False).build()
+
+
+def to_plain(model):
+    """Deprecated alias of `strip_evolvable`, removed in 0.2.0 (the old name
+    did not say what it does). Warns once per process."""
+    warn_renamed("to_plain", "strip_evolvable")
+    return strip_evolvable(model)

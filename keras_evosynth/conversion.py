@@ -61,8 +61,32 @@ def _walk(model):
             yield layer
 
 
-def _layer_by_path(model):
-    return {layer.path: layer for layer in _walk(model)}
+def _layers_by_name(model, prefix=()):
+    """`{(nested model names..., layer name): layer}` for every non-model
+    layer of `model`. Names, unlike `layer.path`, survive `clone_model`: a
+    path holds the name scopes the layer was built under (NASNet builds its
+    cells under `name_scope`s, which the clone does not reopen), and layers
+    without a `build` of their own have no path at all."""
+    found = {}
+    for layer in model.layers:
+        key = (*prefix, layer.name)
+        if isinstance(layer, keras.Model):
+            found.update(_layers_by_name(layer, key))
+        else:
+            found[key] = layer
+    return found
+
+
+def _set_weights(layer, weights):
+    """`layer.set_weights(weights)`, then the layer's `finalize_state()`
+    where it has one: a preprocessing layer (an adapted `Normalization`,
+    `Discretization`, `StringLookup`, ...) computes from tensors that only
+    `finalize_state` refreshes from its variables, so without it a copy keeps
+    its initial state (mean 0, variance 1) while its weights say otherwise."""
+    layer.set_weights(weights)
+    finalize = getattr(layer, "finalize_state", None)
+    if callable(finalize):
+        finalize()
 
 
 def _check_finite(layer):
@@ -174,13 +198,13 @@ def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
         clone_function=clone_function,
         recursive=True,
     )
-    old_layers = _layer_by_path(model)
-    for path, new in _layer_by_path(clone).items():
-        old = old_layers[path]
+    old_layers = _layers_by_name(model)
+    for key, new in _layers_by_name(clone).items():
+        old = old_layers[key]
         if isinstance(new, EvoLayer) and not isinstance(old, EvoLayer):
             new.kernel.assign(old.kernel)
             if old.bias is not None:
                 new.bias.assign(old.bias)
         else:
-            new.set_weights(old.get_weights())
+            _set_weights(new, old.get_weights())
     return clone

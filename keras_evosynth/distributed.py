@@ -28,7 +28,7 @@ import numpy as np
 from keras import ops
 
 from keras_evosynth import genetics, quantizers
-from keras_evosynth.distill import Distiller
+from keras_evosynth.distill import ParentDistiller
 from keras_evosynth.layers import EvoLayer
 
 __all__ = ["RayExecutor", "run_trial", "trial_seed"]
@@ -58,8 +58,8 @@ def data_for(data):
 
 
 def evolved_net(model):
-    """The network being evolved: the fitted model, or a `Distiller`'s student."""
-    return model.student if isinstance(model, Distiller) else model
+    """The network being evolved: the fitted model, or a `ParentDistiller`'s student."""
+    return model.student if isinstance(model, ParentDistiller) else model
 
 
 def evo_layers(model):
@@ -102,7 +102,7 @@ def run_trial(model, layers, masks, spec, seeds, traced):
     Returns `(fitness, precisions traced now)`.
 
     Args:
-        model: The compiled model being fit (a `Distiller` or the network).
+        model: The compiled model being fit (a `ParentDistiller` or the network).
         layers: Its Evo layers, in the order of `masks`.
         masks: The candidate's `(synapse_mask, cluster_mask)` per layer.
         spec: Dict with `precision`, `trial_data`, `selection_data`,
@@ -181,7 +181,7 @@ class _Trainer:
             layer.precision = quantizers.get(precision)
         by_name = {layer.name: layer for layer in walked}
         layers = [by_name[name] for name in spec["layers"]]  # the order of the masks
-        if isinstance(self.model, Distiller):
+        if isinstance(self.model, ParentDistiller):
             self.model.load_teacher(net)
         if learning_rate is not None:
             self.model.optimizer.learning_rate = learning_rate

@@ -13,6 +13,9 @@ Two environments:
   remove a good part of a layer (a zero weight survives with `e^-1`), so the
   solved factor may exceed 1, up to `e` (probabilities clipped at 1).
 
+Both derive from `Environment` (exported as `keras_evosynth.Environment`),
+the base an environment of your own subclasses.
+
 An environment returns `Factors` through `factors(...)`; `mildness` (the
 number of rollbacks so far) softens it: the cut `1 - x` of a factor or
 fraction `x` is halved per rollback. An *adaptive* `ResourceTarget` instead
@@ -123,9 +126,33 @@ def _check_fraction(value, name, upper_inclusive=True):
 
 
 class Environment:
-    """Base class: decides `R_c` and `R_s` for each offspring.
+    """Base class of the environments: decides `R_c` and `R_s` for each
+    offspring.
 
-    Subclasses implement `factors(...)` and `get_config()`.
+    `ConstantEnvironment` and `ResourceTarget` derive from it; so does an
+    environment of your own, which implements `factors(...)` (returning
+    `Factors`) and `get_config()` (the constructor's arguments). Register it
+    with `keras.saving.register_keras_serializable` so that `get` rebuilds
+    it from its config. `EvolutionCallback(environment=...)` takes any
+    `Environment`.
+
+    Attributes:
+        resource: What `resource_model` measures (`"synapses"` by default).
+        adaptive: True to receive `history=` in `factors` (see there).
+        latency_table: The `LatencyTable` of a latency environment, or None.
+
+    Example:
+
+    >>> class Halving(Environment):   # R_c halves every generation
+    ...     def factors(self, expected, current, ancestor, generation, generations,
+    ...                 mildness=0):
+    ...         return Factors(cluster_factor=0.5 ** generation, synapse_factor=1.0)
+    ...     def get_config(self):
+    ...         return {}
+    >>> Halving().factors(None, 100, 100, generation=2, generations=3).cluster_factor
+    0.25
+    >>> Halving() == Halving(), repr(Halving())
+    (True, 'Halving()')
     """
 
     resource = "synapses"
@@ -641,7 +668,8 @@ def get(identifier):
     raise TypeError(
         f"Cannot interpret {identifier!r} as an environment; pass "
         "ConstantEnvironment(cluster_factor, synapse_factor), "
-        "ResourceTarget(fraction=...) or ResourceTarget(budget=...)."
+        "ResourceTarget(fraction=...), ResourceTarget(budget=...) or another "
+        "keras_evosynth.Environment."
     )
 
 

@@ -1,4 +1,7 @@
-"""`export_tflite`: compacted model -> verified LiteRT (TFLite) flatbuffer.
+"""`export_litert`: compacted model -> verified LiteRT (TFLite) flatbuffer.
+
+Named like Keras 3.15's `model.export(format="litert")`; `export_tflite` is
+its deprecated alias (removed in 0.2.0).
 
 The model is first compacted (`keras_evosynth.compact`: evolvable layers
 become plain Keras layers with their effective weights, dead channels are
@@ -22,6 +25,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_evosynth._deprecation import warn_renamed
 from keras_evosynth._io import quiet_native_output, write_atomic
 from keras_evosynth.compact import _Compactor
 from tflite_bench.host import run_signature
@@ -50,7 +54,7 @@ class OpInfo:
 
 @dataclasses.dataclass
 class ExportReport:
-    """What `export_tflite` produced and how well it agrees with Keras.
+    """What `export_litert` produced and how well it agrees with Keras.
 
     Attributes:
         path: Where the flatbuffer was written (None if not written).
@@ -113,7 +117,7 @@ def list_operators(flatbuffer):
 
     >>> import numpy as np
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    >>> buf = export_tflite(m, np.ones((2, 3)), mode="float32").flatbuffer
+    >>> buf = export_litert(m, np.ones((2, 3)), mode="float32").flatbuffer
     >>> [op.name for op in list_operators(buf)]
     ['FULLY_CONNECTED']
     """
@@ -150,16 +154,16 @@ def _check_path(path):
         return None
     path = os.fspath(path)
     if not path or "\0" in path:
-        raise ValueError(f"export_tflite: invalid output path {path!r}.")
+        raise ValueError(f"export_litert: invalid output path {path!r}.")
     if os.path.isdir(path):
-        raise IsADirectoryError(f"export_tflite: output path {path!r} is a directory.")
+        raise IsADirectoryError(f"export_litert: output path {path!r} is a directory.")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise FileNotFoundError(
-            f"export_tflite: the folder of {path!r} ({folder}) does not exist."
+            f"export_litert: the folder of {path!r} ({folder}) does not exist."
         )
     if not os.access(folder, os.W_OK):
-        raise PermissionError(f"export_tflite: the folder {folder} is not writable.")
+        raise PermissionError(f"export_litert: the folder {folder} is not writable.")
     return path
 
 
@@ -172,7 +176,7 @@ def _as_inputs(model, data):
             data = [data[n] for n in names]
         except KeyError as missing:
             raise ValueError(
-                f"export_tflite: representative_data has no entry {missing}; "
+                f"export_litert: representative_data has no entry {missing}; "
                 f"expected keys {names}."
             ) from None
     elif isinstance(data, (list, tuple)) and len(inputs) > 1:
@@ -181,7 +185,7 @@ def _as_inputs(model, data):
         data = [data]
     if len(data) != len(inputs):
         raise ValueError(
-            f"export_tflite: model '{model.name}' has {len(inputs)} inputs, "
+            f"export_litert: model '{model.name}' has {len(inputs)} inputs, "
             f"representative_data gives {len(data)}."
         )
     arrays = []
@@ -189,25 +193,25 @@ def _as_inputs(model, data):
         x = np.asarray(x)
         if x.dtype == object or not np.issubdtype(x.dtype, np.number):
             raise TypeError(
-                f"export_tflite: representative_data must be numeric, got "
+                f"export_litert: representative_data must be numeric, got "
                 f"dtype {x.dtype}."
             )
         if x.ndim == 0 or len(x) == 0:
-            raise ValueError("export_tflite: representative_data is empty.")
+            raise ValueError("export_litert: representative_data is empty.")
         expected = tuple(spec.shape[1:])
         if x.ndim != len(spec.shape) or any(
             e is not None and e != g for e, g in zip(expected, x.shape[1:], strict=True)
         ):
             raise ValueError(
-                f"export_tflite: representative_data of shape {x.shape} does not "
+                f"export_litert: representative_data of shape {x.shape} does not "
                 f"match the model input {tuple(spec.shape)} (batch first)."
             )
         if not np.isfinite(x).all():
-            raise ValueError("export_tflite: representative_data holds NaN or Inf.")
+            raise ValueError("export_litert: representative_data holds NaN or Inf.")
         arrays.append(x.astype(np.float32))
     if len({len(x) for x in arrays}) != 1:
         raise ValueError(
-            "export_tflite: the representative_data arrays differ in length."
+            "export_litert: the representative_data arrays differ in length."
         )
     return arrays
 
@@ -260,7 +264,7 @@ def _conversion_error(keras_model, mode, error, intact):
     ]
     summary = "; ".join(key_lines) or text.splitlines()[0][:300] if text else repr(error)
     message = (
-        f"export_tflite: TFLite conversion of '{keras_model.name}' ({mode}) "
+        f"export_litert: TFLite conversion of '{keras_model.name}' ({mode}) "
         f"failed: {summary}."
     )
     unknown = [f"{name} ({why})" for name, why in intact if "unsupported" in why]
@@ -291,7 +295,7 @@ def _compare(keras_outputs, litert_outputs):
     return max_error, (min(agreements) if agreements else None)
 
 
-def export_tflite(
+def export_litert(
     model,
     representative_data,
     path=None,
@@ -321,7 +325,7 @@ def export_tflite(
         allow_float_ops: With `"int8"`, let operators without an int8
             kernel fall back to float instead of failing.
         remove_channels: Compact (`compact`); False keeps every channel and
-            only replaces evolvable layers (`to_plain`), e.g. to measure the
+            only replaces evolvable layers (`strip_evolvable`), e.g. to measure the
             masked model.
         eval_data: Inputs to compare LiteRT with Keras on (same format as
             `representative_data`; default: `representative_data`), e.g. a
@@ -350,18 +354,18 @@ def export_tflite(
     ...     keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
     ...     keras.layers.Flatten(), keras.layers.Dense(3)]), precision="int8")
     >>> data = np.random.rand(16, 8, 8, 1).astype("float32")
-    >>> report = export_tflite(model, data)
+    >>> report = export_litert(model, data)
     >>> report.operators["CONV_2D"], report.float_ops
     (1, [])
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
-            f"export_tflite() expects a keras.Model, got {type(model).__name__}."
+            f"export_litert() expects a keras.Model, got {type(model).__name__}."
         )
     if mode not in MODES:
-        raise ValueError(f"export_tflite: mode must be one of {MODES}, got {mode!r}.")
+        raise ValueError(f"export_litert: mode must be one of {MODES}, got {mode!r}.")
     if int8_io and mode != "int8":
-        raise ValueError(f"export_tflite: int8_io=True needs mode='int8', got {mode!r}.")
+        raise ValueError(f"export_litert: int8_io=True needs mode='int8', got {mode!r}.")
     path = _check_path(path)
     arrays = _as_inputs(model, representative_data)
     checks = arrays if eval_data is None else _as_inputs(model, eval_data)
@@ -377,7 +381,7 @@ def export_tflite(
     floats = sorted({op.name for op in ops if op.is_float})
     if mode == "int8" and floats and not allow_float_ops:
         raise RuntimeError(
-            f"export_tflite: the int8 model still computes in float32 in {floats}; "
+            f"export_litert: the int8 model still computes in float32 in {floats}; "
             "pass allow_float_ops=True to accept that. Nothing was written."
         )
     reference = model.predict(
@@ -389,7 +393,7 @@ def export_tflite(
         if "XNNPACK" not in str(error):
             raise
         raise RuntimeError(
-            f"export_tflite: LiteRT's XNNPACK delegate refuses the {mode} model of "
+            f"export_litert: LiteRT's XNNPACK delegate refuses the {mode} model of "
             f"'{model.name}' ({str(error).strip()}). XNNPACK requires every int8 "
             "requantization scale (input scale x weight scale / output scale) below 256; "
             "a filter whose output is (nearly) constant on the representative data has a "
@@ -412,3 +416,11 @@ def export_tflite(
         compaction=compactor.report,
         flatbuffer=flatbuffer,
     )
+
+
+def export_tflite(*args, **kwargs):
+    """Deprecated alias of `export_litert` (same arguments), removed in
+    0.2.0: Keras 3.15 calls the format "litert" (`model.export(format=
+    "litert")`). Warns once per process."""
+    warn_renamed("export_tflite", "export_litert")
+    return export_litert(*args, **kwargs)

@@ -668,7 +668,7 @@ def _micro_model(signature, cin, cout):
 
 def _int8_flatbuffer(model, seed=0):
     """Full-integer int8 flatbuffer with int8 inputs and outputs, calibrated
-    on random data (`export_tflite`'s converter)."""
+    on random data (`export_litert`'s converter)."""
     from keras_evosynth.export import _convert
 
     rng = np.random.default_rng(seed)
@@ -1052,7 +1052,7 @@ class LatencyTable:
         convolutions that this table measured faster as `SpaceToDepth` + a
         stride-1 convolution (+ `DepthToSpace` for `outputs_per_block` > 1),
         at the channels `compact` keeps, with the fastest form: what
-        `compact(model, space_to_depth=table)` and `export_tflite(...,
+        `compact(model, space_to_depth=table)` and `export_litert(...,
         space_to_depth=table)` rewrite, and what `predict` assumes.
 
         Example:
@@ -1121,7 +1121,7 @@ class LatencyTable:
         `compact` keeps, read on its architecture's anchor curve (`_whole`),
         never below the empty model's invoke time. A strided convolution whose
         space-to-depth forms were measured costs the fastest of its forms:
-        the model as `export_tflite(..., space_to_depth=table)` deploys it.
+        the model as `export_litert(..., space_to_depth=table)` deploys it.
 
         Raises:
             ValueError: A layer or architecture the table has not measured,

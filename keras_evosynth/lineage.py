@@ -203,15 +203,8 @@ class Lineage:
         """
         config = _clean(config)
         os.makedirs(self.directory, exist_ok=True)
-        if os.path.exists(self.config_path):
-            with open(self.config_path, encoding="utf-8") as f:
-                try:
-                    stored = json.load(f)
-                except json.JSONDecodeError as error:
-                    raise ValueError(
-                        f"Lineage settings {self.config_path} are damaged ({error}); "
-                        "restore them or start a new lineage in another directory."
-                    ) from None
+        stored = self.stored_settings()
+        if stored is not None:
             diff = sorted(
                 key for key in set(stored) | set(config) if stored.get(key) != config.get(key)
             )
@@ -227,6 +220,24 @@ class Lineage:
         else:
             write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
         return self.records()
+
+    def stored_settings(self):
+        """The settings the directory's lineage was started with, or None
+        when it holds none yet.
+
+        Raises:
+            ValueError: The settings file is damaged.
+        """
+        if not os.path.exists(self.config_path):
+            return None
+        with open(self.config_path, encoding="utf-8") as f:
+            try:
+                return json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"Lineage settings {self.config_path} are damaged ({error}); "
+                    "restore them or start a new lineage in another directory."
+                ) from None
 
     def records(self):
         """The records logged so far (a torn last line, left by a killed

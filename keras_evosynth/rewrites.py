@@ -40,7 +40,7 @@ rewritten; on another host 3.7x (DESIGN §5b). `LatencyTable.measure` times
 the direct form and the rewrites (`outputs_per_block` 1 and 2) of every
 eligible layer and `LatencyTable.space_to_depth_layers` names those where a
 rewrite is faster, with its `outputs_per_block`; `compact` /
-`export_tflite` take that mapping (`space_to_depth=`).
+`export_litert` take that mapping (`space_to_depth=`).
 """
 
 import dataclasses

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 import tflite_bench
-from keras_evosynth.export import export_tflite
+from keras_evosynth.export import export_litert
 from keras_evosynth.lineage import read_lineage
 from keras_evosynth.stats import summary
 
@@ -163,7 +163,7 @@ def build_table(
         baselines: Already exported models to measure in the same table
             (e.g. the tfmot baseline): dicts with `lineage`, `tflite` and the
             resource columns (`synapses`, `filters`, `macs`, `bits`).
-        space_to_depth: `export_tflite`'s argument, for every exported row
+        space_to_depth: `export_litert`'s argument, for every exported row
             (e.g. the `LatencyTable` a latency-target lineage evolved
             against, so that the rows deploy what it predicted). With it, the
             table also has an `ancestor-int8-plain` row: the ancestor
@@ -192,7 +192,7 @@ def build_table(
     def add(row, model, mode, rewrite=True, name=None):
         name = name or f"{row['lineage']}_g{row['generation']:03d}"
         path = os.path.join(out_dir, f"{name}_{mode}.tflite")
-        report = export_tflite(
+        report = export_litert(
             model, representative, path=path, mode=mode,
             space_to_depth=space_to_depth if rewrite else None,
         )

@@ -18,7 +18,7 @@ another). `lineage.json` keeps the timings; the Fashion-MNIST and DetectNet
 results (docs/results.md) time networks large enough to measure.
 
 It reads like the library's intended use: `evolvable` -> `model.fit` with an
-`EvolutionCallback` -> `export_tflite` -> `tflite_bench.compare` (the last two
+`EvolutionCallback` -> `export_litert` -> `tflite_bench.compare` (the last two
 through `recipes.lineage_table`).
 """
 

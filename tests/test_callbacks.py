@@ -432,6 +432,95 @@ def test_reset_optimizer_clears_slots_keeps_learning_rate(digits):
     assert slots and all(not np.any(keras.ops.convert_to_numpy(v)) for v in slots)
 
 
+# ------------------------------------------------------------- mode="auto"
+def _unknown_direction(y_true, y_pred):
+    return keras.ops.mean(y_pred, axis=-1)
+
+
+def _three_way_net(*metrics):
+    keras.utils.set_random_seed(0)
+    model = evolvable(keras.Sequential([
+        keras.Input((4,)), L.Dense(8, activation="relu", name="hidden"),
+        L.Dense(3, activation="softmax", name="out")]))
+    model.compile("adam", "categorical_crossentropy", metrics=list(metrics))
+    return model
+
+
+@pytest.fixture(scope="module")
+def three_way():
+    """A fitted 3-class evolvable net compiled with metrics of every kind,
+    and its data."""
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 4), "float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 64)]
+    model = _three_way_net(
+        "accuracy", keras.metrics.F1Score(average="macro"), keras.metrics.R2Score(), "mae",
+        keras.metrics.MeanMetricWrapper(_unknown_direction, name="score"))
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    return model, x, y
+
+
+# The old rule (max for names ending in acc, auc, precision, recall, iou,
+# map, f1) called f1_score and r2_score "min" and guessed "min" for score.
+@pytest.mark.parametrize("monitor, mode", [
+    ("loss", "min"), ("val_loss", "min"), ("val_accuracy", "max"), ("val_f1_score", "max"),
+    ("r2_score", "max"), ("val_mae", "min"), ("score", None), ("val_hidden_loss", None),
+])
+def test_auto_mode_decides_as_keras_callbacks_do(three_way, monitor, mode):
+    from keras_evosynth.callbacks import auto_mode
+
+    model = three_way[0]
+    assert auto_mode(model, monitor) == mode
+    reference = keras.callbacks.EarlyStopping(monitor=monitor, mode="auto")
+    reference.set_model(model)
+    try:
+        reference._set_monitor_op()  # Keras's own rule
+    except ValueError:
+        assert mode is None
+    else:
+        assert mode == ("max" if reference.monitor_op is keras.ops.greater else "min")
+
+
+def test_auto_mode_is_decided_once_the_metrics_exist(three_way, tmp_path):
+    _, x, y = three_way
+    model = _three_way_net(keras.metrics.F1Score(average="macro"))  # metrics not built yet
+    evolution = EvolutionCallback(generations=1, monitor="val_f1_score", verbose=0,
+                                  directory=str(tmp_path / "run"))
+    assert evolution.mode == "auto" and evolution.settings()["mode"] == "auto"
+    assert EvolutionCallback(generations=1, monitor="val_loss").mode == "min"
+    model.fit(x, y, validation_data=(x, y), epochs=2, verbose=0, callbacks=[evolution])
+    assert evolution.mode == evolution.selection.mode == "max"
+    assert [r["generation"] for r in evolution.records] == [0, 1]
+    with open(tmp_path / "run" / "evolution.json") as f:
+        assert json.load(f)["mode"] == "auto"  # as asked: resumed with mode="auto" again
+
+
+def test_auto_mode_without_a_direction_fails_on_the_first_batch(three_way):
+    _, x, y = three_way
+    model = _three_way_net(keras.metrics.MeanMetricWrapper(_unknown_direction, name="score"))
+    with pytest.raises(ValueError, match="cannot tell whether monitor 'score' is better high or "
+                                         "low.*Pass mode='max' or mode='min'"):
+        model.fit(x, y, epochs=2, verbose=0,
+                  callbacks=[EvolutionCallback(generations=1, monitor="score", verbose=0)])
+    assert int(model.optimizer.iterations) == 1
+
+
+def test_auto_mode_resumes_a_lineage_in_its_stored_direction(three_way, tmp_path):
+    """A lineage written when "auto" read the metric's name stored the mode
+    it chose; asked "auto" again, it goes on in that direction."""
+    _, x, y = three_way
+    directory = tmp_path / "run"
+    first = EvolutionCallback(generations=2, monitor="score", mode="max", verbose=0,
+                              directory=str(directory))
+    model = _three_way_net(keras.metrics.MeanMetricWrapper(_unknown_direction, name="score"))
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[first])  # generations 0 and 1
+    resumed = EvolutionCallback(generations=2, monitor="score", verbose=0,
+                                directory=str(directory))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[resumed])
+    assert resumed.mode == "max"
+    assert [r["generation"] for r in resumed.records] == [0, 1, 2]
+
+
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, error, match",

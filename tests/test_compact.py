@@ -4,7 +4,7 @@ import pytest
 from conftest import roundtrip_model
 
 from keras_evosynth import EvoLayer, FakeQuantActivation, evolvable
-from keras_evosynth.compact import compact, to_plain
+from keras_evosynth.compact import compact, strip_evolvable
 
 L = keras.layers
 
@@ -310,7 +310,7 @@ def test_unknown_layers_and_softmax_stay_whole_and_are_reported():
     _assert_same(evo, small, x)
 
 
-def test_to_plain_keeps_every_channel_and_drops_fake_quant(tmp_path):
+def test_strip_evolvable_keeps_every_channel_and_drops_fake_quant(tmp_path):
     inputs = keras.Input((6, 6, 2))
     x = L.Conv2D(4, 3, name="conv")(inputs)
     x = FakeQuantActivation(8, name="fq")(x)
@@ -319,7 +319,7 @@ def test_to_plain_keeps_every_channel_and_drops_fake_quant(tmp_path):
     evo.get_layer("conv").set_masks(cluster_mask=[1, 0, 1, 1])
     data = np.random.default_rng(0).normal(size=(4, 6, 6, 2)).astype("float32")
     evo(data, training=True)  # calibrates the activation range
-    plain = to_plain(evo)
+    plain = strip_evolvable(evo)
     assert _types(plain) == {"InputLayer", "Conv2D", "Flatten", "Dense"}
     assert plain.get_layer("conv").filters == 4
     np.testing.assert_array_equal(
@@ -333,6 +333,84 @@ def test_to_plain_keeps_every_channel_and_drops_fake_quant(tmp_path):
     _assert_same(evo, small, data)
     # A plain Keras model: saves and loads without keras_evosynth objects.
     _assert_same(small, roundtrip_model(small, tmp_path), data, rtol=0)
+
+
+def test_to_plain_is_a_deprecated_alias_that_warns_once(monkeypatch):
+    import warnings
+
+    from keras_evosynth import _deprecation
+    from keras_evosynth.compact import to_plain
+
+    monkeypatch.setattr(_deprecation, "_warned", set())
+    evo = evolvable(keras.Sequential([keras.Input((4,)), L.Dense(3, name="d")]))
+    evo.get_layer("d").set_masks(cluster_mask=[1, 0, 1])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plains = [to_plain(evo), to_plain(evo)]
+    (warning,) = caught
+    assert warning.category is DeprecationWarning and warning.filename == __file__
+    assert "use keras_evosynth.strip_evolvable" in str(warning.message)
+    for plain in plains:
+        assert _types(plain) == {"InputLayer", "Dense"}
+        np.testing.assert_array_equal(plain.get_layer("d").kernel.numpy(),
+                                      evo.get_layer("d").effective_kernel().numpy())
+
+
+def _normalized_net(how):
+    """Conv-BN-ReLU net behind a `Normalization` whose statistics are far
+    from mean 0 / variance 1 (inputs in [0, 255]): adapted, or given to the
+    constructor. Returns `(model, data)`."""
+    data = np.random.default_rng(8).uniform(0, 255, (64, 12, 12, 3)).astype("float32")
+    if how == "adapt":
+        norm = L.Normalization(name="norm")
+        norm.adapt(data)
+    else:
+        norm = L.Normalization(mean=[120.0, 130.0, 110.0], variance=[5000.0, 4000.0, 6000.0],
+                               name="norm")
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, padding="same", name="conv1")(norm(inputs))
+    x = L.ReLU()(L.BatchNormalization(name="bn")(x))
+    x = L.Conv2D(6, 3, strides=2, activation="relu", name="conv2")(x)
+    outputs = L.Dense(4, name="head")(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    _randomize(model, seed=9)
+    normalized = np.asarray(model.get_layer("norm")(data))
+    assert np.abs(normalized).max() < 3.0 < np.abs(data).max()  # it does normalize
+    return model, data
+
+
+@pytest.mark.parametrize("how", ["adapt", "constructor"])
+def test_normalization_statistics_survive_evolvable_and_compaction(how):
+    """The copies of a `Normalization` compute with the original's mean and
+    variance (an adapted layer reads them through `finalize_state`, which a
+    bare `set_weights` skips: the copy normalized with mean 0, variance 1)."""
+    model, data = _normalized_net(how)
+    _assert_same(model, compact(model), data)
+    evo = evolvable(model)
+    np.testing.assert_array_equal(np.asarray(evo(data)), np.asarray(model(data)))
+    evo.get_layer("conv1").set_masks(cluster_mask=[1, 0, 1, 1, 0, 1, 1, 0])
+    evo.get_layer("conv2").set_masks(cluster_mask=[1, 1, 0, 1, 0, 1])
+    small, report = compact(evo, return_report=True)
+    assert report.channels["conv2"][0] < 6
+    _assert_same(evo, small, data)
+    np.testing.assert_allclose(np.asarray(small.get_layer("norm")(data)),
+                               np.asarray(model.get_layer("norm")(data)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("how", ["adapt", "constructor"])
+def test_int8_export_with_a_normalization_agrees_with_keras(how):
+    from keras_evosynth.export import export_litert
+
+    model, data = _normalized_net(how)
+    reference = np.abs(model.predict(data, verbose=0)).max()
+    report = export_litert(model, data, mode="int8")
+    assert report.max_abs_error < 0.05 * reference  # test_rewrites' int8 tolerance
+    assert report.float_ops == []
+    evo = evolvable(model, precision="int8")
+    evo.get_layer("conv1").set_masks(cluster_mask=[1, 0, 1, 1, 0, 1, 1, 0])
+    cut = export_litert(evo, data, mode="int8")
+    assert cut.compaction.channels["conv1"][0] < 8
+    assert cut.max_abs_error < 0.05 * np.abs(evo.predict(data, verbose=0)).max()
 
 
 def test_bad_input():

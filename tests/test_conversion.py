@@ -74,6 +74,54 @@ def test_sequential_nested_precision_and_layer_selection():
     assert np.count_nonzero(model.get_layer("conv").kernel.numpy()[..., 0]) > 0
 
 
+def test_layers_built_under_name_scopes_keep_their_weights():
+    """keras.applications.NASNetMobile builds its cells under `name_scope`s:
+    a layer's `path` then holds the scope ('cell/conv'), which the clone does
+    not have; weights are matched by (nested model, layer) names instead (a
+    path lookup raised `KeyError: 'reduction_conv_1_stem_1'` there)."""
+    inputs = keras.Input((8, 8, 3))
+    with keras.name_scope("cell"):
+        x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.SeparableConv2D(4, 3, name="sep")(x)
+    inner = keras.Sequential([keras.Input((4, 4, 4)), keras.layers.Conv2D(3, 1, name="conv")],
+                             name="inner")  # same layer name, another (nested) model
+    x = keras.layers.Flatten()(inner(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    assert model.get_layer("conv").path == "cell/conv"
+    rng = np.random.default_rng(0)
+    for layer in model.get_layer("bn"), model.get_layer("sep"):  # not their initial values
+        layer.set_weights([rng.uniform(0.5, 1.5, w.shape) for w in layer.get_weights()])
+    evo = evolvable(model, skip_unsupported=True)
+    assert isinstance(evo.get_layer("conv"), EvoConv2D)
+    assert isinstance(evo.get_layer("inner").get_layer("conv"), EvoConv2D)
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(evo(x)), np.asarray(model(x)))
+
+
+@pytest.mark.slow
+def test_nasnet_mobile_converts_with_identical_outputs():
+    base = keras.applications.NASNetMobile(weights=None, input_shape=(32, 32, 3), classes=10)
+    evo = evolvable(base, skip_unsupported=True)
+    assert sum(isinstance(layer, EvoLayer) for layer in evo.layers) > 30
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(evo(x)), np.asarray(base(x)))
+
+
+def test_adapted_normalization_keeps_its_statistics():
+    """`set_weights` alone leaves an adapted `Normalization` computing with
+    mean 0 and variance 1 (its `finalize_state` refreshes them)."""
+    data = np.random.default_rng(0).uniform(0, 255, (32, 4, 4, 2)).astype("float32")
+    norm = keras.layers.Normalization(name="norm")
+    norm.adapt(data)
+    inner = keras.Sequential([keras.Input((4, 4, 2)), norm], name="inner")
+    inputs = keras.Input((4, 4, 2))
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(inner(inputs)))
+    evo = evolvable(model)
+    np.testing.assert_array_equal(np.asarray(evo(data)), np.asarray(model(data)))
+    assert np.abs(np.asarray(evo.get_layer("inner").get_layer("norm")(data))).max() < 3
+
+
 def test_unsupported_layer_raises_or_is_skipped():
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.SeparableConv2D(4, 3, name="sep")(inputs)

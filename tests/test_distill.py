@@ -1,11 +1,11 @@
-"""Distiller: the loss it trains on, save/load, and EvolutionCallback loading
+"""ParentDistiller: the loss it trains on, save/load, and EvolutionCallback loading
 each parent into the teacher."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_evosynth import Distiller, EvolutionCallback, evolvable
+from keras_evosynth import EvolutionCallback, ParentDistiller, evolvable
 from keras_evosynth.environment import ResourceTarget
 
 
@@ -29,7 +29,7 @@ def _data():
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])
 def test_loss_mixes_the_task_and_the_teacher(alpha):
     student, teacher = _pair()
-    distiller = Distiller(student, teacher, alpha=alpha,
+    distiller = ParentDistiller(student, teacher, alpha=alpha,
                           distillation_loss={"a": "mse", "b": "mae"})
     distiller.compile("sgd", loss={"a": "mse", "b": "mse"})
     x, y = _data()
@@ -45,7 +45,7 @@ def test_loss_under_a_mixed_policy_matches_float32_maths(policy):
     keras.mixed_precision.set_global_policy(policy)
     try:
         student, teacher = _pair()
-        distiller = Distiller(student, teacher, alpha=0.3, distillation_loss="mse")
+        distiller = ParentDistiller(student, teacher, alpha=0.3, distillation_loss="mse")
         distiller.compile("sgd", loss={"a": "mse", "b": "mse"})
         x, y = _data()
         loss = float(distiller.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)["loss"])
@@ -62,7 +62,7 @@ def test_loss_under_a_mixed_policy_matches_float32_maths(policy):
 def test_training_moves_the_student_only():
     student, teacher = _pair()
     before = [w.copy() for w in teacher.get_weights()]
-    distiller = Distiller(student, teacher, alpha=0.5)
+    distiller = ParentDistiller(student, teacher, alpha=0.5)
     distiller.compile("sgd", loss={"a": "mse", "b": "mse"})
     old = [w.copy() for w in student.get_weights()]
     distiller.fit(*_data(), epochs=2, verbose=0)
@@ -72,7 +72,7 @@ def test_training_moves_the_student_only():
 
 def test_default_teacher_is_a_frozen_copy_and_the_model_round_trips(tmp_path):
     student, _ = _pair()
-    distiller = Distiller(student, alpha=0.25)
+    distiller = ParentDistiller(student, alpha=0.25)
     x, y = _data()
     np.testing.assert_allclose(distiller.teacher.predict(x, verbose=0)["a"],
                                student.predict(x, verbose=0)["a"])
@@ -82,7 +82,7 @@ def test_default_teacher_is_a_frozen_copy_and_the_model_round_trips(tmp_path):
     path = str(tmp_path / "distiller.keras")
     distiller.save(path)
     again = keras.saving.load_model(path)
-    assert isinstance(again, Distiller) and again.alpha == 0.25
+    assert isinstance(again, ParentDistiller) and again.alpha == 0.25
     for mine, theirs in ((again.student, distiller.student), (again.teacher, distiller.teacher)):
         for a, b in zip(mine.get_weights(), theirs.get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -98,7 +98,7 @@ def test_default_teacher_is_a_frozen_copy_and_the_model_round_trips(tmp_path):
 def test_bad_arguments_are_refused(kwargs, match):
     student, teacher = _pair()
     with pytest.raises(ValueError, match=match):
-        Distiller(student, teacher, **kwargs)
+        ParentDistiller(student, teacher, **kwargs)
 
 
 def test_teacher_with_other_outputs_is_refused():
@@ -106,7 +106,7 @@ def test_teacher_with_other_outputs_is_refused():
     x = keras.Input((3,))
     other = keras.Model(x, keras.layers.Dense(5)(x))
     with pytest.raises(ValueError, match="do not match the student's"):
-        Distiller(student, other)
+        ParentDistiller(student, other)
 
 
 def test_evolution_loads_every_parent_into_the_teacher(tmp_path):
@@ -118,7 +118,7 @@ def test_evolution_loads_every_parent_into_the_teacher(tmp_path):
         keras.layers.Dense(3, name="classifier"),
     ])
     student = evolvable(base)
-    distiller = Distiller(student, alpha=0.5)
+    distiller = ParentDistiller(student, alpha=0.5)
     distiller.compile("adam", "sparse_categorical_crossentropy")
     seen = []
 
@@ -144,4 +144,38 @@ def test_evolution_loads_every_parent_into_the_teacher(tmp_path):
     assert g2 == 2 and t2 == s1 and s2 <= s1
     assert distiller.teacher.get_layer("conv").precision.bits == 8
     saved = keras.saving.load_model(str(tmp_path / evolution.records[-1]["checkpoint"]))
-    assert not isinstance(saved, Distiller) and saved.get_layer("conv") is not None
+    assert not isinstance(saved, ParentDistiller) and saved.get_layer("conv") is not None
+
+
+def test_distiller_is_a_deprecated_alias_that_warns_once(monkeypatch, tmp_path):
+    """`Distiller` (which shadowed `keras.distillation.Distiller`) still
+    builds a `ParentDistiller`, warns once, and files saved under that name
+    load as a `ParentDistiller`."""
+    import warnings
+
+    from keras_evosynth import Distiller, _deprecation
+
+    monkeypatch.setattr(_deprecation, "_warned", set())
+    student, teacher = _pair()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = Distiller(student, teacher, alpha=0.25, distillation_loss={"a": "mse", "b": "mae"})
+        Distiller(student, alpha=0.5)
+    (warning,) = caught
+    assert warning.category is DeprecationWarning and warning.filename == __file__
+    assert "use keras_evosynth.ParentDistiller" in str(warning.message)
+    assert isinstance(old, ParentDistiller) and old.alpha == 0.25
+    x, y = _data()
+    old.compile("sgd", loss={"a": "mse", "b": "mse"})
+    old.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "old.keras")
+    old.save(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = keras.saving.load_model(path)
+    assert type(again) is ParentDistiller and again.alpha == 0.25
+    assert not [w for w in caught if w.category is DeprecationWarning
+                and "keras_evosynth" in str(w.message)]
+    np.testing.assert_allclose(again.predict(x, verbose=0)["a"], old.predict(x, verbose=0)["a"])
+    np.testing.assert_allclose(again.teacher.predict(x, verbose=0)["b"],
+                               teacher.predict(x, verbose=0)["b"])

@@ -30,7 +30,7 @@ ABSL_APPS = [
     "benchmarks.step_time",
     *[pytest.param(f"benchmarks.{name}", marks=pytest.mark.slow) for name in (
         "compaction_speed", "detectnet_width", "distillation", "kitti_stream", "latency_table",
-        "latency_target", "layer_precision", "population_ray", "space_to_depth")],
+        "latency_target", "latency_zoo", "layer_precision", "population_ray", "space_to_depth")],
 ]  # fmt: skip
 ARGPARSE_APPS = [pytest.param(name, marks=pytest.mark.slow) for name in (
     "recipes.detectnet.tfmot_baseline", "benchmarks.tflite_bench_fashion")]  # fmt: skip

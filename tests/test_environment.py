@@ -182,3 +182,28 @@ def test_get_and_serialize_round_trip():
     assert environment.get(None) == ResourceTarget(fraction=0.7)
     with pytest.raises(TypeError, match="environment"):
         environment.get(0.5)
+
+
+def test_the_base_is_public_and_a_subclass_of_it_round_trips():
+    import keras
+
+    import keras_evosynth as ke
+
+    assert ke.Environment is environment.Environment
+    assert issubclass(ke.ConstantEnvironment, ke.Environment)
+    assert issubclass(ke.ResourceTarget, ke.Environment)
+
+    @keras.saving.register_keras_serializable(package="test_environment")
+    class Halving(ke.Environment):
+        def __init__(self, start=1.0):
+            self.start = start
+
+        def factors(self, expected, current, ancestor, generation, generations, mildness=0):
+            return environment.Factors(self.start * 0.5**generation, 1.0)
+
+        def get_config(self):
+            return {"start": self.start}
+
+    again = environment.get(environment.serialize(Halving(0.8)))
+    assert type(again) is Halving and again == Halving(0.8)
+    assert again.factors(None, 1, 1, 2, 3).cluster_factor == pytest.approx(0.2)

@@ -7,7 +7,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_evosynth import evolvable
-from keras_evosynth.export import export_tflite, list_operators
+from keras_evosynth.export import export_litert, list_operators
 
 L = keras.layers
 
@@ -53,7 +53,7 @@ def _litert_predict(path, x):
 def test_trained_digits_cnn_exports_to_int8_that_agrees_with_keras(trained, tmp_path):
     model, calibration, x_test, y_test = trained
     path = str(tmp_path / "digits.tflite")
-    report = export_tflite(model, calibration, path=path, eval_data=x_test)
+    report = export_litert(model, calibration, path=path, eval_data=x_test)
     assert os.path.getsize(path) == report.size_bytes == len(report.flatbuffer)
     assert report.operators["CONV_2D"] == 2 and report.operators["FULLY_CONNECTED"] == 1
     for op in report.ops:
@@ -75,19 +75,19 @@ def test_trained_digits_cnn_exports_to_int8_that_agrees_with_keras(trained, tmp_
 
 def test_int8_io_and_float_modes(trained):
     model, calibration, x_test, _ = trained
-    report = export_tflite(model, calibration, int8_io=True, eval_data=x_test)
+    report = export_litert(model, calibration, int8_io=True, eval_data=x_test)
     assert "QUANTIZE" not in report.operators and "DEQUANTIZE" not in report.operators
     assert report.ops[0].input_types[0] == "INT8"
     assert report.top1_agreement >= 0.98
 
     scale = np.abs(model.predict(x_test, verbose=0)).max()
-    f32 = export_tflite(model, x_test, mode="float32")
+    f32 = export_litert(model, x_test, mode="float32")
     assert f32.max_abs_error < 1e-4 * scale and f32.top1_agreement == 1.0
-    f16 = export_tflite(model, x_test, mode="float16")
+    f16 = export_litert(model, x_test, mode="float16")
     assert f16.max_abs_error < 1e-2 * scale and f16.top1_agreement >= 0.99
     assert f16.size_bytes < f32.size_bytes
 
-    masked = export_tflite(model, calibration, mode="float32", remove_channels=False)
+    masked = export_litert(model, calibration, mode="float32", remove_channels=False)
     assert masked.compaction.params_after > f32.compaction.params_after
     assert masked.size_bytes > f32.size_bytes
 
@@ -103,9 +103,9 @@ def test_float_ops_in_int8_fail_loudly_unless_allowed(tmp_path):
     data = np.random.default_rng(0).random((16, 6, 6, 2)).astype("float32")
     path = tmp_path / "norm.tflite"
     with pytest.raises(RuntimeError, match="float32 in .*allow_float_ops=True"):
-        export_tflite(model, data, path=path)
+        export_litert(model, data, path=path)
     assert os.listdir(tmp_path) == []
-    report = export_tflite(model, data, path=path, allow_float_ops=True)
+    report = export_litert(model, data, path=path, allow_float_ops=True)
     assert report.float_ops and os.path.exists(path)
 
 
@@ -123,7 +123,7 @@ def test_unknown_custom_layer_gives_clear_error_and_no_file(tmp_path):
     model = _conv_net(_PySin(name="pysin"))
     data = np.random.default_rng(0).random((4, 6, 6, 2)).astype("float32")
     with pytest.raises(RuntimeError, match="Custom ops: PyFunc.*pysin"):
-        export_tflite(model, data, path=tmp_path / "x.tflite", mode="float32")
+        export_litert(model, data, path=tmp_path / "x.tflite", mode="float32")
     assert os.listdir(tmp_path) == []
 
 
@@ -140,13 +140,13 @@ def test_multi_input_multi_output_agreement():
     model.get_layer("conv").set_masks(cluster_mask=[1, 0])
     rng = np.random.default_rng(0)
     data = {"a": rng.random((8, 4)), "b": rng.random((8, 6, 6, 1))}
-    report = export_tflite(model, data, mode="float32")
+    report = export_litert(model, data, mode="float32")
     assert report.max_abs_error < 1e-5 and report.top1_agreement == 1.0
     assert report.compaction.channels["conv"] == (1, 2)
     with pytest.raises(ValueError, match="2 inputs, representative_data gives 1"):
-        export_tflite(model, data["b"])
+        export_litert(model, data["b"])
     with pytest.raises(ValueError, match="no entry 'b'"):
-        export_tflite(model, {"a": data["a"]})
+        export_litert(model, {"a": data["a"]})
 
 
 @pytest.mark.parametrize(
@@ -168,11 +168,11 @@ def test_bad_input_is_rejected_before_converting(kwargs, error, match, tmp_path)
     arguments = dict(representative_data=np.zeros((3, 6, 6, 2), "float32"))
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
-        export_tflite(model, **arguments)
+        export_litert(model, **arguments)
     with pytest.raises(IsADirectoryError):
-        export_tflite(model, arguments["representative_data"], path=tmp_path)
+        export_litert(model, arguments["representative_data"], path=tmp_path)
     with pytest.raises(TypeError, match="keras.Model"):
-        export_tflite(lambda x: x, arguments["representative_data"])
+        export_litert(lambda x: x, arguments["representative_data"])
 
 
 def test_write_is_atomic(tmp_path, monkeypatch):
@@ -186,9 +186,31 @@ def test_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        export_tflite(model, data, path=path, mode="float32")
+        export_litert(model, data, path=path, mode="float32")
     assert os.listdir(tmp_path) == ["model.tflite"]
     assert path.read_bytes() == b"previous"
     monkeypatch.undo()
-    report = export_tflite(model, data, path=path, mode="float32")
+    report = export_litert(model, data, path=path, mode="float32")
     assert path.read_bytes() == report.flatbuffer
+
+
+def test_export_tflite_is_a_deprecated_alias_that_warns_once(monkeypatch):
+    """Keras 3.15 says "litert"; the old name forwards every argument and
+    warns once per process."""
+    import warnings
+
+    from keras_evosynth import _deprecation
+    from keras_evosynth import export as export_module
+
+    monkeypatch.setattr(_deprecation, "_warned", set())
+    calls = []
+    monkeypatch.setattr(export_module, "export_litert", lambda *a, **k: calls.append((a, k)) or 7)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert export_module.export_tflite("model", "data", mode="float16") == 7
+        assert export_module.export_tflite("model", "data") == 7
+    assert calls == [(("model", "data"), {"mode": "float16"}), (("model", "data"), {})]
+    (warning,) = caught
+    assert warning.category is DeprecationWarning and warning.filename == __file__
+    assert "export_tflite is deprecated" in str(warning.message)
+    assert "keras_evosynth.export_litert" in str(warning.message)

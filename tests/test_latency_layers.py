@@ -9,7 +9,7 @@ import pytest
 
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
-from keras_evosynth.export import _convert, export_tflite, list_operators
+from keras_evosynth.export import _convert, export_litert, list_operators
 from keras_evosynth.latency import LatencyTable
 
 L = keras.layers
@@ -113,7 +113,7 @@ def test_folded_layers_leave_no_operator_and_fixed_ones_keep_their_size():
     model = _zoo()
     data = np.random.default_rng(0).uniform(0, 255, (4, 16, 16, 3)).astype("float32")
     names = [op.name for op in list_operators(
-        export_tflite(model, data, allow_float_ops=True).flatbuffer)]
+        export_litert(model, data, allow_float_ops=True).flatbuffer)]
     assert names.count("PAD") == 1  # pool_pad; dw_pad went into the depthwise conv
     assert names.count("SUB") == 2  # the Normalization's mean, and the Subtract
     assert names.count("CONV_2D") == 4  # stem_bn went into the stem
@@ -264,7 +264,7 @@ def test_efficientnet_is_measured_and_predicted():
     assert record["remainder_layers"] == ["normalization"] and record["untimed"] == []
     predicted = table.predict(model)
     data = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    flatbuffer = export_tflite(model, data).flatbuffer
+    flatbuffer = export_litert(model, data).flatbuffer
     null, whole = latency.time_interleaved(
         [latency._interpreter(latency._null_flatbuffer(), 1),
          latency._interpreter(flatbuffer, 1)], rounds=7)

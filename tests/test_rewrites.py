@@ -1,5 +1,5 @@
 """Space-to-depth rewrite of strided convolutions: plans, kernels, exactness
-through compact / export_tflite, and the latency table's choice."""
+through compact / export_litert, and the latency table's choice."""
 
 import keras
 import numpy as np
@@ -178,15 +178,15 @@ def test_int8_export_of_the_rewrite_agrees_with_keras_and_the_direct_export():
     model = ke.evolvable(_stem_model(), precision="int8")
     rng = np.random.default_rng(2)
     data = rng.uniform(0, 1, (16, 16, 24, 3)).astype("float32")
-    direct = ke.export_tflite(model, data)
-    fast = ke.export_tflite(model, data, space_to_depth=["stem"])
+    direct = ke.export_litert(model, data)
+    fast = ke.export_litert(model, data, space_to_depth=["stem"])
     assert fast.operators["SPACE_TO_DEPTH"] == 1 and "SPACE_TO_DEPTH" not in direct.operators
     assert fast.compaction.space_to_depth == ["stem"]
     assert fast.float_ops == []
     reference = np.abs(model.predict(data, verbose=0)).max()
     assert fast.max_abs_error < 0.05 * reference
     assert abs(fast.max_abs_error - direct.max_abs_error) < 0.05 * reference
-    wide = ke.export_tflite(model, data, space_to_depth={"stem": 2})
+    wide = ke.export_litert(model, data, space_to_depth={"stem": 2})
     assert wide.operators["DEPTH_TO_SPACE"] == 1 and wide.float_ops == []
     assert abs(wide.max_abs_error - direct.max_abs_error) < 0.05 * reference
 

@@ -56,7 +56,7 @@ for policy in ("float32", "mixed_float16", "mixed_bfloat16"):
     small = np.asarray(compacted.predict(x[:8], verbose=0), "float32")
     exported = None
     if policy == "mixed_float16":  # the GPU users' policy: the int8 export takes it
-        report = ke.export_tflite(compacted, x[:16], f"{out}/{policy}.tflite")
+        report = ke.export_litert(compacted, x[:16], f"{out}/{policy}.tflite")
         exported = [report.mode, report.top1_agreement]
     results[policy] = {
         "compacted_policies": sorted({layer.dtype_policy.name for layer in compacted.layers}),

@@ -161,7 +161,7 @@ def define_flags(flag_values=flags.FLAGS):
                       "latency per strength lost than trimming filters "
                       "(ResourceTarget(remove_branches=True)).", **define)
     flags.DEFINE_float("distill_alpha", 0.0, "Distillation from the parent: each offspring "
-                       "(generation 0 too) retrains as keras_evosynth.Distiller(offspring, "
+                       "(generation 0 too) retrains as keras_evosynth.ParentDistiller(offspring, "
                        "teacher=parent, alpha=this) with the DetectNet distillation losses "
                        "(recipes.detectnet.losses.DISTILLATION_LOSSES); 0: labels only.",
                        **define)  # fmt: skip
@@ -364,8 +364,8 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
     with (strategy or tf.distribute.get_strategy()).scope():
         model = ke.evolvable(ancestor, precision=precision)
         if values.distill_alpha:  # the callback makes each parent the teacher
-            model = ke.Distiller(model, alpha=values.distill_alpha,
-                                 distillation_loss=losses.DISTILLATION_LOSSES)  # fmt: skip
+            model = ke.ParentDistiller(model, alpha=values.distill_alpha,
+                                       distillation_loss=losses.DISTILLATION_LOSSES)  # fmt: skip
         model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
                       loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
     evolution = ke.EvolutionCallback(

@@ -138,7 +138,7 @@ def losses():
 def coverage_distillation(teacher, student):
     """Per-example distillation loss of the coverage map: the coverage loss's
     own form, `0.5 * sum((student - teacher)^2)` over the grid, with the
-    parent's map as the soft target (`keras_evosynth.Distiller`).
+    parent's map as the soft target (`keras_evosynth.ParentDistiller`).
 
     Example:
 

@@ -30,22 +30,26 @@ Why not QAT as in `tflite_bench.baselines.tfmot`: tfmot 0.8.1's
 `quantize_apply` refuses this graph (its `Rescaling` mean-subtraction layer
 is unsupported, even when only the supported layers are annotated), and
 `prune_low_magnitude(model)` likewise refuses to wrap it, so the
-convolutions are wrapped one by one (`clone_model`).
+convolutions are wrapped one by one (`prune(..., only=Conv2D)`).
+
+The machinery (pruning, int8 conversion, outputs, command line, child
+process) is `tflite_bench.baselines.tfmot`'s; this module supplies the
+DetectNet model, weights, data and loss.
 """
 
 import argparse
 import json
 import math
 import os
-import subprocess
 import sys
-import tempfile
 
-from tflite_bench.baselines.tfmot import MISSING, _import_legacy_stack
-from tflite_bench.commands import child_env, error_line
+from tflite_bench.baselines import tfmot as baseline
+from tflite_bench.baselines.tfmot import load_weights, save_weights
 from tflite_bench.errors import BenchError
 
 BATCH_NORM = ("all", "lrn", "none")
+MODULE = "recipes.detectnet.tfmot_baseline"
+LOG_PREFIX = "[tfmot-detectnet]"  # its progress lines, which run_baseline passes on
 
 
 def build_parser():
@@ -59,7 +63,7 @@ def build_parser():
     (0.9, 2, 0.25)
     """
     p = argparse.ArgumentParser(
-        prog="python -m recipes.detectnet.tfmot_baseline",
+        prog=f"python -m {MODULE}",
         description="Prune the DetectNet ancestor with tfmot (tf_keras) and export int8 .tflite.",
     )
     p.add_argument("--weights", required=True, help="ancestor weights (save_weights' .npz)")
@@ -100,64 +104,6 @@ def check_args(args):
         raise ValueError(f"--weights {args.weights!r} is not a file")
 
 
-def _weighted_layers(model):
-    return [layer for layer in model.layers if layer.weights]
-
-
-def save_weights(model, path):
-    """Saves every layer's weights to an .npz keyed `"<layer name>:<index>"`.
-
-    Works for a Keras 3 or a tf_keras model; `load_weights` reads it back into
-    the same architecture built with either.
-
-    Example:
-
-    >>> import keras, os, tempfile
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="d")])
-    >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
-    >>> save_weights(model, path)
-    >>> import numpy as np; sorted(np.load(path))
-    ['d:0', 'd:1']
-    """
-    import numpy as np
-
-    arrays = {}
-    for layer in _weighted_layers(model):
-        for index, value in enumerate(layer.get_weights()):
-            arrays[f"{layer.name}:{index}"] = np.asarray(value)
-    np.savez(path, **arrays)
-
-
-def load_weights(model, path):
-    """Loads `save_weights`' file into `model`, layer by layer.
-
-    Raises:
-        ValueError: Naming the layer, when a layer is missing from the file,
-            a shape differs, or the file has weights the model lacks.
-    """
-    import numpy as np
-
-    with np.load(path) as data:
-        stored = {key: data[key] for key in data.files}
-    used = set()
-    for layer in _weighted_layers(model):
-        current = layer.get_weights()
-        values = []
-        for index, weight in enumerate(current):
-            key = f"{layer.name}:{index}"
-            if key not in stored:
-                raise ValueError(f"{path}: no weight {key!r} for layer {layer.name!r}")
-            if stored[key].shape != weight.shape:
-                raise ValueError(f"{path}: layer {layer.name!r} weight {index} has shape "
-                                 f"{stored[key].shape}, the model {weight.shape}")  # fmt: skip
-            values.append(stored[key])
-            used.add(key)
-        layer.set_weights(values)
-    extra = sorted(set(stored) - used)
-    if extra:
-        raise ValueError(f"{path}: weights {extra[:3]} match no layer of the model")
-
-
 def _losses(tf):
     """tf-op copies of `losses.coverage_loss` and `losses.bbox_loss`."""
 
@@ -173,23 +119,10 @@ def _losses(tf):
     return {"coverage": coverage, "bboxes": bboxes}
 
 
-def _kernel_counts(model):
-    """(nonzero, total) over the conv kernels of a (stripped) tf_keras model."""
-    import numpy as np
-
-    nonzero = total = 0
-    for layer in model.layers:
-        if type(layer).__name__ == "Conv2D":
-            kernel = np.asarray(layer.get_weights()[0])
-            nonzero += int(np.count_nonzero(kernel))
-            total += int(kernel.size)
-    return nonzero, total
-
-
 def train(args):
     """Runs the whole baseline in this (fresh) process; returns the summary."""
     check_args(args)
-    tf, tf_keras, tfmot = _import_legacy_stack()
+    tf, tf_keras, tfmot = baseline._import_legacy_stack()
     import numpy as np
 
     from recipes.detectnet import data
@@ -197,7 +130,7 @@ def train(args):
     from recipes.detectnet.train import generated_scenes
 
     def log(line):
-        print(f"[tfmot-detectnet] {line}", file=sys.stderr, flush=True)
+        print(f"{LOG_PREFIX} {line}", file=sys.stderr, flush=True)
 
     size = (args.image_height, args.image_width)
     tf_keras.utils.set_random_seed(args.seed)
@@ -211,48 +144,27 @@ def train(args):
         source = (images, labels)
     count = len(data.labels_of(source))
     train_ds = data.dataset(source, size, args.batch_size, shuffle=True, seed=args.seed)
-    loss_weights = {"coverage": 1.0, "bboxes": 2.0}
 
-    def fit(m, epochs, callbacks=()):
+    def fit(m, callbacks):
         m.compile(tf_keras.optimizers.Adam(args.learning_rate), loss=_losses(tf),
-                  loss_weights=loss_weights)  # fmt: skip
-        m.fit(train_ds, epochs=epochs, callbacks=list(callbacks), verbose=2)
+                  loss_weights={"coverage": 1.0, "bboxes": 2.0})  # fmt: skip
+        m.fit(train_ds, epochs=args.epochs, callbacks=list(callbacks), verbose=2)
 
-    sparsity = tfmot.sparsity.keras
-    steps = math.ceil(count / args.batch_size) * args.epochs
-    schedule = sparsity.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=args.sparsity, begin_step=0,
-        end_step=steps - 1, frequency=max(steps // 10, 1),
-    )  # fmt: skip
     log(f"pruning to {args.sparsity:.1%}: {args.epochs} epoch(s), {count} images")
-
-    def prune_convs(layer):  # tfmot cannot wrap Rescaling: prune the convolutions only
-        if isinstance(layer, tf_keras.layers.Conv2D):
-            return sparsity.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
-
-    pruned = tf_keras.models.clone_model(model, clone_function=prune_convs)
-    fit(pruned, args.epochs, [sparsity.UpdatePruningStep()])
-    model = sparsity.strip_pruning(pruned)
-    nonzero, total = _kernel_counts(model)
+    steps = math.ceil(count / args.batch_size) * args.epochs
+    model = baseline.prune(tf_keras, tfmot, model, args.sparsity, steps, fit,
+                           only=tf_keras.layers.Conv2D)  # fmt: skip
+    zeros, total = baseline.kernel_zeros(model)
     log("converting to int8 .tflite (float32 input/output)")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     calib = data.images_of(source, size, args.representative).astype(np.float32)
-    converter.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    flatbuffer = converter.convert()
-    directory = os.path.dirname(os.path.abspath(args.out))
-    with tempfile.NamedTemporaryFile("wb", dir=directory, suffix=".tmp", delete=False) as f:
-        f.write(flatbuffer)
-    os.replace(f.name, args.out)
+    flatbuffer = baseline.convert_int8(tf, model, calib, int8_io=False)
     summary = {
         "out": os.path.abspath(args.out),
         "method": "PTQ",
         "sparsity_target": args.sparsity,
-        "kernel_nonzero": nonzero,
+        "kernel_nonzero": total - zeros,
         "kernel_total": total,
-        "kernel_sparsity": 1.0 - nonzero / total,
+        "kernel_sparsity": zeros / total,
         "epochs": args.epochs,
         "train_images": int(count),
         "image_size": list(size),
@@ -261,12 +173,17 @@ def train(args):
         "tf_keras": tf_keras.__version__,
         "tfmot": tfmot.__version__,
     }
-    if args.json:
-        with tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(args.json)),
-                                         suffix=".tmp", delete=False) as f:  # fmt: skip
-            json.dump(summary, f, indent=1)
-        os.replace(f.name, args.json)
+    baseline.write_outputs(args.out, flatbuffer, args.json, summary, indent=1)
     return summary
+
+
+def _legacy_keras_or_fail():
+    if os.environ.get("TF_USE_LEGACY_KERAS") != "1" and "keras" in sys.modules:
+        raise BenchError(
+            "run it as `TF_USE_LEGACY_KERAS=1 python -m recipes.detectnet.tfmot_baseline "
+            "...` or through run_baseline(): importing recipes.detectnet without it "
+            "loads Keras 3 (to register the recipe's losses), and tfmot needs tf_keras."
+        )
 
 
 def main(argv=None):
@@ -282,20 +199,7 @@ def main(argv=None):
     {"out": ".../b.tflite", "method": "PTQ", "sparsity_target": 0.9, ...}
     0
     """
-    args = build_parser().parse_args(argv)
-    try:
-        if os.environ.get("TF_USE_LEGACY_KERAS") != "1" and "keras" in sys.modules:
-            raise BenchError(
-                "run it as `TF_USE_LEGACY_KERAS=1 python -m recipes.detectnet.tfmot_baseline "
-                "...` or through run_baseline(): importing recipes.detectnet without it "
-                "loads Keras 3 (to register the recipe's losses), and tfmot needs tf_keras."
-            )
-        print(json.dumps(train(args)))
-    except (ValueError, BenchError) as error:
-        print(f"tfmot baseline: error: {error}", file=sys.stderr)
-        failed = isinstance(error, BenchError) and not str(error).startswith(MISSING)
-        return 1 if failed else 2
-    return 0
+    return baseline.cli(argv, build_parser(), train, check=_legacy_keras_or_fail)
 
 
 def run_baseline(ancestor, out, summary_path, sparsity, epochs, settings, log=print,
@@ -326,26 +230,19 @@ def run_baseline(ancestor, out, summary_path, sparsity, epochs, settings, log=pr
     """
     weights = os.path.splitext(out)[0] + "_ancestor_weights.npz"
     save_weights(ancestor, weights)
-    cmd = [sys.executable, "-m", "recipes.detectnet.tfmot_baseline", "--weights", weights,
-           "--out", os.fspath(out), "--json", os.fspath(summary_path),
-           "--sparsity", str(sparsity), "--epochs", str(epochs)]  # fmt: skip
+    argv = ["--weights", weights, "--out", os.fspath(out), "--json", os.fspath(summary_path),
+            "--sparsity", str(sparsity), "--epochs", str(epochs)]  # fmt: skip
     for key, value in settings.items():
         if value is not None:
-            cmd += [f"--{key}", str(value)]
-    env = child_env()
-    env["TF_USE_LEGACY_KERAS"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    log(f"tfmot baseline: {' '.join(cmd[1:])}")
+            argv += [f"--{key}", str(value)]
+    env = {"TF_USE_LEGACY_KERAS": "1",
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}  # fmt: skip
+    log(f"tfmot baseline: -m {MODULE} {' '.join(argv)}")
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        baseline.run_child(MODULE, argv, timeout=timeout, env=env, log=log,
+                           log_prefix=LOG_PREFIX)  # fmt: skip
     finally:
         os.remove(weights)
-    for line in proc.stderr.splitlines():
-        if line.startswith("[tfmot-detectnet]"):
-            log(line)
-    if proc.returncode != 0:
-        last = error_line(proc.stderr, markers=("tfmot baseline: error:",))
-        raise BenchError(f"tfmot baseline failed (exit {proc.returncode}): {last}")
     with open(summary_path) as f:
         return json.load(f)
 

@@ -16,6 +16,15 @@ full-integer int8 with a representative dataset from the training data.
 
 Importing this module imports neither TensorFlow nor tfmot; they are
 imported inside `main()` only, after `TF_USE_LEGACY_KERAS=1` is set.
+
+It also holds the machinery every tfmot baseline shares, so that a baseline
+of another model supplies only its model, data and loss
+(`recipes.detectnet.tfmot_baseline`): `save_weights` / `load_weights` (a
+Keras 3 model's weights into its tf_keras twin, by layer name), `prune`
+(magnitude pruning on a polynomial schedule, then stripped), `kernel_zeros`,
+`convert_int8`, `write_outputs` (atomic), `cli` (the exit statuses and the
+one-line `tfmot baseline: error:` protocol) and `run_child` (the child
+process a Keras 3 program starts).
 """
 
 import argparse
@@ -26,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 
-from tflite_bench.commands import child_env
+from tflite_bench.commands import child_env, error_line
 from tflite_bench.errors import BenchError
 from tflite_bench.quiet import quiet_startup
 
@@ -35,6 +44,7 @@ MISSING = (
     "tf-keras: pip install 'keras-evosynth[baselines]' "
     "(see docs/tflite_bench.md)"
 )
+ERROR = "tfmot baseline: error:"  # the line a failing child ends with
 
 
 def build_parser():
@@ -115,8 +125,67 @@ def _import_legacy_stack():
     return tf, tf_keras, tfmot
 
 
-def _kernel_sparsity(model):
-    """(zeros, total) over the conv/dense kernels of a (QAT) tf_keras model."""
+def _weighted_layers(model):
+    return [layer for layer in model.layers if layer.weights]
+
+
+def save_weights(model, path):
+    """Saves every layer's weights to an .npz keyed `"<layer name>:<index>"`.
+
+    Works for a Keras 3 or a tf_keras model; `load_weights` reads it back into
+    the same architecture built with either.
+
+    Example:
+
+    >>> import keras, os, tempfile
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3, name="d")])
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.npz")
+    >>> save_weights(model, path)
+    >>> import numpy as np; sorted(np.load(path))
+    ['d:0', 'd:1']
+    """
+    import numpy as np
+
+    arrays = {}
+    for layer in _weighted_layers(model):
+        for index, value in enumerate(layer.get_weights()):
+            arrays[f"{layer.name}:{index}"] = np.asarray(value)
+    np.savez(path, **arrays)
+
+
+def load_weights(model, path):
+    """Loads `save_weights`' file into `model`, layer by layer.
+
+    Raises:
+        ValueError: Naming the layer, when a layer is missing from the file,
+            a shape differs, or the file has weights the model lacks.
+    """
+    import numpy as np
+
+    with np.load(path) as data:
+        stored = {key: data[key] for key in data.files}
+    used = set()
+    for layer in _weighted_layers(model):
+        current = layer.get_weights()
+        values = []
+        for index, weight in enumerate(current):
+            key = f"{layer.name}:{index}"
+            if key not in stored:
+                raise ValueError(f"{path}: no weight {key!r} for layer {layer.name!r}")
+            if stored[key].shape != weight.shape:
+                raise ValueError(f"{path}: layer {layer.name!r} weight {index} has shape "
+                                 f"{stored[key].shape}, the model {weight.shape}")  # fmt: skip
+            values.append(stored[key])
+            used.add(key)
+        layer.set_weights(values)
+    extra = sorted(set(stored) - used)
+    if extra:
+        raise ValueError(f"{path}: weights {extra[:3]} match no layer of the model")
+
+
+def kernel_zeros(model):
+    """`(zeros, total)` over the conv / dense kernels of a tf_keras model
+    (pruned, stripped or QAT-wrapped)."""
     import numpy as np
 
     zeros = total = 0
@@ -127,6 +196,72 @@ def _kernel_sparsity(model):
             zeros += int(np.sum(value == 0))
             total += int(value.size)
     return zeros, total
+
+
+def prune(tf_keras, tfmot, model, sparsity, steps, fit, only=None):
+    """Fine-tunes `model` with tfmot's magnitude pruning and returns it with
+    the pruning wrappers stripped.
+
+    The sparsity grows from 0 to `sparsity` over `steps` training steps
+    (`PolynomialDecay`, pruning every tenth of them).
+
+    Args:
+        tf_keras, tfmot: The legacy stack (`_import_legacy_stack`).
+        model: A tf_keras model.
+        sparsity: Target fraction of zero weights in each pruned layer.
+        steps: Training steps `fit` runs.
+        fit: `fit(pruned_model, callbacks)`: compiles and trains it (the
+            callbacks hold tfmot's `UpdatePruningStep`).
+        only: A tf_keras layer class: wrap only its layers (tfmot refuses
+            to wrap some models whole, e.g. one with a `Rescaling` layer);
+            None wraps the model.
+    """
+    api = tfmot.sparsity.keras
+    schedule = api.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
+        end_step=max(steps - 1, 1), frequency=max(steps // 10, 1),
+    )
+    if only is None:
+        pruned = api.prune_low_magnitude(model, pruning_schedule=schedule)
+    else:
+        def wrap(layer):
+            if isinstance(layer, only):
+                return api.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return layer
+
+        pruned = tf_keras.models.clone_model(model, clone_function=wrap)
+    fit(pruned, [api.UpdatePruningStep()])
+    return api.strip_pruning(pruned)
+
+
+def convert_int8(tf, model, calibration, int8_io):
+    """Full-integer int8 flatbuffer of a tf_keras model, calibrated on the
+    examples of `calibration` one at a time; `int8_io` also makes the input
+    and output int8 (else float32 with QUANTIZE / DEQUANTIZE)."""
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: (
+        [calibration[i : i + 1]] for i in range(len(calibration)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _replace(path, data, mode):
+    directory = os.path.dirname(os.path.abspath(path))
+    with tempfile.NamedTemporaryFile(mode, dir=directory, suffix=".tmp", delete=False) as f:
+        f.write(data)
+    os.replace(f.name, path)
+
+
+def write_outputs(out, flatbuffer, json_path, summary, indent):
+    """Writes the flatbuffer to `out` and, if `json_path`, the summary there
+    (each atomically: a temporary file, then `os.replace`)."""
+    _replace(out, flatbuffer, "wb")
+    if json_path:
+        _replace(json_path, json.dumps(summary, indent=indent), "w")
 
 
 def train(args):
@@ -159,18 +294,12 @@ def train(args):
 
     print(f"[tfmot] dense training: {args.epochs} epoch(s)", file=sys.stderr)
     compile_fit(model, args.epochs)
-    sparsity = tfmot.sparsity.keras
     if args.sparsity > 0:
-        steps = math.ceil(len(x) / args.batch_size) * args.prune_epochs
-        schedule = sparsity.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=args.sparsity, begin_step=0,
-            end_step=max(steps - 1, 1), frequency=max(steps // 10, 1),
-        )
         print(f"[tfmot] pruning to {args.sparsity:.0%}: "
               f"{args.prune_epochs} epoch(s)", file=sys.stderr)
-        pruned = sparsity.prune_low_magnitude(model, pruning_schedule=schedule)
-        compile_fit(pruned, args.prune_epochs, [sparsity.UpdatePruningStep()])
-        model = sparsity.strip_pruning(pruned)
+        steps = math.ceil(len(x) / args.batch_size) * args.prune_epochs
+        model = prune(tf_keras, tfmot, model, args.sparsity, steps,
+                      lambda m, callbacks: compile_fit(m, args.prune_epochs, callbacks))
     print(f"[tfmot] pruning-preserving QAT: {args.qat_epochs} epoch(s)",
           file=sys.stderr)
     quant = tfmot.quantization.keras
@@ -179,25 +308,14 @@ def train(args):
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(),
     )
     compile_fit(qat, args.qat_epochs)
-    zeros, total = _kernel_sparsity(qat)
+    zeros, total = kernel_zeros(qat)
     accuracy = None
     if val is not None:
         accuracy = float(qat.evaluate(val[0].astype(np.float32), val[1],
                                       verbose=0)[1])
 
     print("[tfmot] converting to int8 .tflite", file=sys.stderr)
-    converter = tf.lite.TFLiteConverter.from_keras_model(qat)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    calib = x[: args.representative]
-    converter.representative_dataset = lambda: ([calib[i : i + 1]]
-                                                for i in range(len(calib)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if not args.float_io:
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
-    flatbuffer = converter.convert()
-    with open(args.out, "wb") as f:
-        f.write(flatbuffer)
+    flatbuffer = convert_int8(tf, qat, x[: args.representative], int8_io=not args.float_io)
     summary = {
         "out": os.path.abspath(args.out),
         "arch": args.arch,
@@ -215,14 +333,31 @@ def train(args):
         "tf_keras": tf_keras.__version__,
         "tfmot": tfmot.__version__,
     }
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=2)
+    write_outputs(args.out, flatbuffer, args.json, summary, indent=2)
     return summary
 
 
+def cli(argv, parser, train, check=None):
+    """A baseline's command line: parses `argv`, runs `check()` then
+    `train(args)`, prints the summary as one JSON line and returns 0; on
+    failure prints one `tfmot baseline: error: ...` line and returns 2 (bad
+    input, tfmot missing) or 1 (the run failed)."""
+    args = parser.parse_args(argv)
+    try:
+        if check is not None:
+            check()
+        summary = train(args)
+    except (ValueError, BenchError) as error:
+        print(f"{ERROR} {error}", file=sys.stderr)
+        failed = isinstance(error, BenchError) and not str(error).startswith(MISSING)
+        return 1 if failed else 2
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv=None):
-    """CLI entry point; returns the exit status (2 = missing dependency).
+    """CLI entry point; returns the exit status (2 = bad input or missing
+    dependency).
 
     Example:
 
@@ -234,17 +369,29 @@ def main(argv=None):
     {"out": ".../b.tflite", ...}
     0
     """
-    args = build_parser().parse_args(argv)
-    try:
-        summary = train(args)
-    except ValueError as e:
-        print(f"tfmot baseline: error: {e}", file=sys.stderr)
-        return 2
-    except BenchError as e:
-        print(f"tfmot baseline: error: {e}", file=sys.stderr)
-        return 2 if str(e).startswith(MISSING) else 1
-    print(json.dumps(summary))
-    return 0
+    return cli(argv, build_parser(), train)
+
+
+def run_child(module, argv, timeout=None, env=None, log=None, log_prefix=None):
+    """Runs a baseline's command line (`python -m module argv`) in a child
+    process, with `child_env()` updated by `env`.
+
+    Safe to call from a Keras 3 program: tfmot and tf_keras are imported in
+    the child only. With `log`, the child's stderr lines that start with
+    `log_prefix` (its progress) are passed to it.
+
+    Raises:
+        BenchError: If the child fails (message: its last error line).
+    """
+    proc = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True,
+                          text=True, timeout=timeout, env={**child_env(), **(env or {})})
+    if log is not None:
+        for line in proc.stderr.splitlines():
+            if line.startswith(log_prefix):
+                log(line)
+    if proc.returncode != 0:
+        last = error_line(proc.stderr, markers=(ERROR,))
+        raise BenchError(f"tfmot baseline failed (exit {proc.returncode}): {last}")
 
 
 def train_baseline(data, out, val_data=None, arch="small_cnn", sparsity=0.5,
@@ -282,8 +429,7 @@ def train_baseline(data, out, val_data=None, arch="small_cnn", sparsity=0.5,
     """
     with tempfile.TemporaryDirectory() as tmp:
         summary_path = os.path.join(tmp, "summary.json")
-        cmd = [
-            sys.executable, "-m", "tflite_bench.baselines.tfmot",
+        argv = [
             "--data", os.fspath(data), "--out", os.fspath(out),
             "--arch", arch, "--sparsity", str(sparsity),
             "--epochs", str(epochs), "--prune-epochs", str(prune_epochs),
@@ -291,17 +437,10 @@ def train_baseline(data, out, val_data=None, arch="small_cnn", sparsity=0.5,
             "--json", summary_path, *extra_args,
         ]
         if val_data is not None:
-            cmd += ["--val-data", os.fspath(val_data)]
+            argv += ["--val-data", os.fspath(val_data)]
         if float_io:
-            cmd.append("--float-io")
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, env=child_env())
-        if proc.returncode != 0:
-            lines = [ln for ln in proc.stderr.splitlines()
-                     if ln.startswith("tfmot baseline: error:")]
-            last = (lines or proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise BenchError(f"tfmot baseline failed (exit {proc.returncode}): "
-                             f"{last.strip()}")
+            argv.append("--float-io")
+        run_child("tflite_bench.baselines.tfmot", argv, timeout=timeout)
         with open(summary_path) as f:
             return json.load(f)
 
