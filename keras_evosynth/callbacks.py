@@ -539,9 +539,12 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     # ----------------------------------------------------------------- mode
     def _decide_mode(self, mode):
-        """Sets the direction in use (`mode` None: not yet known)."""
+        """Sets the direction in use (`mode` None: not yet known) and keeps
+        it in the lineage's settings (`Lineage.record_mode`)."""
         if mode is not None:
             self.mode = self.selection.mode = mode
+            if self.lineage is not None and self._started:
+                self.lineage.record_mode(mode)
 
     def _check_mode(self):
         """Decides an "auto" mode now that the compiled metrics exist, or
@@ -602,6 +605,8 @@ class EvolutionCallback(keras.callbacks.Callback):
                 settings["mode"] = stored["mode"]
                 self._decide_mode(stored["mode"])
             records = self.lineage.open(settings)
+            if self._asked_mode == "auto" and self.mode != "auto":  # decided already
+                self.lineage.record_mode(self.mode)
             if any(r.get("accepted") for r in records):
                 self._resume(records)
 

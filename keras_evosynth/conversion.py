@@ -200,6 +200,8 @@ def evolvable(model, precision="float32", layers=None, skip_unsupported=False):
     )
     old_layers = _layers_by_name(model)
     for key, new in _layers_by_name(clone).items():
+        if not new.weights:  # e.g. a nested model's InputLayer, renamed by clone_model
+            continue
         old = old_layers[key]
         if isinstance(new, EvoLayer) and not isinstance(old, EvoLayer):
             new.kernel.assign(old.kernel)

@@ -221,6 +221,17 @@ class Lineage:
             write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
         return self.records()
 
+    def record_mode(self, mode):
+        """Writes the direction `mode="auto"` resolved to (`"min"` or
+        `"max"`) into the stored settings, so that a resumed lineage compares
+        fitness the same way before its model has run a step (its compiled
+        metrics, which `auto` reads, exist only then). Only a stored `"auto"`
+        is replaced."""
+        stored = self.stored_settings()
+        if stored is not None and stored.get("mode") == "auto":
+            stored["mode"] = mode
+            write_atomic(self.config_path, json.dumps(stored, indent=1) + "\n")
+
     def stored_settings(self):
         """The settings the directory's lineage was started with, or None
         when it holds none yet.

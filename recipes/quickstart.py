@@ -31,6 +31,7 @@ import keras
 from absl import flags
 
 import keras_evosynth as ke
+from keras_evosynth.lineage import Lineage
 from recipes import apputil, datasets, lineage_table
 from recipes.apputil import define_verbose, fit_lineage, quiet_tensorflow
 from recipes.classification import (
@@ -111,6 +112,12 @@ def main(argv):
         removed = remove_outputs(FLAGS.out_dir)
         print(f"--fresh: deleted {len(removed)} previous output(s) in {FLAGS.out_dir}")
     os.makedirs(FLAGS.out_dir, exist_ok=True)
+    lineage = os.path.join(FLAGS.out_dir, "lineage")
+    try:  # a damaged log is reported (a torn last line repaired) before any training
+        Lineage(lineage).records()
+    except ValueError as error:
+        raise ValueError(f"{error} (--fresh deletes the previous run's outputs in "
+                         f"{FLAGS.out_dir} and starts afresh)") from error
 
     # 1. A plain Keras ancestor, trained in float32.
     ancestor = compile_classifier(build_cnn(data.x_train.shape[1:], 10, width=16))
@@ -131,7 +138,7 @@ def main(argv):
         monitor="val_accuracy",
         tolerance=0.02,
         seed=0,
-        directory=os.path.join(FLAGS.out_dir, "lineage"),
+        directory=lineage,
     )
     # Opens the lineage directory: new, resumed after a kill, or complete.
     evolution.set_model(model)

@@ -492,7 +492,14 @@ def test_auto_mode_is_decided_once_the_metrics_exist(three_way, tmp_path):
     assert evolution.mode == evolution.selection.mode == "max"
     assert [r["generation"] for r in evolution.records] == [0, 1]
     with open(tmp_path / "run" / "evolution.json") as f:
-        assert json.load(f)["mode"] == "auto"  # as asked: resumed with mode="auto" again
+        assert json.load(f)["mode"] == "max"  # the direction "auto" resolved to
+    # resumed with mode="auto" by a model that has not run a step (a killed
+    # driver's successor): the stored direction is used from the start
+    again = EvolutionCallback(generations=1, monitor="val_f1_score", verbose=0,
+                              directory=str(tmp_path / "run"))
+    again.set_model(_three_way_net(keras.metrics.F1Score(average="macro")))
+    again.on_train_begin()
+    assert again.done and again.mode == again.selection.mode == "max"
 
 
 def test_auto_mode_without_a_direction_fails_on_the_first_batch(three_way):

@@ -76,6 +76,7 @@ def test_quickstart_tiny_run(tmp_path):
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "lineage.jsonl" in errors[0], again.stderr[-2000:]
     assert "Traceback" not in again.stderr
+    assert "ancestor accuracy" not in again.stdout  # reported before any training
     # clean output: no converter or absl log lines on either stream
     assert "fully_quantize" not in result.stdout + result.stderr
 

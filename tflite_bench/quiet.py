@@ -48,12 +48,15 @@ def verbose_requested(argv=None):
 
     Example:
 
+    >>> saved = os.environ.pop(VERBOSE_ENV, None)  # the examples read argv only
     >>> verbose_requested(["--out_dir=runs/x", "--verbose"])
     True
     >>> verbose_requested(["--verbose", "--noverbose"]), verbose_requested(["--verbose=0"])
     (False, False)
     >>> verbose_requested(["--", "--verbose"])
     False
+    >>> if saved is not None:
+    ...     os.environ[VERBOSE_ENV] = saved
     """
     if os.environ.get(VERBOSE_ENV) == "1":
         return True
