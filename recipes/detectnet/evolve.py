@@ -136,7 +136,7 @@ def define_flags(flag_values=flags.FLAGS):
                         "several experiments (--out_dir each) share them.", **define)
     flags.DEFINE_list("family", FAMILY, "Widths of the DetectNet a user would train instead: "
                       "each trained from scratch like the ancestor (same scenes, augmentation, "
-                      "schedule and policy; cached in --out_dir/family/width_W), exported and "
+                      "schedule and policy; cached in --cache_dir/family/width_W), exported and "
                       "timed with the lineages, and compared with them at equal measured "
                       "latency. Empty: none.", **define)  # fmt: skip
     flags.DEFINE_integer("generations", 6, "Offspring per lineage.", **define)
