@@ -113,6 +113,12 @@ def _positive_int(value, name):
     return value
 
 
+def _bool(value, name):
+    if not isinstance(value, bool):
+        raise TypeError(f"ResourceTarget: {name} must be True or False, got {value!r}.")
+    return value
+
+
 def _check_fraction(value, name, upper_inclusive=True):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number in (0, 1), got {value!r}.")
@@ -464,8 +470,7 @@ class ResourceTarget(Environment):
             raise ValueError(
                 f"ResourceTarget: min_pressure must be in [0, 1], got {min_pressure!r}."
             )
-        if not isinstance(adaptive, bool):
-            raise TypeError(f"ResourceTarget: adaptive must be True or False, got {adaptive!r}.")
+        _bool(adaptive, "adaptive")
         for name, value, ok, rule in (("grow", grow, lambda v: v >= 1.0, ">= 1"),
                                       ("shrink", shrink, lambda v: 0.0 < v < 1.0, "in (0, 1)")):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
@@ -475,16 +480,12 @@ class ResourceTarget(Environment):
             raise ValueError("ResourceTarget: sensitivity_data only applies to "
                              "resource='latency'.")
         self.sensitivity_data = sensitivity_data
-        if not isinstance(remove_branches, bool):
-            raise TypeError("ResourceTarget: remove_branches must be True or False, "
-                            f"got {remove_branches!r}.")
+        _bool(remove_branches, "remove_branches")
         if remove_branches and not latency:
             raise ValueError("ResourceTarget: remove_branches only applies to "
                              "resource='latency'.")
         self.remove_branches = remove_branches
-        if not isinstance(vanish, bool):
-            raise TypeError(f"ResourceTarget: vanish must be True or False, got {vanish!r}.")
-        self.vanish = vanish
+        self.vanish = _bool(vanish, "vanish")
         self.sensitivity_batches = _positive_int(sensitivity_batches, "sensitivity_batches")
         self.latency_table = None if latency_table is None else _table(latency_table)
         self.round_to = round_to

@@ -355,14 +355,12 @@ def headline(rows, within, targets=TARGETS):
     'speedup_vs_float32 4.00x (>= 5x: missed)'
     """
     reference = next(r["metric"] for r in rows if r["lineage"] == "ancestor-float32")
-    evolved = [r for r in _offspring(rows) if r.get("speedup_vs_float32")
-               and r["metric"] >= reference - within]  # fmt: skip
+    best = _fastest_within(rows, within)
     result = {"reference_metric": reference, "within": within, "targets": dict(targets)}
-    if not evolved:
+    if best is None:
         result.update(row=None, met=False, summary=(
             f"no offspring within {within:g} of the float32 ancestor ({reference:.1f})"))
         return result
-    best = max(evolved, key=lambda r: (r["speedup_vs_float32"], -r["synapses"]))
     checks = {k: best[k] >= v for k, v in targets.items()}
     parts = [f"{k} {best[k]:.2f}x (>= {v:g}x: {'met' if checks[k] else 'missed'})"
              for k, v in targets.items()]
@@ -373,6 +371,16 @@ def headline(rows, within, targets=TARGETS):
                            f"{best['lineage']} generation {best['generation']} at "
                            f"{best['metric']:.1f}: " + ", ".join(parts)))  # fmt: skip
     return result
+
+
+def _fastest_within(rows, within):
+    """The offspring row (generation >= 1) within `within` of the float32
+    ancestor's metric that is fastest against it (fewer synapses on a tie),
+    or None: `headline`'s pick."""
+    reference = next(r["metric"] for r in rows if r["lineage"] == "ancestor-float32")
+    evolved = [r for r in _offspring(rows) if r.get("speedup_vs_float32")
+               and r["metric"] >= reference - within]  # fmt: skip
+    return max(evolved, key=lambda r: (r["speedup_vs_float32"], -r["synapses"]), default=None)
 
 
 ROLES = {"ancestor-float32": "ancestor_float32", "ancestor-int8": "ancestor_int8",
@@ -403,18 +411,17 @@ def deployed_models(rows, within=None):
                                   if not r["lineage"].startswith(NOT_EVOLVED)))  # fmt: skip
     if not lineages:
         return chosen
-    best = headline(rows, within)["row"] if within is not None else None
+    def fastest(label=None):  # `headline`'s pick, among one lineage's rows with a label
+        mine = [r for r in rows if label is None or r["lineage"] in (label, "ancestor-float32")]
+        return None if within is None else _fastest_within(mine, within)
+
+    best = fastest()
     main = best["lineage"] if best else lineages[0]
     chosen += [r for r in rows if r["lineage"] == main]
-    reference = next((r["metric"] for r in rows if r["lineage"] == "ancestor-float32"), None)
     for label in lineages:
         offspring = [r for r in _offspring(rows) if r["lineage"] == label]
-        if label == main or not offspring:
-            continue
-        close = [r for r in offspring if within is not None and reference is not None
-                 and r["metric"] >= reference - within]  # fmt: skip
-        chosen.append(max(close, key=lambda r: r.get("speedup_vs_float32") or 0.0) if close
-                      else max(offspring, key=lambda r: r["metric"]))  # fmt: skip
+        if label != main and offspring:
+            chosen.append(fastest(label) or max(offspring, key=lambda r: r["metric"]))
     return chosen
 
 

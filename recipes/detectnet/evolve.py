@@ -82,7 +82,7 @@ from recipes.apputil import (
     quiet_tensorflow,
     tfmot_wanted,
 )
-from recipes.detectnet import data, losses, targets, train
+from recipes.detectnet import data, losses, train
 from recipes.detectnet import evaluate as scoring
 from recipes.detectnet.callbacks import DetectionScore, detection_scores
 
@@ -281,8 +281,8 @@ def trained_model(values, directory, role, print_fn=print, data_sources=None, wi
     if width is not None:
         settings.width = width
     path = os.path.join(directory, "model.keras")
-    train.check_cache(directory, settings)
-    if os.path.exists(path):
+    if os.path.exists(path):  # (train.run checks a training in progress itself)
+        train.check_cache(directory, settings)
         print_fn(f"{role}: loading {path}")
         return keras.models.load_model(path)
     until = f"until it plateaus (--plateau={values.plateau}), at most " if values.plateau else ""
@@ -301,7 +301,7 @@ def cache_dir(values):
 
 
 def ancestor_model(values, print_fn=print, data_sources=None):
-    """Trains the ancestor into `out_dir/ancestor` or loads it from there
+    """Trains the ancestor into `cache_dir(values)/ancestor` or loads it from there
     (`data_sources`: `train.sources(values)`, when the caller has them)."""
     return trained_model(values, os.path.join(cache_dir(values), "ancestor"), "ancestor",
                          print_fn, data_sources)  # fmt: skip
@@ -309,7 +309,7 @@ def ancestor_model(values, print_fn=print, data_sources=None):
 
 def family_models(values, print_fn=print, data_sources=None):
     """`{width: model}` of `--family`: the DetectNet trained from scratch at
-    each width like the ancestor, cached in `out_dir/family/width_W`."""
+    each width like the ancestor, cached in `cache_dir(values)/family/width_W`."""
     return {float(w): trained_model(values, os.path.join(cache_dir(values), "family", f"width_{w}"),
                                     f"family width {w}", print_fn, data_sources, float(w))
             for w in values.family}  # fmt: skip
@@ -330,14 +330,6 @@ def train_settings(values):
     """The `train.SETTINGS` attributes of the flags, as a picklable namespace
     (a population's trial data is built from it on Ray workers)."""
     return types.SimpleNamespace(**{name: getattr(values, name) for name in train.SETTINGS})
-
-
-def sensitivity_data(source, image_size, fit="pad", count=128):
-    """`(images, targets)` arrays of the first `count` training examples,
-    unaugmented (the latency pressure's Taylor sensitivity)."""
-    grid = targets.encode_batch(data.labels_of(source)[:count], image_size)
-    images = data.images_of(source, image_size, count, fit).astype("float32")
-    return images, {"coverage": grid, "bboxes": grid}
 
 
 def evolve(ancestor, precision, sources, directory, values, latency_table=None,
@@ -375,7 +367,7 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
         precision=precision,
         environment=environment_for(
             values.synthesis, values.keep, latency_table, values.adaptive,
-            sensitivity_data(train_source, size, values.fit)
+            train.labelled_batch(train_source, size, values.fit)
             if values.sensitivity and values.synthesis == "latency" else None,
             remove_branches=values.remove_branches, vanish=values.vanish),
         monitor="detection_mAP",

@@ -195,26 +195,38 @@ def resolve_policy(settings, source, print_fn=print, cache_dir=None):
 
     if settings.mixed_precision != AUTO_POLICY:
         return settings.mixed_precision
-    import keras
-
-    from recipes.detectnet import losses, targets
-    from recipes.detectnet.model import detectnet
-
     size = (settings.image_height, settings.image_width)
-    count = settings.batch_size
-    grid = targets.encode_batch(data.labels_of(source)[:count], size)
-    x = data.images_of(source, size, count, settings.fit).astype("float32")
-    batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
-
-    def build():
-        model = detectnet(size, settings.width, batch_norm)
-        model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
-                      loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
-        return model
-
-    policy, _ = fastest_policy(build, (x, {"coverage": grid, "bboxes": grid}),
+    batch = labelled_batch(source, size, settings.fit, settings.batch_size)
+    policy, _ = fastest_policy(lambda: compiled_detectnet(settings), batch,
                                cache_dir or settings.out_dir, print_fn=print_fn)  # fmt: skip
     return policy
+
+
+def compiled_detectnet(settings):
+    """The DetectNet of `settings` (input size, width, batch norm), compiled
+    with the DetectNet losses and Adam at `settings.learning_rate`, built
+    under the current dtype policy and distribution strategy."""
+    import keras
+
+    from recipes.detectnet import losses
+    from recipes.detectnet.model import detectnet
+
+    batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
+    model = detectnet((settings.image_height, settings.image_width), settings.width, batch_norm)
+    model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
+                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    return model
+
+
+def labelled_batch(source, image_size, fit="pad", count=128):
+    """`(images, targets)` arrays of the first `count` examples of `source`,
+    unaugmented: images float32, targets `{"coverage", "bboxes"}` encoded
+    for the DetectNet losses."""
+    from recipes.detectnet import targets
+
+    grid = targets.encode_batch(data.labels_of(source)[:count], image_size)
+    images = data.images_of(source, image_size, count, fit).astype("float32")
+    return images, {"coverage": grid, "bboxes": grid}
 
 
 def generated_scenes(image_size, num_train, num_val, seed):
@@ -375,9 +387,8 @@ def run(settings, print_fn=print, data_sources=None):
     import keras
 
     from recipes.apputil import distribution_strategy
-    from recipes.detectnet import evaluate, losses
+    from recipes.detectnet import evaluate
     from recipes.detectnet.callbacks import DetectionScore, detection_scores
-    from recipes.detectnet.model import detectnet
 
     size = (settings.image_height, settings.image_width)
     train_source, val_source = data_sources or sources(settings, print_fn)
@@ -390,11 +401,8 @@ def run(settings, print_fn=print, data_sources=None):
     keras.mixed_precision.set_global_policy(settings.mixed_precision)
     keras.utils.set_random_seed(settings.seed)
     strategy = distribution_strategy(settings.strategy)
-    batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
     with strategy.scope():
-        model = detectnet(size, settings.width, batch_norm)
-        model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
-                      loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+        model = compiled_detectnet(settings)
     os.makedirs(settings.out_dir, exist_ok=True)
     with open(os.path.join(settings.out_dir, "settings.json"), "w") as handle:
         json.dump({k: getattr(settings, k) for k in CACHE_KEYS}, handle, indent=1)
