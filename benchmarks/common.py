@@ -24,9 +24,9 @@ def time_side_by_side(flatbuffers, rounds, instances=1, budget_ms=40.0):
     placement in memory does not decide it."""
     import numpy as np
 
-    from keras_evosynth.latency import _interpreter, time_interleaved
+    from keras_evosynth.latency.timing import interpreter, time_interleaved
 
-    interps = [_interpreter(f, 1) for f in flatbuffers for _ in range(instances)]
+    interps = [interpreter(f, 1) for f in flatbuffers for _ in range(instances)]
     times = time_interleaved(interps, rounds=rounds, budget_ms=budget_ms, max_runs=1000)
     return np.mean(np.reshape(times, (len(flatbuffers), instances)), axis=1)
 

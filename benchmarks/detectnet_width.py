@@ -76,13 +76,13 @@ def main(argv):
     logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     from keras_evosynth import stats
     from keras_evosynth.export import export_litert
-    from keras_evosynth.latency import _cpu
+    from keras_evosynth.latency.timing import cpu_name
     from recipes.detectnet.model import detectnet
 
     widths = [float(w) for w in FLAGS.widths]
     rng = np.random.default_rng(FLAGS.seed)
     data = rng.uniform(0, 255, (16, 128, 384, 3)).astype("float32")
-    print(f"host CPU: {_cpu()}, LiteRT XNNPACK, 1 thread, batch 1", flush=True)
+    print(f"host CPU: {cpu_name()}, LiteRT XNNPACK, 1 thread, batch 1", flush=True)
     flatbuffers, labels, rows = [], [], []
     for width in widths:
         model = detectnet(input_size=(128, 384), width=width, batch_norm="all")

@@ -169,7 +169,7 @@ def at_equal_metric(rows):
 
 def run_model(name):
     import keras_evosynth as ke
-    from keras_evosynth.latency import _interpreter, time_interleaved
+    from keras_evosynth.latency.timing import interpreter, time_interleaved
     from keras_evosynth.layers import EvoLayer
     from recipes.apputil import latency_table_for
 
@@ -215,7 +215,7 @@ def run_model(name):
         })
         flatbuffers.append(report.flatbuffer)
     print(f"timing {len(rows)} flatbuffers interleaved, {FLAGS.rounds} rounds", flush=True)
-    measured = time_interleaved([_interpreter(f, 1) for f in flatbuffers], rounds=FLAGS.rounds,
+    measured = time_interleaved([interpreter(f, 1) for f in flatbuffers], rounds=FLAGS.rounds,
                                 budget_ms=40.0, max_runs=1000)
     for row, ms in zip(rows, measured, strict=True):
         row["measured_ms"] = ms

@@ -61,18 +61,18 @@ def main(argv):
     import numpy as np
 
     from keras_evosynth.export import _convert, export_litert
-    from keras_evosynth.latency import _cpu, _int8_flatbuffer, _micro_model
+    from keras_evosynth.latency.timing import cpu_name, int8_flatbuffer, micro_model
     from recipes.detectnet.model import detectnet
 
     logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     keras.utils.set_random_seed(0)
-    print(f"host CPU: {_cpu()}, LiteRT XNNPACK, 1 thread, batch 1", flush=True)
+    print(f"host CPU: {cpu_name()}, LiteRT XNNPACK, 1 thread, batch 1", flush=True)
     model = detectnet(input_size=(128, 384), width=FLAGS.width, batch_norm="all")
     forms = layer_forms(model)
     flatbuffers = []
     for i, (_, op, _) in enumerate(forms):
-        micro = _micro_model(op.signature, op.cin, op.cout)
-        flatbuffers += [_int8_flatbuffer(micro), _convert(micro, None, "float32", False, True)]
+        micro = micro_model(op.signature, op.cin, op.cout)
+        flatbuffers += [int8_flatbuffer(micro), _convert(micro, None, "float32", False, True)]
         print(f"\rconverted {i + 1}/{len(forms)} ops", end="", flush=True)
     data = np.random.default_rng(0).uniform(0, 255, (8, 128, 384, 3)).astype("float32")
     flatbuffers += [export_litert(model, data, int8_io=True).flatbuffer,

@@ -22,10 +22,8 @@ from absl import app, flags, logging
 from benchmarks.common import save_result, time_side_by_side
 from keras_evosynth import evolvable
 from keras_evosynth.export import export_litert
-from keras_evosynth.latency import (
-    LatencyTable,
-    _cpu,
-)
+from keras_evosynth.latency import LatencyTable
+from keras_evosynth.latency.timing import cpu_name
 from recipes import apputil
 
 FLAGS = flags.FLAGS
@@ -101,7 +99,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
     keras.utils.set_random_seed(FLAGS.seed)
-    print(f"host CPU: {_cpu()}, LiteRT XNNPACK, 1 thread, batch 1, int8", flush=True)
+    print(f"host CPU: {cpu_name()}, LiteRT XNNPACK, 1 thread, batch 1, int8", flush=True)
     results = [run_model(name) for name in FLAGS.models]
     save_result(FLAGS.json, {
         "benchmark": "space_to_depth",

@@ -25,7 +25,7 @@ from keras_evosynth.callbacks import EvolutionCallback
 from keras_evosynth.compact import CompactionReport, compact, strip_evolvable, to_plain
 from keras_evosynth.conversion import evolvable
 from keras_evosynth.distill import Distiller, ParentDistiller
-from keras_evosynth.environment import ConstantEnvironment, Environment, ResourceTarget
+from keras_evosynth.environments import ConstantEnvironment, Environment, ResourceTarget
 from keras_evosynth.export import ExportReport, export_litert, export_tflite
 from keras_evosynth.latency import LatencyTable
 from keras_evosynth.layers import (

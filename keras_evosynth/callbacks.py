@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from keras_evosynth import distributed, genetics, quantizers
-from keras_evosynth import environment as environment_lib
+from keras_evosynth import environments as environment_lib
 from keras_evosynth._graph import check_graph_model
 from keras_evosynth.conversion import _walk
 from keras_evosynth.distill import ParentDistiller

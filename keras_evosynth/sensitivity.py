@@ -11,8 +11,9 @@ importance is
 on a few batches of training data. `taylor_importance(model, data)` returns
 it per cluster of every Evo layer, in `genetics.genomes_from_model` order;
 the latency environment divides a layer's pressure by the mean importance of
-its live filters (`latency.pressures(..., importance=...)`), so that layers
-carrying the accuracy are cut less for the same latency saved.
+its live filters (`environments.latency_target.pressures(...,
+importance=...)`), so that layers carrying the accuracy are cut less for the
+same latency saved.
 """
 
 import keras

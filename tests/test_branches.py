@@ -8,8 +8,9 @@ from test_latency import synthetic_table
 
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
-from keras_evosynth.environment import ResourceTarget
+from keras_evosynth.environments import ResourceTarget, latency_target
 from keras_evosynth.latency import LatencyTable
+from keras_evosynth.latency.calibration import _Measurer
 
 
 def _module(width=8):
@@ -155,12 +156,12 @@ def test_branch_removals_take_the_branch_that_saves_most_per_strength():
     expected = table.expectation(model, genomes)
     current = expected.current
     # the 5x5 branch saves 3.2+ ms of ~5 for 4+8 filters: first, and enough
-    assert _names(genomes, latency.branch_removals(expected, 0.7 * current, 0.5)) == [
+    assert _names(genomes, latency_target.branch_removals(expected, 0.7 * current, 0.5)) == [
         "r5", "b5"]
-    assert latency.branch_removals(expected, current, 0.5) == []  # nothing to shed
-    assert latency.branch_removals(expected, 0.7 * current, 0.999) == []  # filter floor
+    assert latency_target.branch_removals(expected, current, 0.5) == []  # nothing to shed
+    assert latency_target.branch_removals(expected, 0.7 * current, 0.999) == []  # filter floor
     # a deeper cut takes the next branches too, never the anchor b3
-    deep = _names(genomes, latency.branch_removals(expected, 0.1 * current, 0.1))
+    deep = _names(genomes, latency_target.branch_removals(expected, 0.1 * current, 0.1))
     assert {"r5", "b5", "b1", "bp"} == set(deep)
 
 
@@ -212,7 +213,7 @@ def test_a_removed_branch_stays_removed_and_is_not_removed_twice():
     assert not genomes[names.index("b5")].probabilities()[0].any()
     expected = table.expectation(model, genomes)
     assert expected.current == pytest.approx(table.predict(model))
-    removed = _names(genomes, latency.branch_removals(expected, 0.7 * expected.current, 0.5))
+    removed = _names(genomes, latency_target.branch_removals(expected, 0.7 * expected.current, 0.5))
     assert removed and not {"r5", "b5", "b3"} & set(removed)
     masks = genetics.sample_masks(genomes, [genetics.MAX_FACTOR] * len(genomes), 1.0, seed=2)
     assert masks[names.index("b5")][1].sum() == 0  # never revived
@@ -228,7 +229,7 @@ def test_a_branchy_model_is_also_anchored_with_branches_removed(monkeypatch):
         def invoke_ms(self, flatbuffers):
             return [1.0 for _ in flatbuffers]
 
-    monkeypatch.setattr(latency._Measurer, "flatbuffer",
+    monkeypatch.setattr(_Measurer, "flatbuffer",
                         lambda self, op, cin, cout=None: (op.name, cin, cout))
     model = ke.evolvable(_module())
     table = LatencyTable.measure(model, backend=Backend(), verbose=0)

@@ -14,7 +14,7 @@ from keras_evosynth.callbacks import (
     reinitialize_weights,
     reset_optimizer,
 )
-from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
+from keras_evosynth.environments import ConstantEnvironment, ResourceTarget
 from keras_evosynth.stats import summary
 
 L = keras.layers

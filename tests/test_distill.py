@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_evosynth import EvolutionCallback, ParentDistiller, evolvable
-from keras_evosynth.environment import ResourceTarget
+from keras_evosynth.environments import ResourceTarget
 
 
 def _pair(seed=0):

@@ -1,10 +1,10 @@
-"""Environmental factors and resource targets (keras_evosynth.environment)."""
+"""Environmental factors and resource targets (keras_evosynth.environments)."""
 
 import numpy as np
 import pytest
 
-from keras_evosynth import environment, genetics, quantizers
-from keras_evosynth.environment import ConstantEnvironment, ResourceTarget
+from keras_evosynth import environments, genetics, quantizers
+from keras_evosynth.environments import ConstantEnvironment, ResourceTarget
 from keras_evosynth.topology import Sources
 
 
@@ -59,33 +59,33 @@ def test_constant_environment_rejects_factors_outside_the_paper_range(value):
     ],
 )
 def test_solve_factor_modes(solve, want):
-    got = environment.solve_factor(lambda c, s: 40.0 * c * s, 10.0, solve, 1e-6)
+    got = environments.solve_factor(lambda c, s: 40.0 * c * s, 10.0, solve, 1e-6)
     np.testing.assert_allclose(got, want, rtol=1e-4)
 
 
 def test_fixed_factor_holds_the_other_factor():
-    got = environment.solve_factor(
+    got = environments.solve_factor(
         lambda c, s: 40.0 * c * min(s, 1.0), 10.0, "cluster", 1e-6, fixed=np.e
     )
     np.testing.assert_allclose(got, (0.25, np.e), rtol=1e-4)
-    env = environment.ResourceTarget(fraction=0.5, solve="cluster", fixed_factor=np.e)
+    env = environments.ResourceTarget(fraction=0.5, solve="cluster", fixed_factor=np.e)
     factors = env.factors(
         lambda c, s: 100 * c, current=100, ancestor=100, generation=1, generations=2
     )
     assert factors.synapse_factor == np.e and factors.cluster_factor == pytest.approx(0.5, rel=1e-3)
-    assert environment.get(environment.serialize(env)) == env
+    assert environments.get(environments.serialize(env)) == env
     with pytest.raises(ValueError, match="fixed_factor"):
-        environment.ResourceTarget(fraction=0.5, fixed_factor=2.0)
+        environments.ResourceTarget(fraction=0.5, fixed_factor=2.0)
     with pytest.raises(ValueError, match="fixed_factor"):
-        environment.ResourceTarget(fraction=0.5, solve="cluster", fixed_factor=3.5)
+        environments.ResourceTarget(fraction=0.5, solve="cluster", fixed_factor=3.5)
 
 
 def test_solve_factor_out_of_reach_returns_bounds():
-    assert environment.solve_factor(lambda c, s: 1.0, 5.0) == (np.e, np.e)
-    low = environment.solve_factor(lambda c, s: 5.0, 1.0)
+    assert environments.solve_factor(lambda c, s: 1.0, 5.0) == (np.e, np.e)
+    low = environments.solve_factor(lambda c, s: 5.0, 1.0)
     assert low[0] == pytest.approx(1e-6)
     with pytest.raises(ValueError, match="solve"):
-        environment.solve_factor(lambda c, s: 1.0, 1.0, solve="all")
+        environments.solve_factor(lambda c, s: 1.0, 1.0, solve="all")
 
 
 @pytest.mark.parametrize("resource", ["synapses", "macs"])
@@ -120,11 +120,11 @@ def test_budget_is_reached_in_equal_ratios():
 
 
 def test_adaptive_cut_grows_after_acceptance_and_shrinks_after_rollback():
-    assert environment.adaptive_cut(0.2, []) == 0.2
-    assert environment.adaptive_cut(0.2, [True]) == pytest.approx(0.3)
-    assert environment.adaptive_cut(0.2, [True, False, False]) == pytest.approx(0.075)
-    assert environment.adaptive_cut(0.2, [True, True], grow=2.0, shrink=0.25) == pytest.approx(0.8)
-    assert environment.adaptive_cut(0.5, [True] * 3) == environment.MAX_CUT
+    assert environments.adaptive_cut(0.2, []) == 0.2
+    assert environments.adaptive_cut(0.2, [True]) == pytest.approx(0.3)
+    assert environments.adaptive_cut(0.2, [True, False, False]) == pytest.approx(0.075)
+    assert environments.adaptive_cut(0.2, [True, True], grow=2.0, shrink=0.25) == pytest.approx(0.8)
+    assert environments.adaptive_cut(0.5, [True] * 3) == environments.MAX_CUT
 
 
 def test_adaptive_target_carries_its_step_across_generations():
@@ -142,7 +142,7 @@ def test_adaptive_target_carries_its_step_across_generations():
     plain = ResourceTarget(fraction=0.8)
     assert plain.factors(lambda c, s: 100 * s, 100, 100, 2, 5, mildness=1).target == (
         pytest.approx(0.9))
-    again = environment.get(environment.serialize(env))
+    again = environments.get(environments.serialize(env))
     assert again == env and (again.adaptive, again.grow, again.shrink) == (True, 2.0, 0.5)
     assert "adaptive" not in plain.get_config()
 
@@ -177,11 +177,25 @@ def test_resource_target_rejects(kwargs, match):
 
 def test_get_and_serialize_round_trip():
     for env in (ConstantEnvironment(0.5, 0.7), ResourceTarget(budget=0.2, resource="macs")):
-        again = environment.get(environment.serialize(env))
+        again = environments.get(environments.serialize(env))
         assert again == env and again is not env
-    assert environment.get(None) == ResourceTarget(fraction=0.7)
+    assert environments.get(None) == ResourceTarget(fraction=0.7)
     with pytest.raises(TypeError, match="environment"):
-        environment.get(0.5)
+        environments.get(0.5)
+
+
+def test_serialized_environments_name_the_module_saved_lineages_name():
+    # a lineage resumes only with settings equal to its stored ones, and those
+    # written before `environments` was a package name `keras_evosynth.environment`
+    from keras_evosynth import environment
+
+    stored = {"module": "keras_evosynth.environment", "class_name": "ResourceTarget",
+              "config": {"fraction": 0.75, "budget": None, "resource": "synapses",
+                         "solve": "both", "tolerance": 0.001, "fixed_factor": 1.0},
+              "registered_name": "keras_evosynth>ResourceTarget"}
+    env = environments.get(stored)
+    assert env == ResourceTarget(fraction=0.75) and environments.serialize(env) == stored
+    assert environment.ResourceTarget is ResourceTarget and environment.get(stored) == env
 
 
 def test_the_base_is_public_and_a_subclass_of_it_round_trips():
@@ -189,7 +203,7 @@ def test_the_base_is_public_and_a_subclass_of_it_round_trips():
 
     import keras_evosynth as ke
 
-    assert ke.Environment is environment.Environment
+    assert ke.Environment is environments.Environment
     assert issubclass(ke.ConstantEnvironment, ke.Environment)
     assert issubclass(ke.ResourceTarget, ke.Environment)
 
@@ -199,11 +213,11 @@ def test_the_base_is_public_and_a_subclass_of_it_round_trips():
             self.start = start
 
         def factors(self, expected, current, ancestor, generation, generations, mildness=0):
-            return environment.Factors(self.start * 0.5**generation, 1.0)
+            return environments.Factors(self.start * 0.5**generation, 1.0)
 
         def get_config(self):
             return {"start": self.start}
 
-    again = environment.get(environment.serialize(Halving(0.8)))
+    again = environments.get(environments.serialize(Halving(0.8)))
     assert type(again) is Halving and again == Halving(0.8)
     assert again.factors(None, 1, 1, 2, 3).cluster_factor == pytest.approx(0.2)

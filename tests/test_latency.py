@@ -11,8 +11,11 @@ import pytest
 
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
-from keras_evosynth.environment import ResourceTarget
+from keras_evosynth.environments import ResourceTarget, latency_target
 from keras_evosynth.latency import Entry, LatencyTable
+from keras_evosynth.latency.calibration import _anchor_model, _Measurer
+from keras_evosynth.latency.curve import _curve, _whole
+from keras_evosynth.latency.grid import _axis_candidates, _Grid
 
 
 def _inception(width=8):
@@ -43,9 +46,9 @@ def synthetic_table(model, remainder=0.5, cost=_cost):
     table = LatencyTable(threads=1, cpu="test cpu", runtime="test runtime")
     ops = latency.model_ops(model)
     for op in ops:
-        cin = latency._axis_candidates(op.cin, 8)
+        cin = _axis_candidates(op.cin, 8)
         if op.two_d:
-            cout = latency._axis_candidates(op.cout, 8)
+            cout = _axis_candidates(op.cout, 8)
             ms = [[cost(op, a, b) for b in cout] for a in cin]
             table.entries[op.key] = Entry(op.signature, [cin, cout], ms)
         else:
@@ -126,7 +129,7 @@ def test_entry_interpolates_linearly_and_keeps_non_monotone_points():
 
 def test_grid_refines_only_where_cost_changes():
     op = latency.Op("x", "channel", {"op": "MaxPooling2D"}, 64, 64)
-    grid = latency._Grid([op], step=8)
+    grid = _Grid([op], step=8)
     grid.axes = [[8, 32, 64]]
     grid.values = {(8,): 1.0, (32,): 1.02, (64,): 2.0}
     added = grid.split_points(refine=0.1, floor=0.0)
@@ -135,11 +138,11 @@ def test_grid_refines_only_where_cost_changes():
 
 
 def test_axis_candidates_include_maximum_and_anchor_points():
-    assert latency._axis_candidates(20, 8) == [8, 16, 20]
-    assert latency._axis_candidates(3, 8) == [3]
+    assert _axis_candidates(20, 8) == [8, 16, 20]
+    assert _axis_candidates(3, 8) == [3]
     op_a = latency.Op("a", "conv2d", {"op": "conv2d"}, 12, 40)
     op_b = latency.Op("b", "conv2d", {"op": "conv2d"}, 30, 20)
-    grid = latency._Grid([op_a, op_b], step=8)
+    grid = _Grid([op_a, op_b], step=8)
     # One channel is always a candidate: XNNPACK runs it in a regime of its own.
     assert grid.candidates[0] == [1, 8, 12, 16, 24, 30]
     assert grid.candidates[1] == [1, 8, 16, 20, 24, 32, 40]
@@ -257,27 +260,27 @@ def test_whole_model_curve_through_the_anchors():
     """Golden values: piecewise-linear between anchors, the fitted slope
     beyond them, the line without two distinct anchors, the floor."""
     def anchor(scale, remainder, floor, points):
-        return scale, remainder, floor, latency._curve(points, scale)
+        return scale, remainder, floor, _curve(points, scale)
 
     points = [(1.2, 0.6), (3.0, 3.5), (1.4, 1.4)]  # any order
     curved = anchor(1.3, -0.5, 0.01, points)
-    assert latency._whole(curved, 1.4) == pytest.approx(1.4)
-    assert latency._whole(curved, 1.25) == pytest.approx(0.8)  # 0.6 + 0.05 / 0.2 * 0.8
-    assert latency._whole(curved, 3.5) == pytest.approx(3.5 + 1.3 * 0.5)
-    assert latency._whole(curved, 0.0) == pytest.approx(0.01)  # 0.6 - 1.3 * 1.2 < floor
-    assert latency._whole(anchor(1.3, -0.5, 0.01, [(2.0, 2.1)]), 1.0) == pytest.approx(0.8)
-    assert latency._whole(anchor(1.0, 0.2, 0.0, points), 1.25) == pytest.approx(1.45)  # fallback
+    assert _whole(curved, 1.4) == pytest.approx(1.4)
+    assert _whole(curved, 1.25) == pytest.approx(0.8)  # 0.6 + 0.05 / 0.2 * 0.8
+    assert _whole(curved, 3.5) == pytest.approx(3.5 + 1.3 * 0.5)
+    assert _whole(curved, 0.0) == pytest.approx(0.01)  # 0.6 - 1.3 * 1.2 < floor
+    assert _whole(anchor(1.3, -0.5, 0.01, [(2.0, 2.1)]), 1.0) == pytest.approx(0.8)
+    assert _whole(anchor(1.0, 0.2, 0.0, points), 1.25) == pytest.approx(1.45)  # fallback
     noisy = anchor(1.3, -0.5, 0.0, [(1.0, 1.0), (1.5, 0.9), (2.0, 2.0)])  # a dip is raised to 1.0
-    assert latency._whole(noisy, 1.5) == pytest.approx(1.0)
+    assert _whole(noisy, 1.5) == pytest.approx(1.0)
 
 
 def test_anchor_models_keep_a_random_share_of_filters_with_fresh_kernels():
     model = _inception()
     table = synthetic_table(model)
     rng = np.random.default_rng(0)
-    whole, full = latency._anchor_model(table, model, 1.0, [(1, 16, 16, 3)], rng)
+    whole, full = _anchor_model(table, model, 1.0, [(1, 16, 16, 3)], rng)
     assert [op.cout for op in latency.model_ops(whole)] == [8, 8, 8, 16, 24, 24, 3]
-    cut, grid = latency._anchor_model(table, model, 0.5, [(1, 16, 16, 3)], rng)
+    cut, grid = _anchor_model(table, model, 0.5, [(1, 16, 16, 3)], rng)
     widths = {op.name: (op.cin, op.cout) for op in latency.model_ops(cut)}
     # half of each sampled layer's filters; the head is protected
     assert widths == {"stem": (3, 4), "pool": (4, 4), "a": (4, 4), "b": (4, 8),
@@ -353,13 +356,13 @@ def test_pressures_and_layer_factors_golden():
                         input_axis=0, protected=True)
     p_c = [np.array([1.0, 0.5]), np.array([0.5, 0.5]), np.array([1.0, 1.0]),
            np.array([1.0, 1.0])]
-    pressure = latency.pressures([0.3, 0.4, -1.0, 5.0], p_c, [g, g, g, p], floor=0.1)
+    pressure = latency_target.pressures([0.3, 0.4, -1.0, 5.0], p_c, [g, g, g, p], floor=0.1)
     # 0.3 / 0.75 = 0.4 and 0.4 / 0.5 = 0.8 -> scaled by the largest (0.8)
     assert pressure.tolist() == pytest.approx([0.5, 1.0, 0.1, 0.0])
-    factors = latency.layer_factors([0.5, 1.0, 0.0], 1.0)
+    factors = latency_target.layer_factors([0.5, 1.0, 0.0], 1.0)
     assert factors == pytest.approx([math.e * math.exp(-0.5), 1.0, math.e])
-    assert latency.layer_factors([1.0, 0.1], 5.0) == pytest.approx(
-        [latency.MIN_LAYER_FACTOR, math.e * math.exp(-0.5)])  # floored; the other still cut
+    assert latency_target.layer_factors([1.0, 0.1], 5.0) == pytest.approx(
+        [latency_target.MIN_LAYER_FACTOR, math.e * math.exp(-0.5)])  # floored; the other still cut
 
 
 # ------------------------------------------------------- sampling per layer
@@ -405,7 +408,7 @@ def test_latency_target_needs_a_table_and_serializes_its_path(tmp_path):
     table = synthetic_table(ke.evolvable(_inception()))
     table.save(str(tmp_path / "t.json"))
     env = ResourceTarget(budget=0.3, resource="latency", latency_table=table, round_to=8)
-    again = ke.environment.get(ke.environment.serialize(env))
+    again = ke.environments.get(ke.environments.serialize(env))
     assert again == env and again.latency_table.path == str(tmp_path / "t.json")
     assert again.round_to == 8
 
@@ -524,15 +527,15 @@ def test_layer_floors_golden():
     p = genetics.Genome("p", np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool),
                         ke.quantizers.get(8), input_axis=0, protected=True)
     p_c = [np.array([0.2, 0.4, 0.0]), np.array([0.9, 1.0]), np.array([0.1, 0.1])]
-    floors = latency.layer_floors(p_c, [g, g, p], max_cut=0.25)
+    floors = latency_target.layer_floors(p_c, [g, g, p], max_cut=0.25)
     # g: mean(min(1, F * [0.2, 0.4])) = 0.75 -> F * 0.6 / 2 = 0.75 -> F = 2.5
     assert floors[0] == pytest.approx(2.5, rel=1e-6)
     # 0.5 already keeps (0.45 + 0.5) / 2 = 0.475 < 0.75: F * 1.9 / 2 = 0.75
     assert floors[1] == pytest.approx(1.5 / 1.9, rel=1e-6)
-    assert floors[2] == latency.MIN_LAYER_FACTOR  # protected
-    assert latency.layer_floors([np.array([0.05])], [g], 0.1) == [genetics.MAX_FACTOR]
+    assert floors[2] == latency_target.MIN_LAYER_FACTOR  # protected
+    assert latency_target.layer_floors([np.array([0.05])], [g], 0.1) == [genetics.MAX_FACTOR]
     with pytest.raises(ValueError, match="max_cut"):
-        latency.layer_floors(p_c, [g, g, p], 1.0)
+        latency_target.layer_floors(p_c, [g, g, p], 1.0)
 
 
 def test_latency_target_max_layer_cut_caps_every_layer():
@@ -554,7 +557,7 @@ def test_latency_target_max_layer_cut_caps_every_layer():
     assert max(free_cuts) > 0.3  # without the cap one generation guts a layer
     assert max(capped_cuts) <= 0.2 + 1e-6
     assert capped.expected > free.expected  # the cap costs latency the target wanted
-    assert ke.environment.get(ke.environment.serialize(env)).max_layer_cut == 0.2
+    assert ke.environments.get(ke.environments.serialize(env)).max_layer_cut == 0.2
     with pytest.raises(ValueError, match="only apply to resource='latency'"):
         ResourceTarget(fraction=0.7, max_layer_cut=0.2)
     with pytest.raises(ValueError, match="max_layer_cut must be in"):
@@ -565,8 +568,8 @@ def test_sensitivity_moves_the_pressure_off_layers_that_carry_accuracy():
     genomes = [genetics.Genome(n, np.ones((1, 2)), np.ones((1, 2), bool), np.ones(2, bool),
                                ke.quantizers.get(8), input_axis=0) for n in "ab"]
     p_c = [np.ones(2), np.ones(2)]
-    plain = latency.pressures([1.0, 1.0], p_c, genomes)
-    weighted = latency.pressures([1.0, 1.0], p_c, genomes,
+    plain = latency_target.pressures([1.0, 1.0], p_c, genomes)
+    weighted = latency_target.pressures([1.0, 1.0], p_c, genomes,
                                  importance=[np.full(2, 4.0), np.full(2, 1.0)])
     assert plain.tolist() == [1.0, 1.0]
     assert weighted.tolist() == pytest.approx([0.25, 1.0])  # a carries 4x the accuracy
@@ -611,7 +614,7 @@ def test_measure_drops_a_refused_one_channel_point_and_names_other_refusals(monk
         def invoke_ms(self, flatbuffers):
             return [1.0 for _ in flatbuffers]
 
-    monkeypatch.setattr(latency._Measurer, "flatbuffer",
+    monkeypatch.setattr(_Measurer, "flatbuffer",
                         lambda self, op, cin, cout=None: (op.name, cin, cout))
     x = keras.Input((4, 4, 16))
     model = keras.Model(x, keras.layers.Conv2D(24, 1, name="conv")(x))

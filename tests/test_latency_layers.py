@@ -11,6 +11,8 @@ import keras_evosynth as ke
 from keras_evosynth import genetics, latency
 from keras_evosynth.export import _convert, export_litert, list_operators
 from keras_evosynth.latency import LatencyTable
+from keras_evosynth.latency.calibration import _anchor_model, _Measurer
+from keras_evosynth.latency.timing import interpreter, null_flatbuffer, time_interleaved
 
 L = keras.layers
 # The smallest table `measure` can make: each grid axis holds the op's own
@@ -171,7 +173,7 @@ class _Backend:
 
 
 def test_measure_untimed_raise_or_ignore_records_the_layers(monkeypatch, tmp_path):
-    monkeypatch.setattr(latency._Measurer, "flatbuffer",
+    monkeypatch.setattr(_Measurer, "flatbuffer",
                         lambda self, op, cin, cout=None: (op.name, cin, cout or cin))
     x = keras.Input((8, 8, 3))
     y = L.Conv2D(8, 3, name="a")(x)
@@ -242,7 +244,7 @@ def test_anchor_models_keep_the_operators_of_preprocessing():
             axes = [[op.cin], [op.cout]] if op.two_d else [[op.cin]]
             table.entries[op.key] = latency.Entry(op.signature, axes,
                                                   [[0.1]] if op.two_d else [0.1])
-        cut, _ = latency._anchor_model(table, model, 1.0, [(1, 8, 8, 3)], rng,
+        cut, _ = _anchor_model(table, model, 1.0, [(1, 8, 8, 3)], rng,
                                        originals={id(norm)})
         data = [rng.uniform(0, 1, (4, 8, 8, 3)).astype("float32")]
         names = [op.name for op in list_operators(_convert(cut, data, "int8", False, True))]
@@ -265,9 +267,9 @@ def test_efficientnet_is_measured_and_predicted():
     predicted = table.predict(model)
     data = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     flatbuffer = export_litert(model, data).flatbuffer
-    null, whole = latency.time_interleaved(
-        [latency._interpreter(latency._null_flatbuffer(), 1),
-         latency._interpreter(flatbuffer, 1)], rounds=7)
+    null, whole = time_interleaved(
+        [interpreter(null_flatbuffer(), 1),
+         interpreter(flatbuffer, 1)], rounds=7)
     print(f"EfficientNetB0 32x32: measure {seconds:.0f}s, predicted {predicted:.3f} ms, "
           f"measured {whole:.3f} ms (empty model {null:.4f} ms)")
     # the uncut model is an anchor (timed with neutral weights, minutes ago):

@@ -8,6 +8,7 @@ import pytest
 import keras_evosynth as ke
 from keras_evosynth import latency
 from keras_evosynth.latency import Entry
+from keras_evosynth.latency.grid import _axis_candidates
 from keras_evosynth.rewrites import (
     DepthToSpace,
     SpaceToDepth,
@@ -199,9 +200,9 @@ def _synthetic(model, rewritten_ms, wide_ms=None):
     ops = latency.model_ops(model)
     forms = [f for op in ops for f in latency.space_to_depth_forms(op, 16)]
     for op in ops + forms:
-        axes = [latency._axis_candidates(op.cin, 8)]
+        axes = [_axis_candidates(op.cin, 8)]
         if op.two_d:
-            axes.append(latency._axis_candidates(op.cout, 8))
+            axes.append(_axis_candidates(op.cout, 8))
         ms = 1.0 + 0.01 * np.add.outer(*axes) if op.two_d else 1.0 + 0.01 * np.array(axes[0])
         if op.signature.get("rewrite") == "space_to_depth":
             wide = op.signature.get("outputs_per_block", 1) == 2

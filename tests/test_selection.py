@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_evosynth import evolvable
-from keras_evosynth.environment import Factors
+from keras_evosynth.environments import Factors
 from keras_evosynth.selection import Selection, generation_record
 
 

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tflite_bench import BenchError, Report, Row, cli, compare, host, inspect_model
+from tflite_bench import BenchError, Report, Row, cli, compare, host, inspect_model, timer
 from tflite_bench.modelinfo import classify_op
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -243,6 +243,29 @@ def test_interleaved_latency_alternates_models_and_isolates_failures(monkeypatch
         + ["a.tflite"] * 2 + ["b.tflite"] * 2  # round by round, 2 invokes per round
     with pytest.raises(ValueError, match="rounds"):
         host.measure_latency_interleaved(["a.tflite"], rounds=0)
+
+
+def test_time_interleaved_invokes_each_interpreter_in_turn_every_round():
+    order = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def invoke(self):
+            order.append(self.name)
+
+    times = timer.time_interleaved([Fake("a"), Fake("b")], rounds=2, budget_ms=0.0, warmup=1)
+    assert len(times) == 2 and all(t >= 0 for t in times)
+    # one warm-up each, then at least 3 invokes per interpreter per round, in turn
+    assert order == ["a", "b"] + (["a"] * 3 + ["b"] * 3) * 2
+
+    class Broken:
+        def invoke(self):
+            raise RuntimeError("delegate error")
+
+    with pytest.raises(RuntimeError, match="delegate error"):  # nothing is swallowed
+        timer.time_interleaved([Broken()], warmup=0)
 
 
 def test_partial_results_when_models_fail(models):

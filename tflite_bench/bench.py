@@ -24,7 +24,14 @@ def _version(package):
         return None
 
 
-def _cpu_model():
+def cpu_model():
+    """This host's processor name (`/proc/cpuinfo`'s model name, else
+    `platform.processor()`), or None when neither names it.
+
+    Example:
+
+    >>> name = cpu_model()  # e.g. 'Intel(R) Xeon(R) Processor'
+    """
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -49,7 +56,7 @@ def host_facts():
         "machine": platform.machine(),
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "processor": _cpu_model(),
+        "processor": cpu_model(),
         "python": platform.python_version(),
     }
 

@@ -1,15 +1,15 @@
 """Measures a .tflite model on this host with the LiteRT `Interpreter`.
 
 Latency is timed around `Interpreter.invoke()` at batch 1 after warm-up
-invokes, with the XNNPACK delegate that LiteRT applies by default (turn it
-off with `use_xnnpack=False`). Accuracy is top-1 over labelled data.
+invokes (several models side by side, round by round: `tflite_bench.timer`),
+with the XNNPACK delegate that LiteRT applies by default (turn it off with
+`use_xnnpack=False`). Accuracy is top-1 over labelled data.
 """
 
 import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 from ai_edge_litert import interpreter as litert
@@ -17,6 +17,7 @@ from ai_edge_litert import interpreter as litert
 from tflite_bench.commands import child_env
 from tflite_bench.errors import BenchError, one_line
 from tflite_bench.quiet import quiet_native_output
+from tflite_bench.timer import time_rounds
 
 # What the memory figure is, written into every report.
 MEMORY_NOTE = (
@@ -94,20 +95,42 @@ def make_interpreter(path, threads=1, use_xnnpack=True):
         raise BenchError(f"{path}: file not found")
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
+    try:
+        interp = load_interpreter(path, threads, use_xnnpack)
+    except (ValueError, RuntimeError) as e:
+        raise BenchError(f"{path}: LiteRT cannot load it ({one_line(e)})") from e
+    return interp
+
+
+def load_interpreter(model, threads=1, use_xnnpack=True):
+    """Creates a LiteRT interpreter of a .tflite file or flatbuffer and
+    allocates its tensors; LiteRT's own errors propagate (`make_interpreter`
+    checks the file and turns them into a `BenchError`).
+
+    Args:
+        model: .tflite path, or the flatbuffer bytes.
+        threads: `num_threads` of the interpreter (and of XNNPACK).
+        use_xnnpack: See `make_interpreter`.
+
+    Returns:
+        An allocated `ai_edge_litert.interpreter.Interpreter`.
+
+    Raises:
+        ValueError, RuntimeError: LiteRT cannot load the model, or a
+            delegate refuses to prepare it.
+
+    Example:
+
+    >>> interp = load_interpreter(flatbuffer, threads=1)  # doctest: +SKIP
+    """
+    source = {"model_content": model} if isinstance(model, bytes) else {
+        "model_path": os.fspath(model)}
     resolver = (
         litert.OpResolverType.AUTO
         if use_xnnpack
         else litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
-    try:
-        interp = _allocated(
-            model_path=path,
-            num_threads=int(threads),
-            experimental_op_resolver_type=resolver,
-        )
-    except (ValueError, RuntimeError) as e:
-        raise BenchError(f"{path}: LiteRT cannot load it ({one_line(e)})") from e
-    return interp
+    return _allocated(**source, num_threads=int(threads), experimental_op_resolver_type=resolver)
 
 
 def quantize(x, scale, zero_point, dtype):
@@ -388,34 +411,22 @@ def measure_latency_interleaved(
                          f"{warmup}, {rounds}")
     samples = list(samples) if samples is not None else [None] * len(paths)
     results, interps = [None] * len(paths), [None] * len(paths)
-    times = [[] for _ in paths]
-
-    def invoke(i, n, record):
-        try:
-            for _ in range(n):
-                start = time.perf_counter()
-                interps[i].invoke()
-                if record:
-                    times[i].append((time.perf_counter() - start) * 1e3)
-        except (ValueError, RuntimeError) as e:
-            results[i] = BenchError(f"{paths[i]}: invoke failed ({one_line(e)})")
-        if progress is not None:
-            progress(n)
-
     for i, path in enumerate(paths):
         try:
-            interps[i] = make_interpreter(path, threads, use_xnnpack)
-            fill_inputs(interps[i], samples[i])
+            interp = make_interpreter(path, threads, use_xnnpack)
+            fill_inputs(interp, samples[i])
         except BenchError as e:
             results[i] = e
             continue
-        invoke(i, warmup, record=False)
-    rounds = min(rounds, runs)
-    for r in range(rounds):
-        n = runs // rounds + (r < runs % rounds)
-        for i in range(len(paths)):
-            if results[i] is None:
-                invoke(i, n, record=True)
+        (warm,) = time_rounds([interp], [warmup], 1, progress=progress)  # times dropped
+        if isinstance(warm, Exception):
+            results[i] = BenchError(f"{path}: invoke failed ({one_line(warm)})")
+        else:
+            interps[i] = interp
+    times = time_rounds(interps, [runs] * len(paths), min(rounds, runs), progress=progress)
+    for i, t in enumerate(times):
+        if isinstance(t, Exception):
+            results[i] = BenchError(f"{paths[i]}: invoke failed ({one_line(t)})")
     return [result if result is not None else latency_stats(t)
             for result, t in zip(results, times, strict=True)]
 
