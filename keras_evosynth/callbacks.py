@@ -32,18 +32,18 @@ import time
 import keras
 import numpy as np
 
-from keras_evosynth import distributed, genetics, quantizers
-from keras_evosynth import environments as environment_lib
+from keras_evosynth import genetics, trials
 from keras_evosynth._graph import check_graph_model
 from keras_evosynth.conversion import _walk
 from keras_evosynth.distill import ParentDistiller
 from keras_evosynth.layers import EvoLayer
-from keras_evosynth.lineage import Lineage, check_writable, progress_line
-from keras_evosynth.selection import Selection, generation_record
+from keras_evosynth.lineage import AMOUNT_FIELD, generation_record, progress_line, read_lineage
+from keras_evosynth.selection import Selection
+from keras_evosynth.settings import EvolutionSettings
 from keras_evosynth.stats import summary
+from keras_evosynth.trials import reinitialize_weights, reset_optimizer
 
-# The lineage record field holding each environment resource's amount.
-_AMOUNT_FIELD = {"synapses": "genome_synapses", "macs": "genome_macs", "latency": "latency"}
+__all__ = ["EvolutionCallback", "auto_mode", "reinitialize_weights", "reset_optimizer"]
 
 
 def auto_mode(model, monitor):
@@ -88,90 +88,20 @@ def auto_mode(model, monitor):
     return mode
 
 
-def _int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"EvolutionCallback: {name} must be an int, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"EvolutionCallback: {name} must be >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def reset_optimizer(model):
-    """Resets the optimizer state (slots, step counter) as if it were new.
-
-    A fresh optimizer is built from the current one's config on the model's
-    trainable variables and its variables are copied over, so the compiled
-    train function keeps working (no re-compile). The learning rate stays
-    what it is now; a schedule restarts from step 0.
-
-    Example:
-
-    >>> import keras, numpy as np
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    >>> model.compile("adam", "mse")
-    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
-    >>> reset_optimizer(model)
-    >>> int(model.optimizer.iterations)
-    0
-    """
-    optimizer = model.optimizer
-    if optimizer is None or not optimizer.built:
-        return
-    fresh = type(optimizer).from_config(optimizer.get_config())
-    fresh.build(model.trainable_variables)
-    old, new = optimizer.variables, fresh.variables
-    same_order = len(old) == len(new) and all(
-        tuple(a.shape) == tuple(b.shape) for a, b in zip(old, new, strict=True)
-    )
-    if not same_order:  # e.g. a schedule instead of a learning-rate variable
-        by_path = {v.path.split("/", 1)[-1]: v for v in new}
-        new = [by_path.get(v.path.split("/", 1)[-1]) for v in old]
-    for variable, value in zip(old, new, strict=True):
-        if value is not None and tuple(value.shape) == tuple(variable.shape):
-            variable.assign(value)
-
-
-def reinitialize_weights(model, seed):
-    """Re-initializes every weight that has a matching `<name>_initializer`
-    on its layer (kernels, biases, BatchNorm statistics, ...), seeded, keeping
-    the masks: the literal "trained like a newborn" variant.
-
-    Example:
-
-    >>> import keras
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    >>> before = model.get_weights()[0]
-    >>> reinitialize_weights(model, seed=1)
-    >>> bool((model.get_weights()[0] != before).any())
-    True
-    """
-    rng = np.random.default_rng(seed)
-    for layer in _walk(model):
-        for variable in layer.weights:
-            name = variable.path.rsplit("/", 1)[-1]
-            initializer = getattr(layer, f"{name}_initializer", None)
-            if not isinstance(initializer, keras.initializers.Initializer):
-                continue
-            config = initializer.get_config()
-            if "seed" in config:
-                config["seed"] = int(rng.integers(2**31 - 1))
-            fresh = type(initializer).from_config(config)
-            variable.assign(fresh(tuple(variable.shape), dtype=variable.dtype))
-        if isinstance(layer, EvoLayer):
-            synapses, clusters = layer.get_masks()
-            layer.set_masks(synapse_mask=synapses, cluster_mask=clusters)
-
-
 class EvolutionCallback(keras.callbacks.Callback):
     """Evolves the model being fit, one offspring every few epochs.
 
-    Shaped like `keras.callbacks.EarlyStopping`: arguments are checked here,
-    the model is reached through `self.model`, and the work happens at epoch
+    Shaped like `keras.callbacks.EarlyStopping`: the arguments are checked
+    when it is built (`EvolutionSettings`, read back as attributes), the
+    model is reached through `self.model`, and the work happens at epoch
     ends. Generation 0 (the ancestor) trains `ancestor_epochs` epochs, each
     offspring `epochs_per_generation`; epochs are counted across `fit` calls,
     so one long `fit` and several short ones evolve the same way. Give `fit`
-    enough epochs: `ancestor_epochs + generations * epochs_per_generation`
-    plus any rollbacks; training stops when the lineage is complete. After
+    enough epochs: `evolution.epochs` is the most the lineage can still need
+    (`ancestor_epochs + generations * epochs_per_generation`, each
+    generation retried as often as rollbacks allow; less for a resumed
+    lineage, 0 for a complete one); training stops when the lineage is
+    complete. After
     that the callback only fills in the epoch logs (below).
 
     Epoch logs: at the end of every epoch the callback adds the lineage's
@@ -226,7 +156,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             `model.evaluate` on it.
         trial_data: Like `selection_data`, for a brief training of every
             candidate; None scores candidates untrained. Each trial starts
-            from a seed of its own (`distributed.trial_seed`), so it is the
+            from a seed of its own (`trials.trial_seed`), so it is the
             same wherever it runs.
         trial_steps: Batches of `trial_data` per candidate (None: one epoch).
         trial_score: A function `(network) -> fitness` (in the monitor's units
@@ -235,9 +165,11 @@ class EvolutionCallback(keras.callbacks.Callback):
             compiled metric (e.g. a detection mAP); it must be picklable to
             run on Ray workers (a module-level function or a
             `functools.partial` of one).
-        executor: Where the population's trials run: None, one after another
-            in this process; a `keras_evosynth.distributed.RayExecutor`, side
-            by side on Ray workers (same lineage).
+        executor: Where the population's trials run: None (a
+            `keras_evosynth.trials.LocalExecutor`), one after another in this
+            process; a `keras_evosynth.distributed.RayExecutor`, side by side
+            on Ray workers (same lineage). Both have one method,
+            `run(model, spec, candidates, where)`.
         fitness_epochs: Fitness is the mean of the monitor over the last
             this many epochs of a generation (ancestor included; at most
             `epochs_per_generation` and `ancestor_epochs`), so that one noisy
@@ -272,6 +204,11 @@ class EvolutionCallback(keras.callbacks.Callback):
         verbose: 1 prints one line per generation, 0 is silent.
 
     Attributes:
+        config: The checked arguments (`EvolutionSettings`); each one also
+            reads as an attribute of the callback (`evolution.generations`).
+        epochs: The most epochs `fit` still needs (0: the lineage is
+            complete).
+        mode: The direction in use (`"auto"` until it is decided).
         records: The lineage records (dicts), one per trained offspring.
         generation: The generation being trained now.
         done: True once the lineage is complete.
@@ -310,133 +247,61 @@ class EvolutionCallback(keras.callbacks.Callback):
         learning_rate=None,
     ):
         super().__init__()
-        self.generations = _int(generations, "generations", 1)
-        self.epochs_per_generation = _int(epochs_per_generation, "epochs_per_generation", 1)
-        self.ancestor_epochs = (
-            self.epochs_per_generation
-            if ancestor_epochs is None
-            else _int(ancestor_epochs, "ancestor_epochs", 1)
-        )
-        self.precision = None if precision is None else quantizers.get(precision)
-        self.environment = environment_lib.get(environment)
-        self.seed = _int(seed, "seed", 0)
-        if not isinstance(monitor, str) or not monitor:
-            raise TypeError(f"EvolutionCallback: monitor must be a metric name, got {monitor!r}.")
-        self.monitor = monitor
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(
-                f"EvolutionCallback: mode must be 'auto', 'min' or 'max', got {mode!r}."
-            )
-        # `settings()` keeps the mode as asked; `self.mode` is the direction
-        # in use, "auto" until `auto_mode` can tell (the loss: at once)
-        self._asked_mode = mode
-        if mode == "auto" and monitor.removeprefix("val_") == "loss":
-            mode = "min"
-        self.mode = mode
-        self.population = _int(population, "population", 1)
-        if self.population > 1 and selection_data is None and trial_score is None:
-            raise ValueError(
-                "EvolutionCallback: population > 1 needs selection_data=(x, y) "
-                "(or trial_score=) to score the candidates."
-            )
-        if trial_score is not None and not callable(trial_score):
-            raise TypeError(
-                f"EvolutionCallback: trial_score must be a function, got {trial_score!r}."
-            )
-        self.trial_score = trial_score
-        if trial_data is not None and self.population == 1:
-            raise ValueError("EvolutionCallback: trial_data is only used with population > 1.")
-        self.selection_data, self.trial_data = selection_data, trial_data
-        self.trial_steps = None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
-        if executor is not None and not callable(getattr(executor, "run", None)):
-            raise TypeError(
-                "EvolutionCallback: executor must be None or an executor such as "
-                f"keras_evosynth.distributed.RayExecutor(), got {executor!r}."
-            )
-        if executor is not None and self.population == 1:
-            raise ValueError(
-                "EvolutionCallback: an executor runs population trials; pass population > 1."
-            )
-        self.executor = executor
-        self.fitness_epochs = _int(fitness_epochs, "fitness_epochs", 1)
-        if learning_rate is not None and not callable(learning_rate) and (
-                isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float))
-                or not learning_rate > 0):
-            raise ValueError("EvolutionCallback: learning_rate must be a positive number or a "
-                             f"callable (epoch, epochs) -> rate, got {learning_rate!r}.")
-        self.learning_rate = learning_rate
-        if self.fitness_epochs > min(self.epochs_per_generation, self.ancestor_epochs):
-            raise ValueError(
-                f"EvolutionCallback: fitness_epochs={self.fitness_epochs} is more than the "
-                f"epochs of a generation (epochs_per_generation={self.epochs_per_generation}, "
-                f"ancestor_epochs={self.ancestor_epochs})."
-            )
+        self.config = EvolutionSettings(
+            generations, epochs_per_generation, precision, environment, seed, monitor, mode,
+            ancestor_epochs, population, selection_data, trial_data, trial_steps, trial_score,
+            executor, fitness_epochs, tolerance, max_rollbacks, stop_when, reinitialize, protect,
+            directory, verbose, latency_table, learning_rate)
+        if self.population > 1 and executor is None:
+            self.config.executor = trials.LocalExecutor()
+        # `self.mode` is the direction in use, "auto" until `auto_mode` can
+        # tell (the loss: at once); `config.mode` stays as asked
+        self.mode = "min" if mode == "auto" and monitor.removeprefix("val_") == "loss" else mode
         self.selection = Selection(  # an "auto" mode is set in `_decide_mode`
-            "min" if mode == "auto" else mode, tolerance,
-            _int(max_rollbacks, "max_rollbacks", 0), stop_when,
-        )
-        self.latency_table = (
-            latency_table
-            if latency_table is not None
-            else getattr(self.environment, "latency_table", None)
-        )
-        if (
-            isinstance(self.stop_when, dict)
-            and "latency" in self.stop_when
-            and self.latency_table is None
-        ):
-            raise ValueError(
-                "EvolutionCallback: stop_when={'latency': ...} needs a latency table: "
-                "pass latency_table=LatencyTable.measure(model) or a latency ResourceTarget."
-            )
-        if not isinstance(reinitialize, bool):
-            raise TypeError(
-                f"EvolutionCallback: reinitialize must be a bool, got {reinitialize!r}."
-            )
-        self.reinitialize = reinitialize
-        if protect is not None and not (
-            isinstance(protect, str) or all(isinstance(p, str) for p in protect)
-        ):
-            raise TypeError(f"EvolutionCallback: protect must be layer names, got {protect!r}.")
-        self.protect = [protect] if isinstance(protect, str) else protect
-        self.lineage = None
-        if directory is not None:
-            check_writable(directory)
-            self.lineage = Lineage(directory)
-        self.verbose = verbose
+            "min" if self.mode == "auto" else self.mode, self.tolerance, self.max_rollbacks,
+            self.stop_when)
         self.records = []
         self.generation = 0
         self.done = False
         self._started = False
         self._pending = []
 
-    # The selection rules, read from `self.selection`.
-    tolerance = property(lambda self: self.selection.tolerance)
-    max_rollbacks = property(lambda self: self.selection.max_rollbacks)
-    stop_when = property(lambda self: self.selection.stop_when)
+    def __getattr__(self, name):
+        # the checked arguments read as attributes: `evolution.generations`, ...
+        config = self.__dict__.get("config")
+        if config is not None and name in vars(config):
+            return vars(config)[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def epochs(self):
+        """The most epochs `fit` needs to complete the lineage from where it
+        stands (0: it is complete): the whole budget for a new lineage, what
+        is left for one resumed from `directory` or one fitting now. Pass it
+        to `fit`; the callback stops training once the lineage is complete.
+
+        Raises:
+            ValueError: `directory` holds a lineage with other settings.
+        """
+        if self._started:
+            return 0 if self.done else self.config.epochs_left(self.records)
+        if self.lineage is None:
+            return self.config.max_epochs
+        self.lineage.check(self._lineage_config())
+        return self.config.epochs_left(read_lineage(self.lineage.directory))
 
     # ------------------------------------------------------------- settings
     def settings(self):
         """The settings a lineage directory must match to be resumed."""
-        return {
-            "generations": self.generations,
-            "epochs_per_generation": self.epochs_per_generation,
-            "ancestor_epochs": self.ancestor_epochs,
-            "precision": None if self.precision is None else self.precision.bits,
-            "environment": environment_lib.serialize(self.environment),
-            "seed": self.seed,
-            "monitor": self.monitor,
-            "mode": self._asked_mode,
-            "population": self.population,
-            "trial_steps": self.trial_steps,
-            "tolerance": self.tolerance,
-            "max_rollbacks": self.max_rollbacks,
-            "stop_when": self.stop_when if isinstance(self.stop_when, dict) else None,
-            "reinitialize": self.reinitialize,
-            "protect": self.protect,
-            # only when set, so that lineages written before it still resume
-            **({"fitness_epochs": self.fitness_epochs} if self.fitness_epochs > 1 else {}),
-        }
+        return self.config.lineage_config()
+
+    def _lineage_config(self):
+        """`settings()`, with the direction an "auto" mode was stored with:
+        a lineage goes on in the direction it was started with."""
+        stored = self.lineage.stored_settings() or {}
+        if self.config.mode == "auto" and stored.get("mode") in ("min", "max"):
+            return self.config.lineage_config(stored["mode"])
+        return self.settings()
 
     # ---------------------------------------------------------------- hooks
     def on_train_begin(self, logs=None):
@@ -450,6 +315,9 @@ class EvolutionCallback(keras.callbacks.Callback):
             self._say(
                 "EvolutionCallback: the lineage is complete; further training fine-tunes "
                 "its last offspring."
+                if (self.params or {}).get("epochs") else
+                "EvolutionCallback: the lineage is complete; nothing to train "
+                "(fit was given 0 epochs: evolution.epochs)."
             )
         self._flush()
 
@@ -565,7 +433,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     @property
     def _net(self):
         """The model being evolved: the fitted model, or a `ParentDistiller`'s student."""
-        return distributed.evolved_net(self.model)
+        return trials.evolved_net(self.model)
 
     def _keep_parent(self):
         """Remembers the current model as the parent (and, under a
@@ -573,9 +441,6 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._parent = self._snapshot()
         if isinstance(self.model, ParentDistiller):
             self.model.load_teacher(self._net)
-
-    def _evo_layers(self):
-        return distributed.evo_layers(self.model)
 
     def _start(self):
         genomes, _ = genetics.genomes_from_model(self._net, self.precision, self.protect)
@@ -585,7 +450,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             genetics.amount(genomes, "macs")  # raises for unknown sizes
         if self.latency_table is not None:
             self.latency_table.predict(self._net)  # raises for unmeasured layers
-        self._traced = self._precisions()
+        trials.mark_traced(self.model)
         self._epochs_done = 0
         self._values = []
         self._started = True
@@ -597,34 +462,20 @@ class EvolutionCallback(keras.callbacks.Callback):
         if isinstance(self.model, ParentDistiller):  # generation 0 distils from the ancestor
             self.model.load_teacher(self._net)
         if self.lineage is not None:
-            settings = self.settings()
-            stored = self.lineage.stored_settings()
-            if self._asked_mode == "auto" and (stored or {}).get("mode") in ("min", "max"):
-                # written when "auto" guessed from the metric's name: the
-                # lineage goes on in the direction it was started with
-                settings["mode"] = stored["mode"]
-                self._decide_mode(stored["mode"])
+            settings = self._lineage_config()
+            if settings["mode"] != self.config.mode:  # "auto", stored decided
+                self._decide_mode(settings["mode"])
             records = self.lineage.open(settings)
-            if self._asked_mode == "auto" and self.mode != "auto":  # decided already
+            if self.config.mode == "auto" and self.mode != "auto":  # decided already
                 self.lineage.record_mode(self.mode)
             if any(r.get("accepted") for r in records):
                 self._resume(records)
 
-    def _precisions(self):
-        return [layer.precision for layer in self._evo_layers()]
-
-    def _sync_functions(self):
-        """Re-traces the compiled functions when a precision changed."""
-        self._traced = distributed.retrace(self.model, self._traced)
-
     def _snapshot(self):
-        return self._net.get_weights(), self._precisions()
+        return trials.snapshot(self.model)
 
     def _restore(self, snapshot):
-        weights, precisions = snapshot
-        self._net.set_weights(weights)
-        for layer, precision in zip(self._evo_layers(), precisions, strict=True):
-            layer.precision = quantizers.get(precision)
+        trials.restore(self.model, snapshot)
 
     def _say(self, text):
         """Queues a progress line; it is printed at the next epoch begin (or
@@ -636,14 +487,6 @@ class EvolutionCallback(keras.callbacks.Callback):
         for text in self._pending:
             print(text, flush=True)
         self._pending = []
-
-    def _fittest(self, fitnesses):
-        """The index of the best fitness (the first of equals)."""
-        best = 0
-        for index, fitness in enumerate(fitnesses):
-            if self.selection.better(fitness, fitnesses[best]):
-                best = index
-        return best
 
     def _stop_reached(self, record):
         return self.selection.stop_reached(record, self.records[0] if self.records else record)
@@ -692,7 +535,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             self._restore(self._parent)
             self.attempt += 1
             if self.selection.exhausted(self.attempt):
-                self._sync_functions()
+                trials.retrace(self.model)
                 return self._finish(rolled_back=True)
         self._synthesize()
 
@@ -724,9 +567,9 @@ class EvolutionCallback(keras.callbacks.Callback):
                 f"into model '{self.model.name}': {error}"
             ) from error
         saved_layers = [layer for layer in _walk(saved) if isinstance(layer, EvoLayer)]
-        for layer, source in zip(self._evo_layers(), saved_layers, strict=True):
+        for layer, source in zip(trials.evo_layers(self.model), saved_layers, strict=True):
             layer.precision = source.precision
-        self._sync_functions()
+        trials.retrace(self.model)
         self.records = list(records)
         self._keep_parent()
         self.generation = last["generation"]
@@ -755,7 +598,7 @@ class EvolutionCallback(keras.callbacks.Callback):
         self._factors = self.environment.factors(
             expected=expected,
             current=current,
-            ancestor=self.records[0][_AMOUNT_FIELD[self.environment.resource]],
+            ancestor=self.records[0][AMOUNT_FIELD[self.environment.resource]],
             generation=self.generation,
             generations=self.generations,
             mildness=self.attempt,
@@ -774,41 +617,29 @@ class EvolutionCallback(keras.callbacks.Callback):
                 round_to=self._factors.round_to,
                 vanish=self._factors.vanish,
             )
-            seeds = (distributed.trial_seed(*keys, candidate),
+            seeds = (trials.trial_seed(*keys, candidate),
                      [*keys, candidate] if self.reinitialize else None)
             candidates.append((masks, seeds))
         self._candidate = 0
         if self.population == 1:
             masks, (_, reinitialize) = candidates[0]
-            self._traced = distributed.apply_candidate(
-                self.model, layers, masks, self.precision, reinitialize, self._traced)
+            trials.apply_candidate(self.model, layers, masks, self.precision, reinitialize)
             return
         spec = {
-            "precision": None if self.precision is None else self.precision.bits,
+            "precision": self.precision,
             "trial_data": self.trial_data,
             "selection_data": self.selection_data,
             "trial_steps": self.trial_steps,
             "monitor": self.monitor,
+            "mode": self.mode,
             "trial_score": self.trial_score,
             "layers": [layer.name for layer in layers],
         }
         where = f"generation {self.generation} (attempt {self.attempt})"
-        if self.executor is None:
-            fitnesses, kept = [], {}
-            for index, (masks, seeds) in enumerate(candidates):
-                if index:  # the model holds the parent for the first
-                    self._restore(self._parent)
-                fitness, self._traced = distributed.run_trial(
-                    self.model, layers, masks, spec, seeds, self._traced)
-                fitnesses.append(fitness)
-                if self._fittest(fitnesses) == index:  # only the best's weights are kept
-                    kept = {index: self._snapshot()}
-            fetch = kept.__getitem__
-        else:
-            fitnesses, fetch = self.executor.run(self.model, spec, candidates, where)
-        best = self._candidate = self._fittest(fitnesses)
+        fitnesses, fetch = self.executor.run(self.model, spec, candidates, where)
+        best = self._candidate = self.selection.fittest(fitnesses)
         self._restore(fetch(best))
-        self._sync_functions()
+        trials.retrace(self.model)
         reset_optimizer(self.model)
         # the retraining draws from the lineage's seed, whoever ran the trials
-        keras.utils.set_random_seed(distributed.trial_seed(*keys, self.population))
+        keras.utils.set_random_seed(trials.trial_seed(*keys, self.population))

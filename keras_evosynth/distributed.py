@@ -1,18 +1,11 @@
-"""Population trials side by side: one candidate's trial, wherever it runs.
+"""Population trials on Ray workers: `RayExecutor`.
 
-With `EvolutionCallback(population=K)` every candidate of a generation is
-trained briefly on `trial_data` and scored on `selection_data`. A trial is a
-pure function of the parent (weights and precisions), the candidate's masks
-and its seeds (`run_trial`), so it gives the same fitness in the fitting
-process (`executor=None`, one candidate after another) and on a Ray worker
-(`RayExecutor`, candidates side by side, across machines).
-
-Every trial starts from `keras.utils.set_random_seed(trial_seed(...))`, and
-the generation's retraining after the population from another seed of the
-same lineage: shuffling and other draws of the global generators are the
-same whoever ran the trials. (A layer's own `SeedGenerator` state, e.g.
-`Dropout`'s, is not part of the weights shipped back, so with dropout the
-trials agree but the following retraining may not, bit for bit.)
+With `EvolutionCallback(population=K, executor=RayExecutor())` the
+candidates of a generation are trained and scored side by side on Ray
+actors, across machines, with the same lineage as the default
+`keras_evosynth.trials.LocalExecutor` (a trial is a pure function of the
+parent, the candidate's masks and its seeds: `trials.run_trial`). Only this
+boundary turns precisions into bit-widths and models into `.keras` bytes.
 
 Ray is optional: `pip install keras-evosynth[distributed]`.
 """
@@ -24,116 +17,13 @@ import tempfile
 import zipfile
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_evosynth import genetics, quantizers
+from keras_evosynth import quantizers
 from keras_evosynth.distill import ParentDistiller
-from keras_evosynth.layers import EvoLayer
+from keras_evosynth.trials import evo_layers, evolved_net, run_trial, trial_seed
 
 __all__ = ["RayExecutor", "run_trial", "trial_seed"]
-
-
-def trial_seed(seed, generation, attempt, candidate):
-    """The global seed a candidate's trial starts from (an int < 2**31).
-
-    `candidate == population` seeds the retraining after the trials.
-
-    >>> trial_seed(0, 1, 0, 2) == trial_seed(0, 1, 0, 2) != trial_seed(0, 1, 0, 3)
-    True
-    """
-    keys = [int(seed), int(generation), int(attempt), int(candidate), 0x7472]
-    return int(np.random.SeedSequence(keys).generate_state(1)[0] >> 1)
-
-
-def data_for(data):
-    """`(x, y[, sample_weight])` or a dataset as fit/evaluate keywords; a
-    zero-argument callable (a dataset spec, e.g. a function building a
-    `tf.data` pipeline from files) is called first, here."""
-    if callable(data):
-        data = data()
-    if isinstance(data, tuple) and 1 <= len(data) <= 3:
-        return dict(zip(("x", "y", "sample_weight"), data, strict=False))
-    return {"x": data}
-
-
-def evolved_net(model):
-    """The network being evolved: the fitted model, or a `ParentDistiller`'s student."""
-    return model.student if isinstance(model, ParentDistiller) else model
-
-
-def evo_layers(model):
-    from keras_evosynth.conversion import _walk
-
-    return [layer for layer in _walk(evolved_net(model)) if isinstance(layer, EvoLayer)]
-
-
-def retrace(model, traced):
-    """Re-traces the compiled functions if the Evo layers' precisions are
-    not `traced`; returns the precisions now."""
-    now = [layer.precision for layer in evo_layers(model)]
-    if now != traced:
-        model.make_train_function(force=True)
-        model.test_function = None
-        model.predict_function = None
-    return now
-
-
-def apply_candidate(model, layers, masks, precision, reinitialize, traced):
-    """Makes `model` (holding the parent) the candidate: writes the masks and
-    `precision`, re-initializes with the seed `reinitialize` (None: inherit),
-    re-traces if a precision changed and resets the optimizer. Returns the
-    precisions traced now."""
-    from keras_evosynth.callbacks import reinitialize_weights, reset_optimizer
-
-    genetics.apply_masks(layers, masks, precision)
-    if reinitialize is not None:
-        reinitialize_weights(evolved_net(model), reinitialize)
-    traced = retrace(model, traced)
-    reset_optimizer(model)
-    return traced
-
-
-def run_trial(model, layers, masks, spec, seeds, traced):
-    """One candidate's trial on `model` (holding the parent): writes the
-    masks, re-initializes if asked, re-traces if a precision changed, resets
-    the optimizer, trains briefly from the trial seed and scores.
-
-    Returns `(fitness, precisions traced now)`.
-
-    Args:
-        model: The compiled model being fit (a `ParentDistiller` or the network).
-        layers: Its Evo layers, in the order of `masks`.
-        masks: The candidate's `(synapse_mask, cluster_mask)` per layer.
-        spec: Dict with `precision`, `trial_data`, `selection_data`,
-            `trial_steps`, `monitor`, `trial_score` and `layers` (the names
-            of `layers`).
-        seeds: `(trial_seed, reinitialize_seed or None)`.
-        traced: The precisions the compiled functions were traced with.
-    """
-    seed, reinitialize = seeds
-    traced = apply_candidate(model, layers, masks, spec["precision"], reinitialize, traced)
-    keras.utils.set_random_seed(seed)
-    if spec["trial_data"] is not None:
-        model.fit(
-            **data_for(spec["trial_data"]),
-            epochs=1,
-            steps_per_epoch=spec["trial_steps"],
-            verbose=0,
-        )
-    if spec.get("trial_score") is not None:
-        return float(spec["trial_score"](evolved_net(model))), traced
-    scores = model.evaluate(
-        **data_for(spec["selection_data"]), verbose=0, return_dict=True
-    )
-    monitor = spec["monitor"]
-    name = monitor[4:] if monitor.startswith("val_") else monitor
-    if name not in scores:
-        raise ValueError(
-            f"EvolutionCallback: selection_data scores {sorted(scores)} lack "
-            f"{name!r} (from monitor {monitor!r})."
-        )
-    return float(scores[name]), traced
 
 
 def _ray():
@@ -164,15 +54,17 @@ class _Trainer:
 
     def trial(self, key, model_bytes, custom_objects, parent, spec, trial_data,
               selection_data, trial_score, masks, seeds):
+        bits = spec["precision"]
         spec = dict(spec, trial_data=trial_data, selection_data=selection_data,
-                    trial_score=trial_score)
+                    trial_score=trial_score,
+                    precision=None if bits is None else quantizers.get(bits))
         if key != self.key:
             with tempfile.TemporaryDirectory() as directory:
                 path = os.path.join(directory, "model.keras")
                 with open(path, "wb") as file:
                     file.write(model_bytes)
                 self.model = keras.saving.load_model(path, custom_objects=custom_objects)
-            self.key, self.traced = key, None
+            self.key = key
         weights, precisions, learning_rate = parent
         net = evolved_net(self.model)
         net.set_weights(weights)
@@ -185,7 +77,7 @@ class _Trainer:
             self.model.load_teacher(net)
         if learning_rate is not None:
             self.model.optimizer.learning_rate = learning_rate
-        fitness, self.traced = run_trial(self.model, layers, masks, spec, seeds, self.traced)
+        fitness = run_trial(self.model, layers, masks, spec, seeds)
         return fitness, (net.get_weights(), [layer.precision.bits for layer in walked])
 
 
@@ -356,7 +248,8 @@ class RayExecutor:
     def run(self, model, spec, candidates, where):
         """Runs `candidates` (a list of `(masks, seeds)`) for `model` (holding
         the parent); returns `(fitnesses, fetch)` where `fetch(i)` gives
-        candidate i's trained `(weights, precision bits)`."""
+        candidate i's trained `(weights, precision bits)` (a snapshot
+        `trials.restore` writes back)."""
         ray = self._ray
         self._start(len(candidates))
         parent = ray.put((
@@ -367,7 +260,9 @@ class RayExecutor:
         # object refs as arguments of their own, so that Ray resolves them
         shared = [self._put(spec[name], name)
                   for name in ("trial_data", "selection_data", "trial_score")]
-        shipped = dict(spec, trial_data=None, selection_data=None, trial_score=None)
+        precision = spec["precision"]
+        shipped = dict(spec, trial_data=None, selection_data=None, trial_score=None,
+                       precision=None if precision is None else precision.bits)
         key, model_ref, custom = self._model_ref(model)
         refs = []
         for index, (masks, seeds) in enumerate(candidates):

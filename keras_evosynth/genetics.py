@@ -603,12 +603,9 @@ def amount(genomes, resource="synapses"):
     )
 
 
-RESOURCES = ("synapses", "macs")
-
-
 def _check_resource(genomes, resource):
-    if resource not in RESOURCES:
-        raise ValueError(f"resource must be one of {RESOURCES}, got {resource!r}.")
+    if resource not in ("synapses", "macs"):  # what a genome counts
+        raise ValueError(f"resource must be 'synapses' or 'macs', got {resource!r}.")
     if resource == "macs":
         unknown = [g.name for g in genomes if g.positions is None]
         if unknown:

@@ -10,6 +10,8 @@ Layout of a lineage directory:
 - `generation_000.keras`, `generation_001.keras`, ...: the trained model of
   every accepted generation.
 
+`generation_record` builds one record, `progress_line` prints it.
+
 Every file is written to a temporary file in the same directory and moved
 into place with `os.replace`, so a killed process never leaves a half
 written file; no existing file is ever overwritten (a checkpoint name that
@@ -33,12 +35,21 @@ import json
 import math
 import os
 import tempfile
+import time
 import warnings
 
+from keras_evosynth import genetics
 from keras_evosynth._io import write_atomic
+from keras_evosynth.stats import summary
 
 CONFIG_NAME = "evolution.json"
 LOG_NAME = "lineage.jsonl"
+
+# The resources a lineage record measures (the keys `stop_when` may name),
+# and, for those an environment can restrict, the record field holding the
+# amount it solves for (the genome's count; the latency table's prediction).
+RESOURCES = ("synapses", "clusters", "macs", "bytes", "latency")
+AMOUNT_FIELD = {"synapses": "genome_synapses", "macs": "genome_macs", "latency": "latency"}
 
 
 def check_writable(directory):
@@ -203,6 +214,18 @@ class Lineage:
         """
         config = _clean(config)
         os.makedirs(self.directory, exist_ok=True)
+        if self.check(config) is None:
+            write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
+        return self.records()
+
+    def check(self, config):
+        """Checks `config` against the stored settings (creating nothing);
+        returns them, or None when the directory holds no lineage yet.
+
+        Raises:
+            ValueError: The directory holds a lineage with other settings.
+        """
+        config = _clean(config)
         stored = self.stored_settings()
         if stored is not None:
             diff = sorted(
@@ -217,9 +240,7 @@ class Lineage:
                     f"other settings ({details}). Use the same settings to resume "
                     "it, or a new directory."
                 )
-        else:
-            write_atomic(self.config_path, json.dumps(config, indent=1) + "\n")
-        return self.records()
+        return stored
 
     def record_mode(self, mode):
         """Writes the direction `mode="auto"` resolved to (`"min"` or
@@ -297,6 +318,80 @@ class Lineage:
     def path(self, name):
         """Absolute path of a file named in a record."""
         return os.path.join(self.directory, name)
+
+
+def generation_record(model, *, generation, attempt, candidate, accepted, seed, monitor,
+                      fitness, logs, started, protect=None, latency_table=None, factors=None,
+                      ancestor=None):
+    """The lineage record of one trained offspring (or of generation 0).
+
+    Args:
+        model: The trained model (Evo layers).
+        generation, attempt, candidate: Where it stands in the lineage.
+        accepted: Whether selection kept it.
+        seed: The lineage seed.
+        monitor, fitness: The fitness metric's name and value.
+        logs: The last epoch's logs (all metrics go into `metrics`).
+        started: `time.perf_counter()` when its synthesis began.
+        protect: Layer names never sampled (for the genome amounts).
+        latency_table: Adds the predicted `latency` (ms).
+        factors: The environment's `Factors` for this offspring.
+        ancestor: Generation 0's record (None: this is generation 0), the
+            reference of the efficiency ratios.
+
+    Returns:
+        A JSON-ready dict (`checkpoint` None; the caller fills it in).
+    """
+    stats = summary(model, print_fn=None)
+    genomes, _ = genetics.genomes_from_model(model, None, protect)
+    bits = sorted({row.bits for row in stats.layers})
+    record = {
+        "generation": generation,
+        "attempt": attempt,
+        "candidate": candidate,
+        "accepted": accepted,
+        "seed": seed,
+        "synapses": stats.synapses,
+        "total_synapses": stats.total_synapses,
+        "clusters": stats.clusters,
+        "total_clusters": stats.total_clusters,
+        "macs": stats.macs,
+        "bytes": stats.bytes,
+        "bits": bits[0] if len(bits) == 1 else bits,
+        "genome_synapses": genetics.amount(genomes, "synapses"),
+        "genome_macs": (
+            None
+            if any(g.positions is None for g in genomes)
+            else genetics.amount(genomes, "macs")
+        ),
+        "monitor": monitor,
+        "fitness": fitness,
+        "metrics": {k: float(v) for k, v in logs.items()},
+        "wall_time": round(time.perf_counter() - started, 3),
+        "checkpoint": None,
+    }
+    if latency_table is not None:
+        record["latency"] = latency_table.predict(model)
+    if factors is not None:
+        record.update(
+            cluster_factor=factors.cluster_factor,
+            synapse_factor=factors.synapse_factor,
+            target=factors.target,
+            expected=factors.expected,
+        )
+        if factors.pressure is not None:
+            record["pressure"] = factors.pressure
+        if factors.removed:
+            record["removed"] = factors.removed
+    ancestor = record if ancestor is None else ancestor
+    for key, name in (
+        ("synapses", "synaptic_efficiency"),
+        ("clusters", "cluster_efficiency"),
+        ("macs", "mac_efficiency"),
+    ):
+        if record[key] and ancestor[key]:
+            record[name] = ancestor[key] / record[key]
+    return record
 
 
 def progress_line(record, ancestor, generations):

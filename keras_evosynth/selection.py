@@ -1,15 +1,14 @@
-"""Natural selection's rules, and the record each offspring leaves.
+"""Natural selection's rules.
 
 `EvolutionCallback` (callbacks.py) runs the lifecycle inside `model.fit`;
 what it decides after every retraining lives here, as plain logic on
 numbers and records:
 
-- `Selection`: how fitness compares (`mode`), whether an offspring is kept
-  (`tolerance` against the ancestor), when rollbacks run out
-  (`max_rollbacks`), when the lineage has reached `stop_when`, and which of
-  several candidates is the fittest;
-- `generation_record(...)`: the lineage record of one trained offspring
-  (resources, fitness, factors; the format `lineage.jsonl` holds).
+`Selection`: how fitness compares (`mode`), whether an offspring is kept
+(`tolerance` against the ancestor), when rollbacks run out
+(`max_rollbacks`), when the lineage has reached `stop_when`, and which of
+several candidates is the fittest. (The record each offspring leaves is
+`lineage.generation_record`.)
 
 Example:
 
@@ -22,13 +21,8 @@ True
 True
 """
 
-import time
-
-from keras_evosynth import environment as environment_lib
-from keras_evosynth import genetics
-from keras_evosynth.stats import summary
-
-STOP_RESOURCES = ("synapses", "clusters", "macs", "bytes", "latency")
+from keras_evosynth.environments.base import _check_fraction
+from keras_evosynth.lineage import RESOURCES
 
 
 class Selection:
@@ -66,6 +60,14 @@ class Selection:
         """True when `fitness` beats `than` (None: anything does)."""
         return than is None or self.worse_by(fitness, than) < 0
 
+    def fittest(self, fitnesses):
+        """The index of the best of `fitnesses` (the first of equals)."""
+        best = 0
+        for index, fitness in enumerate(fitnesses):
+            if self.better(fitness, fitnesses[best]):
+                best = index
+        return best
+
     def accepts(self, fitness, ancestor_fitness):
         """True unless `fitness` is worse than the ancestor's by more than
         the tolerance."""
@@ -98,84 +100,10 @@ def _check_stop_when(stop_when):
             f"or a callable(record) -> bool, got {stop_when!r}."
         )
     for key, value in stop_when.items():
-        if key not in STOP_RESOURCES:
+        if key not in RESOURCES:
             raise ValueError(
                 f"EvolutionCallback: stop_when resource {key!r} is not one of "
-                f"{STOP_RESOURCES}."
+                f"{RESOURCES}."
             )
-        environment_lib._check_fraction(value, f"stop_when[{key!r}]")
+        _check_fraction(value, f"stop_when[{key!r}]")
     return dict(stop_when)
-
-
-def generation_record(model, *, generation, attempt, candidate, accepted, seed, monitor,
-                      fitness, logs, started, protect=None, latency_table=None, factors=None,
-                      ancestor=None):
-    """The lineage record of one trained offspring (or of generation 0).
-
-    Args:
-        model: The trained model (Evo layers).
-        generation, attempt, candidate: Where it stands in the lineage.
-        accepted: Whether selection kept it.
-        seed: The lineage seed.
-        monitor, fitness: The fitness metric's name and value.
-        logs: The last epoch's logs (all metrics go into `metrics`).
-        started: `time.perf_counter()` when its synthesis began.
-        protect: Layer names never sampled (for the genome amounts).
-        latency_table: Adds the predicted `latency` (ms).
-        factors: The environment's `Factors` for this offspring.
-        ancestor: Generation 0's record (None: this is generation 0), the
-            reference of the efficiency ratios.
-
-    Returns:
-        A JSON-ready dict (`checkpoint` None; the caller fills it in).
-    """
-    stats = summary(model, print_fn=None)
-    genomes, _ = genetics.genomes_from_model(model, None, protect)
-    bits = sorted({row.bits for row in stats.layers})
-    record = {
-        "generation": generation,
-        "attempt": attempt,
-        "candidate": candidate,
-        "accepted": accepted,
-        "seed": seed,
-        "synapses": stats.synapses,
-        "total_synapses": stats.total_synapses,
-        "clusters": stats.clusters,
-        "total_clusters": stats.total_clusters,
-        "macs": stats.macs,
-        "bytes": stats.bytes,
-        "bits": bits[0] if len(bits) == 1 else bits,
-        "genome_synapses": genetics.amount(genomes, "synapses"),
-        "genome_macs": (
-            None
-            if any(g.positions is None for g in genomes)
-            else genetics.amount(genomes, "macs")
-        ),
-        "monitor": monitor,
-        "fitness": fitness,
-        "metrics": {k: float(v) for k, v in logs.items()},
-        "wall_time": round(time.perf_counter() - started, 3),
-        "checkpoint": None,
-    }
-    if latency_table is not None:
-        record["latency"] = latency_table.predict(model)
-    if factors is not None:
-        record.update(
-            cluster_factor=factors.cluster_factor,
-            synapse_factor=factors.synapse_factor,
-            target=factors.target,
-            expected=factors.expected,
-        )
-        if factors.pressure is not None:
-            record["pressure"] = factors.pressure
-        if factors.removed:
-            record["removed"] = factors.removed
-    ancestor = record if ancestor is None else ancestor
-    for key, name in (
-        ("synapses", "synaptic_efficiency"),
-        ("clusters", "cluster_efficiency"),
-        ("macs", "mac_efficiency"),
-    ):
-        if record[key] and ancestor[key]:
-            record[name] = ancestor[key] / record[key]
-    return record

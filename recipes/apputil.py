@@ -17,10 +17,10 @@ SYNTHESIS = ("filters", "synapses", "latency")
 
 
 def fit_lineage(model, evolution, x, y, callbacks=(), loggers=(), **fit_kwargs):
-    """`model.fit` for as many epochs as `evolution`'s lineage can need
-    (every generation rolled back as often as allowed); the callback stops
-    training once the lineage is complete. A lineage directory that is
-    already complete (a rerun) trains nothing.
+    """`model.fit` for the epochs `evolution`'s lineage still needs
+    (`EvolutionCallback.epochs`: 0 for a complete lineage, which then only
+    loads its records), with the callbacks in the order the lineage numbers
+    need.
 
     Args:
         model: The compiled evolvable model.
@@ -33,14 +33,8 @@ def fit_lineage(model, evolution, x, y, callbacks=(), loggers=(), **fit_kwargs):
             the epoch logs (`generation`, `synapses`, ...).
         **fit_kwargs: Passed to `fit` (batch size, validation data, ...).
     """
-    evolution.set_model(model)
-    evolution.on_train_begin()  # opens (or resumes) the lineage directory
-    if evolution.done:
-        return
-    epochs = evolution.ancestor_epochs + evolution.generations * evolution.epochs_per_generation * (
-        evolution.max_rollbacks + 1
-    )
-    model.fit(x, y, epochs=epochs, callbacks=[*callbacks, evolution, *loggers], **fit_kwargs)
+    model.fit(x, y, epochs=evolution.epochs, callbacks=[*callbacks, evolution, *loggers],
+              **fit_kwargs)
 
 
 def tfmot_wanted(mode):

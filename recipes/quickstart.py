@@ -33,7 +33,7 @@ from absl import flags
 import keras_evosynth as ke
 from keras_evosynth.lineage import Lineage
 from recipes import apputil, datasets, lineage_table
-from recipes.apputil import define_verbose, fit_lineage, quiet_tensorflow
+from recipes.apputil import define_verbose, quiet_tensorflow
 from recipes.classification import (
     build_cnn,
     compile_classifier,
@@ -140,28 +140,19 @@ def main(argv):
         seed=0,
         directory=lineage,
     )
-    # Opens the lineage directory: new, resumed after a kill, or complete.
-    evolution.set_model(model)
+    # `evolution.epochs`: the most epochs the lineage still needs (all of them
+    # for a new one, fewer for one resumed after a kill, 0 for a complete
+    # one); the callback stops training once the lineage is complete.
     try:
-        evolution.on_train_begin()
+        epochs = evolution.epochs
     except ValueError as error:  # damaged lineage, other settings: one line (apputil.run)
         raise ValueError(f"{error} (--fresh deletes the previous run's outputs in "
                          f"{FLAGS.out_dir} and starts afresh)") from error
-    if evolution.done:
+    if not epochs:
         print(f"{evolution.lineage.directory} already holds this complete lineage: nothing "
               "is evolved, its table is rebuilt (--fresh or another --out_dir starts afresh)")
-    else:
-        # = model.fit(..., epochs=enough, callbacks=[evolution]); the callback
-        # stops training when the lineage is complete.
-        fit_lineage(
-            model,
-            evolution,
-            data.x_train,
-            data.y_train,
-            batch_size=32,
-            validation_data=(data.x_test, data.y_test),
-            verbose=0,
-        )
+    model.fit(data.x_train, data.y_train, epochs=epochs, batch_size=32,
+              validation_data=(data.x_test, data.y_test), verbose=0, callbacks=[evolution])
     ke.summary(model)
 
     # 3. Compact + int8 LiteRT every generation, scored from the flatbuffer.

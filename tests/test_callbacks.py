@@ -395,7 +395,7 @@ def test_reinitialize_weights_keeps_masks_and_is_seeded():
 
 
 def test_reinitialize_option_trains_newborns(digits, monkeypatch):
-    from keras_evosynth import callbacks as callbacks_module
+    from keras_evosynth import trials
 
     calls = []
 
@@ -406,7 +406,7 @@ def test_reinitialize_option_trains_newborns(digits, monkeypatch):
         calls.append((seed, any(not np.array_equal(a, b) for a, b in zip(before, after,
                                                                           strict=True))))
 
-    monkeypatch.setattr(callbacks_module, "reinitialize_weights", spy)
+    monkeypatch.setattr(trials, "reinitialize_weights", spy)
     evolution = EvolutionCallback(
         **quick(
             generations=1,

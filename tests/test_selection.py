@@ -8,7 +8,8 @@ import pytest
 
 from keras_evosynth import evolvable
 from keras_evosynth.environments import Factors
-from keras_evosynth.selection import Selection, generation_record
+from keras_evosynth.lineage import generation_record
+from keras_evosynth.selection import Selection
 
 
 @pytest.mark.parametrize("mode, fitness, kept", [

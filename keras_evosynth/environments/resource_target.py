@@ -25,8 +25,9 @@ from keras_evosynth.environments.latency_target import (
     pressures,
 )
 from keras_evosynth.latency.table import LatencyTable
+from keras_evosynth.lineage import AMOUNT_FIELD
 
-RESOURCES = (*genetics.RESOURCES, "latency")
+RESOURCES = tuple(AMOUNT_FIELD)  # the resources an environment restricts
 
 
 def _positive_int(value, name):
