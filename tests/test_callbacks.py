@@ -135,6 +135,7 @@ def test_resume_after_kill_gives_the_identical_lineage(digits, tmp_path):
 
     run = tmp_path / "b"
     killed = EvolutionCallback(**settings(generations=2, directory=run))
+    assert killed.epochs == 3 + 2 * 2 * 3  # ancestor + each generation tried 1 + 2 rollbacks times
     with pytest.raises(Killed):
         fit(cnn(), digits, [killed, Kill()], 30)
     files = sorted(os.listdir(run))
@@ -150,17 +151,21 @@ def test_resume_after_kill_gives_the_identical_lineage(digits, tmp_path):
     # A new process would build a fresh model; its weights come from the
     # checkpoint of generation 1.
     resumed = EvolutionCallback(**settings(generations=2, directory=run))
+    assert resumed.epochs == 1 * 3 * 2  # generation 2 left: up to 3 tries of 2 epochs
     fit(cnn(seed=123), digits, [resumed], epochs=30)
     assert stable(resumed.records) == stable(reference.records)
+    assert resumed.epochs == 0
     assert {n: digest(run / n) for n in before} == before
     assert (run / "lineage.jsonl").read_text().startswith(log_before)
     assert os.path.exists(run / "generation_002.keras")
 
-    # A finished lineage resumed again is inert and restores the last model.
+    # A finished lineage needs no epoch; fit(epochs=0) restores its last model.
     again = EvolutionCallback(**settings(generations=2, directory=run))
+    assert again.epochs == 0
     model = cnn(seed=7)
-    fit(model, digits, [again], epochs=1)
+    fit(model, digits, [again], epochs=again.epochs)
     assert again.done and model.get_layer("conv2").count_synapses() < 32 * 144
+    assert stable(again.records) == stable(reference.records)
 
 
 def test_separate_fit_calls_match_one_fit(digits):
@@ -338,6 +343,31 @@ def test_population_keeps_the_fittest_candidate(digits, tmp_path):
     assert chosen["candidate"] == int(np.argmax(scores))
     conv2 = model.get_layer("conv2")
     np.testing.assert_array_equal(conv2.get_masks()[1], masks[chosen["candidate"]][1][1])
+
+
+def test_an_executor_of_ones_own_runs_the_same_lineage(digits):
+    from keras_evosynth.trials import LocalExecutor
+
+    xt, yt, xv, yv = digits
+
+    class Counting(LocalExecutor):  # the one-method interface RayExecutor shares
+        calls = []
+
+        def run(self, model, spec, candidates, where):
+            self.calls.append((where, len(candidates), spec["precision"].bits, spec["mode"]))
+            return super().run(model, spec, candidates, where)
+
+    lineages = []
+    for executor in (None, Counting()):
+        evolution = EvolutionCallback(**quick(generations=2, population=2,
+                                              selection_data=(xv[:100], yv[:100]),
+                                              executor=executor))
+        assert isinstance(evolution.executor, LocalExecutor)
+        fit(cnn(), digits, [evolution], epochs=evolution.epochs)
+        lineages.append(stable(evolution.records))
+    assert lineages[0] == lineages[1]
+    assert Counting.calls[0] == ("generation 1 (attempt 0)", 2, 4, "max")
+    assert len(Counting.calls) == len(lineages[1]) - 1  # one run per synthesis
 
 
 def test_population_with_trial_training_and_stop_when(digits):
@@ -598,6 +628,8 @@ def test_other_settings_in_the_directory_fail_before_training(digits, tmp_path):
     before = {n: digest(tmp_path / n) for n in os.listdir(tmp_path)}
     model = cnn()
     other = EvolutionCallback(**quick(generations=1, seed=5, directory=tmp_path))
+    with pytest.raises(ValueError, match=r"settings \(seed: stored 0, now 5\)"):
+        other.epochs  # noqa: B018 (the budget of another lineage is refused too)
     with pytest.raises(ValueError, match=r"settings \(seed: stored 0, now 5\)"):
         fit(model, digits, [other], epochs=2)
     assert int(model.optimizer.iterations) == 0
