@@ -1,10 +1,28 @@
-"""What the benchmark scripts share: the CPU-default DetectNet setting,
-timing flatbuffers side by side and writing the JSON result."""
+"""What the benchmark scripts share: their timing and output flags, the
+CPU-default DetectNet setting, timing flatbuffers side by side and writing
+the JSON result."""
 
 import json
 import os
 
+from absl import flags
+
 from tflite_bench.bench import host_facts
+
+
+def define_timing_flags(flag_values, name, rounds, seed_help, cache_dir=None):
+    """Defines the flags every timing benchmark has: `--rounds`,
+    `--instances`, `--seed` (`seed_help`: what it seeds), `--json`
+    (`bench_out/<name>.json`) and, with `cache_dir`, the latency-table
+    cache folder `--cache_dir`."""
+    define = {"flag_values": flag_values}
+    flags.DEFINE_integer("rounds", rounds, "Interleaved timing rounds.", **define)
+    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
+                         **define)
+    if cache_dir is not None:
+        flags.DEFINE_string("cache_dir", cache_dir, "Latency-table cache folder.", **define)
+    flags.DEFINE_integer("seed", 0, f"Seed of {seed_help}.", **define)
+    flags.DEFINE_string("json", f"bench_out/{name}.json", "Where to write results.", **define)
 
 
 def save_result(path, result):

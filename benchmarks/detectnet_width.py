@@ -30,7 +30,7 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from benchmarks.common import save_result, time_side_by_side
+from benchmarks.common import define_timing_flags, save_result, time_side_by_side
 from recipes import apputil
 
 FLAGS = flags.FLAGS
@@ -39,17 +39,12 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
     """Defines the benchmark's absl flags (called by `__main__` only)."""
     define = {"flag_values": flag_values}
+    define_timing_flags(flag_values, "detectnet_width", 15, "weights, scenes and calibration data")
     flags.DEFINE_list("widths", ["0.25", "0.2", "0.15", "0.1"], "Width multipliers; the first is "
                       "the reference (the CPU default is 0.25).", **define)
     flags.DEFINE_list("train_widths", [], "Widths to train from scratch to their plateau (cached).",
                       **define)
-    flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.", **define)
-    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
-                         **define)
     flags.DEFINE_string("out_dir", "runs/detectnet_width", "Where trained widths are cached.",
-                        **define)
-    flags.DEFINE_integer("seed", 0, "Seed of weights, scenes and calibration data.", **define)
-    flags.DEFINE_string("json", "bench_out/detectnet_width.json", "Where to write results.",
                         **define)
     apputil.define_verbose(flag_values)
 

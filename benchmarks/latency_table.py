@@ -28,7 +28,7 @@ import keras
 import numpy as np
 from absl import app, flags, logging
 
-from benchmarks.common import save_result, time_side_by_side
+from benchmarks.common import define_timing_flags, save_result, time_side_by_side
 from keras_evosynth import evolvable, genetics
 from keras_evosynth.export import export_litert
 from keras_evosynth.latency import LatencyTable
@@ -40,6 +40,8 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
     """Defines the benchmark's absl flags (called by `__main__` only)."""
     define = {"flag_values": flag_values}
+    define_timing_flags(flag_values, "latency_table", 10, "weights, cuts and data",
+                        cache_dir="bench_out/latency_cache")
     flags.DEFINE_list("models", ["detectnet", "mobilenet_v2", "fashion_cnn"], "Networks.", **define)
     flags.DEFINE_integer("mobilenet_size", 224, "MobileNetV2 input side.", **define)
     flags.DEFINE_float("mobilenet_alpha", 1.0, "MobileNetV2 width multiplier.", **define)
@@ -48,16 +50,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("mixed_cuts", 4, "Offspring with a random fraction per layer.", **define)
     flags.DEFINE_list("evolved_factors", ["1.0", "0.7", "0.45", "0.25"],
                       "Cluster factors R_c of the evolved offspring.", **define)
-    flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.", **define)
     flags.DEFINE_float("budget_ms", 40.0, "Invoke time per model per round.", **define)
-    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
-                         **define)
-    flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.",
-                        **define)
     flags.DEFINE_integer("dense_below", 32, "LatencyTable.measure's dense_below (0: sparse grid).",
                          **define)
-    flags.DEFINE_integer("seed", 0, "Seed of weights, cuts and data.", **define)
-    flags.DEFINE_string("json", "bench_out/latency_table.json", "Where to write results.", **define)
     apputil.define_verbose(flag_values)
 
 

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from absl import app, flags, logging
 
-from benchmarks.common import save_result, time_side_by_side
+from benchmarks.common import define_timing_flags, save_result, time_side_by_side
 from keras_evosynth import evolvable
 from keras_evosynth.export import export_litert
 from keras_evosynth.latency import LatencyTable
@@ -32,15 +32,9 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values=FLAGS):
     """Defines the benchmark's absl flags (called by `__main__` only)."""
     define = {"flag_values": flag_values}
+    define_timing_flags(flag_values, "space_to_depth", 15, "weights and data",
+                        cache_dir="bench_out/latency_cache")
     flags.DEFINE_list("models", ["detectnet", "mobilenet_v2"], "Networks.", **define)
-    flags.DEFINE_integer("rounds", 15, "Interleaved timing rounds.", **define)
-    flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
-                         **define)
-    flags.DEFINE_string("cache_dir", "bench_out/latency_cache", "Latency-table cache folder.",
-                        **define)
-    flags.DEFINE_integer("seed", 0, "Seed of weights and data.", **define)
-    flags.DEFINE_string("json", "bench_out/space_to_depth.json", "Where to write results.",
-                        **define)
     apputil.define_verbose(flag_values)
 
 
