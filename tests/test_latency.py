@@ -627,3 +627,24 @@ def test_measure_drops_a_refused_one_channel_point_and_names_other_refusals(monk
     with pytest.raises(ValueError, match=r"refuses the int8 micro-model of layer 'conv' at "
                                          r"\(16, \d+\) channels"):
         LatencyTable.measure(model, backend=backend, verbose=0)
+
+
+def test_micro_models_are_float32_under_a_mixed_global_policy():
+    # A recipe measures its table after training under mixed_bfloat16: a
+    # micro-model built in that policy would carry bfloat16 casts that the
+    # int8 converter refuses ("TF Select ops: AddV2").
+    from keras_evosynth.export import list_operators
+    from keras_evosynth.latency.timing import int8_flatbuffer, micro_model, null_flatbuffer
+
+    signature = {"op": "conv2d", "input": [8, 8], "kernel": [3, 3], "strides": [1, 1],
+                 "padding": "same", "dilation": [1, 1], "activation": "relu"}
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = micro_model(signature, 8, 16)
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"  # restored
+        assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+        names = [op.name for op in list_operators(int8_flatbuffer(model))]
+        assert names.count("CONV_2D") == 1
+        assert list_operators(null_flatbuffer())
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -7,6 +7,7 @@ measurements, `tflite_bench` and the benchmarks share. `cpu_name` and
 `runtime_name` name the target a table belongs to.
 """
 
+import contextlib
 import importlib.metadata
 
 import keras
@@ -17,12 +18,32 @@ from keras_evosynth.latency.ops import _plan
 from tflite_bench.host import fill_inputs, load_interpreter
 from tflite_bench.timer import time_interleaved
 
-__all__ = ["cpu_name", "int8_flatbuffer", "interpreter", "micro_model", "null_flatbuffer",
-           "runtime_name", "time_interleaved"]
+__all__ = ["cpu_name", "float32_flatbuffer", "int8_flatbuffer", "interpreter", "micro_model",
+           "null_flatbuffer", "runtime_name", "time_interleaved"]
+
+
+@contextlib.contextmanager
+def float32_policy():
+    """Builds layers in float32 whatever the global Keras dtype policy is
+    (a recipe trains under `mixed_bfloat16`, and a micro-model built in it
+    would carry bfloat16 casts the int8 converter refuses); restores the
+    policy after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def micro_model(signature, cin, cout):
-    """A plain Keras model that computes one op at given channel counts."""
+    """A plain float32 Keras model that computes one op at given channel
+    counts (built in float32 whatever the global dtype policy)."""
+    with float32_policy():
+        return _micro_model(signature, cin, cout)
+
+
+def _micro_model(signature, cin, cout):
     kind = signature["op"]
     layers = keras.layers
     if signature.get("rewrite") == "space_to_depth":
@@ -77,11 +98,21 @@ def int8_flatbuffer(model, seed=0):
     return _convert(model, data, "int8", int8_io=True, allow_float_ops=False)
 
 
+def float32_flatbuffer(model):
+    """The float32 flatbuffer of `model` (`export_litert`'s converter, no
+    quantization), to time an op against its int8 form."""
+    from keras_evosynth.export import _convert
+
+    return _convert(model, None, "float32", int8_io=False, allow_float_ops=True)
+
+
 def null_flatbuffer():
     """The empty model (one int8 ReLU on 8 values), whose invoke time is
     subtracted from every op's."""
-    x = keras.Input(batch_shape=(1, 1, 1, 8))
-    return int8_flatbuffer(keras.Model(x, keras.layers.ReLU()(x)))
+    with float32_policy():
+        x = keras.Input(batch_shape=(1, 1, 1, 8))
+        model = keras.Model(x, keras.layers.ReLU()(x))
+    return int8_flatbuffer(model)
 
 
 def interpreter(flatbuffer, threads):
