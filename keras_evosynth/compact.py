@@ -35,6 +35,7 @@ grouped convolutions, non-elementwise activations, ...) are kept intact with
 all their channels, and listed in the `CompactionReport`.
 """
 
+import contextlib
 import dataclasses
 import warnings
 
@@ -108,6 +109,21 @@ def _count_weights(model):
     return total
 
 
+@contextlib.contextmanager
+def float32_policy():
+    """Builds layers in float32 whatever the global Keras dtype policy is: a
+    compacted model, a rewrite's layers and a latency micro-model are
+    deployment models (a recipe trains under `mixed_bfloat16`, and layers
+    built in it would carry bfloat16 ops, e.g. SpaceToDepth, that the int8
+    converter refuses). Restores the policy after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def _float32(layer, config):
     """`config` with a mixed-precision policy replaced by float32: the
     compacted model is the deployment model (LiteRT converts float32 and
@@ -154,7 +170,25 @@ def _space_to_depth_plan(layer, input_shape, outputs_per_block=1):
     )
 
 
-class _Compactor:
+class ChannelAnalysis:
+    """The channel analysis of one model, and the compacted model it builds.
+
+    The one analysis that compaction, `export_litert` and the latency table
+    share (they build it, nobody else re-switches on the node kinds): the
+    model traced once (`graph`), the kind of every node by the one rule
+    table (`_channels.classify`: synaptic, depthwise, channelwise, concat,
+    merge, flatten, fakequant, fixed; `report.intact` says why a node is
+    fixed), the constant value of every dead channel (`const`), and which
+    channels every tensor keeps (`keep`, by tensor id). `build()` makes the
+    physically smaller plain Keras model (`compact`), or, with
+    `remove_channels=False`, the plain one with every channel
+    (`strip_evolvable`).
+
+    Args:
+        model: A functional or Sequential model (Evo layers or plain).
+        remove_channels: Find the removable channels (False: keep all).
+    """
+
     def __init__(self, model, remove_channels):
         self.model = model
         self.graph = trace(model, "compact()" if remove_channels else "strip_evolvable()")
@@ -345,6 +379,12 @@ class _Compactor:
         return plans
 
     def build(self, batch_shapes=None, space_to_depth=None):
+        """The compacted (or, `remove_channels=False`, plain) model, built in
+        float32 whatever the global dtype policy (`float32_policy`)."""
+        with float32_policy():
+            return self._build(batch_shapes, space_to_depth)
+
+    def _build(self, batch_shapes, space_to_depth):
         self.plans = self.space_to_depth_plans(space_to_depth)
         rebuilder = Rebuilder(self.graph, batch_shapes)
         clones = {}
@@ -555,7 +595,7 @@ def compact(model, return_report=False, space_to_depth=None):
     >>> bool(np.allclose(wide(x), strided(x), atol=1e-5))
     True
     """
-    compactor = _Compactor(model, remove_channels=True)
+    compactor = ChannelAnalysis(model, remove_channels=True)
     result = compactor.build(space_to_depth=space_to_depth)
     return (result, compactor.report) if return_report else result
 
@@ -577,7 +617,7 @@ def strip_evolvable(model):
     >>> [type(layer).__name__ for layer in strip_evolvable(evolvable(base)).layers]
     ['InputLayer', 'Dense']
     """
-    return _Compactor(model, remove_channels=False).build()
+    return ChannelAnalysis(model, remove_channels=False).build()
 
 
 def to_plain(model):

@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_evosynth._deprecation import warn_renamed
 from keras_evosynth._io import quiet_native_output, write_atomic
-from keras_evosynth.compact import _Compactor
+from keras_evosynth.compact import ChannelAnalysis
 from tflite_bench.host import run_signature
 
 MODES = ("int8", "float16", "float32")
@@ -369,7 +369,7 @@ def export_litert(
     path = _check_path(path)
     arrays = _as_inputs(model, representative_data)
     checks = arrays if eval_data is None else _as_inputs(model, eval_data)
-    compactor = _Compactor(model, remove_channels=remove_channels)
+    compactor = ChannelAnalysis(model, remove_channels=remove_channels)
     compacted = compactor.build(
         batch_shapes=[(1,) + x.shape[1:] for x in arrays], space_to_depth=space_to_depth
     )

@@ -648,3 +648,20 @@ def test_micro_models_are_float32_under_a_mixed_global_policy():
         assert list_operators(null_flatbuffer())
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_anchor_models_with_a_rewritten_stem_convert_under_a_mixed_global_policy():
+    # the table's anchors are compacted with the stem rewritten to
+    # SpaceToDepth: built in bfloat16 it is a TF Select op
+    x = keras.Input((16, 16, 3))
+    y = keras.layers.Conv2D(8, 7, 2, padding="same", activation="relu", name="stem")(x)
+    model = ke.evolvable(keras.Model(x, keras.layers.Conv2D(4, 1, name="head")(y)))
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        small = ke.compact(model, space_to_depth=["stem"])
+        assert keras.config.dtype_policy().name == "mixed_bfloat16"
+        assert {layer.dtype_policy.name for layer in small.layers} == {"float32"}
+        data = np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype("float32")
+        assert "SPACE_TO_DEPTH" in ke.export_litert(small, data).operators
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -150,13 +150,13 @@ class _Measurer:
         + remainder` over them (least squares): the fixed remainder (input
         quantize, output dequantize, invoke overhead) and how op costs inside
         one graph differ from the same ops timed alone."""
-        from keras_evosynth.compact import _Compactor
+        from keras_evosynth.compact import ChannelAnalysis
         from keras_evosynth.conversion import evolvable
         from keras_evosynth.export import _convert
 
         graph = trace(model)
         shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
-        plain = _Compactor(model, remove_channels=False).build(batch_shapes=shapes)
+        plain = ChannelAnalysis(model, remove_channels=False).build(batch_shapes=shapes)
         # A layer compaction cannot re-create from its config is shared with
         # `model`: its weights are left alone.
         originals = {id(layer) for layer in model._flatten_layers(include_self=False)}
@@ -211,7 +211,7 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
     removable branches (`genetics.branches`, every `1 / branches`-th in
     graph order) removed, compacted, with neutral weights
     (`_neutral_weights`; layers whose id is in `originals` keep theirs)."""
-    from keras_evosynth.compact import _Compactor
+    from keras_evosynth.compact import ChannelAnalysis
     from keras_evosynth.conversion import evolvable
 
     evo = evolvable(plain, skip_unsupported=True)
@@ -230,7 +230,7 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
                 layer.set_masks(cluster_mask=mask)
     ops, live = kept_channels(evo)
     grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
-    cut = _Compactor(evo, remove_channels=True).build(
+    cut = ChannelAnalysis(evo, remove_channels=True).build(
         batch_shapes=shapes, space_to_depth=table._rewritten(ops, live))
     _neutral_weights(cut, rng, originals)
     return cut, grid_ms

@@ -41,9 +41,9 @@ def _kept_channels(model):
     """`kept_channels` plus the traced graph. An op whose output compaction
     drops altogether (a removed branch, a reduction only it read) keeps
     `(0, 0)`: it costs nothing."""
-    from keras_evosynth.compact import _Compactor
+    from keras_evosynth.compact import ChannelAnalysis
 
-    compactor = _Compactor(model, remove_channels=True)
+    compactor = ChannelAnalysis(model, remove_channels=True)
     graph = compactor.graph
     ops = model_ops(model, graph=graph, untimed="ignore")  # measure() refused or recorded them
     gone = _unreached(graph, ops, {t for t, keep in compactor.keep.items() if not keep.any()})

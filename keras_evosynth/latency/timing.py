@@ -7,33 +7,19 @@ measurements, `tflite_bench` and the benchmarks share. `cpu_name` and
 `runtime_name` name the target a table belongs to.
 """
 
-import contextlib
 import importlib.metadata
 
 import keras
 import numpy as np
 
 from keras_evosynth import rewrites
+from keras_evosynth.compact import float32_policy
 from keras_evosynth.latency.ops import _plan
 from tflite_bench.host import fill_inputs, load_interpreter
 from tflite_bench.timer import time_interleaved
 
 __all__ = ["cpu_name", "float32_flatbuffer", "int8_flatbuffer", "interpreter", "micro_model",
            "null_flatbuffer", "runtime_name", "time_interleaved"]
-
-
-@contextlib.contextmanager
-def float32_policy():
-    """Builds layers in float32 whatever the global Keras dtype policy is
-    (a recipe trains under `mixed_bfloat16`, and a micro-model built in it
-    would carry bfloat16 casts the int8 converter refuses); restores the
-    policy after."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def micro_model(signature, cin, cout):
