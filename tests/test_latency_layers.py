@@ -275,3 +275,58 @@ def test_efficientnet_is_measured_and_predicted():
     # the uncut model is an anchor (timed with neutral weights, minutes ago):
     # close, up to the host's drift
     assert predicted == pytest.approx(whole, rel=0.3)
+
+
+# keras.applications' network with the most layer kinds (14: Rescaling,
+# Normalization, ZeroPadding2D, Conv2D, DepthwiseConv2D, BatchNormalization,
+# Activation, GlobalAveragePooling2D, Reshape, Multiply, Dropout, Add, Dense,
+# InputLayer), at its smallest input. Its measurement is the slow test above;
+# here the pricing of each kind, what the converter leaves of it, and the
+# channels a cut keeps against the compacted network.
+EFFICIENTNET_PRICING = {
+    "Activation": "timed", "Add": "timed", "BatchNormalization": "folded", "Dropout": "folded",
+    "EvoConv2D": "timed", "EvoDense": "timed", "EvoDepthwiseConv2D": "timed",
+    "Multiply": "timed", "Normalization": "remainder",
+    "Rescaling": "timed", "Reshape": "folded", "ZeroPadding2D": "folded",
+}
+
+
+def test_a_zoo_network_is_priced_kind_by_kind_as_the_converter_builds_it():
+    base = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classes=10)
+    model = ke.evolvable(base)
+    ops = latency.model_ops(model)
+    kinds = {}
+    for name, how in ops.pricing.items():
+        kinds.setdefault(type(model.get_layer(name)).__name__, set()).add(how)
+    # the squeeze-excite pooling of the five blocks at 1x1 (a Reshape reads
+    # it) is a no-op the converter removes; the other eleven and the head's
+    # (Dropout and Dense read it) are timed
+    assert kinds.pop("GlobalAveragePooling2D") == {"timed", "folded"}
+    assert kinds == {kind: {how} for kind, how in EFFICIENTNET_PRICING.items()}
+    assert ops.priced("remainder") == ["normalization"] and ops.priced("untimed") == []
+    count = {kind: sum(type(model.get_layer(op.name)).__name__ == kind for op in ops)
+             for kind in ("EvoConv2D", "EvoDepthwiseConv2D", "EvoDense", "GlobalAveragePooling2D")}
+
+    data = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    names = [op.name for op in list_operators(export_litert(model, data).flatbuffer)]
+    assert names.count("CONV_2D") == count["EvoConv2D"] == 65  # every BN folded into one
+    assert names.count("DEPTHWISE_CONV_2D") == count["EvoDepthwiseConv2D"] == 16
+    assert names.count("FULLY_CONNECTED") == count["EvoDense"] == 1
+    assert names.count("MEAN") == count["GlobalAveragePooling2D"] == 12
+    assert "PAD" not in names  # the five ZeroPadding2D went into their depthwise convolutions
+
+    # A random cut: the channels the table prices are the compacted network's.
+    rng = np.random.default_rng(1)
+    genomes, layers = genetics.genomes_from_model(model)
+    for genome, layer in zip(genomes, layers, strict=True):
+        if not genome.protected:
+            n = genome.cluster_mask.size
+            layer.set_masks(cluster_mask=rng.random(n) < 0.6)
+    ops, live = latency.kept_channels(model)
+    small = ke.compact(model)
+    for op, (cin, cout) in zip(ops, live, strict=True):
+        layer = small.get_layer(op.name)
+        if op.kind in ("conv2d", "dense"):
+            assert tuple(layer.kernel.shape[-2:]) == (cin, cout), op.name
+        elif op.kind == "depthwise":
+            assert layer.kernel.shape[-2] == cout, op.name
