@@ -155,9 +155,9 @@ def make_evolvable(base):
     """`(evolvable model, skipped)`: `skip_unsupported=True` only where the
     network holds layers `evolvable` cannot mask (`skipped`: their count)."""
     from keras_evosynth import evolvable
-    from keras_evosynth.conversion import _is_unsupported, _walk
+    from keras_evosynth.conversion import unsupported_layers
 
-    skipped = sum(1 for layer in _walk(base) if _is_unsupported(layer))
+    skipped = len(unsupported_layers(base))
     return evolvable(base, skip_unsupported=skipped > 0), skipped
 
 

@@ -60,8 +60,13 @@ def main(argv):
     import keras
     import numpy as np
 
-    from keras_evosynth.export import _convert, export_litert
-    from keras_evosynth.latency.timing import cpu_name, int8_flatbuffer, micro_model
+    from keras_evosynth.export import export_litert
+    from keras_evosynth.latency.timing import (
+        cpu_name,
+        float32_flatbuffer,
+        int8_flatbuffer,
+        micro_model,
+    )
     from recipes.detectnet.model import detectnet
 
     logging.set_verbosity(logging.INFO if FLAGS.verbose else logging.ERROR)
@@ -72,7 +77,7 @@ def main(argv):
     flatbuffers = []
     for i, (_, op, _) in enumerate(forms):
         micro = micro_model(op.signature, op.cin, op.cout)
-        flatbuffers += [int8_flatbuffer(micro), _convert(micro, None, "float32", False, True)]
+        flatbuffers += [int8_flatbuffer(micro), float32_flatbuffer(micro)]
         print(f"\rconverted {i + 1}/{len(forms)} ops", end="", flush=True)
     data = np.random.default_rng(0).uniform(0, 255, (8, 128, 384, 3)).astype("float32")
     flatbuffers += [export_litert(model, data, int8_io=True).flatbuffer,

@@ -41,6 +41,20 @@ def _is_unsupported(layer):
     )
 
 
+def unsupported_layers(model):
+    """The layers of `model` (nested models included) that `evolvable`
+    cannot mask: `SeparableConv2D`, grouped or 3-D convolutions, custom
+    layers carrying a kernel, ... (`evolvable(..., skip_unsupported=True)`
+    leaves them plain).
+
+    >>> base = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.SeparableConv2D(4, 3),
+    ...                          keras.layers.Conv2D(2, 1)])
+    >>> [type(layer).__name__ for layer in unsupported_layers(base)]
+    ['SeparableConv2D']
+    """
+    return [layer for layer in _walk(model) if _is_unsupported(layer)]
+
+
 def _selector(layers):
     if layers is None:
         return lambda layer: True
