@@ -4,10 +4,11 @@ Every ```python block of README.md runs in a fresh interpreter, in an empty
 working directory; a ```text block right after it is what it printed on
 the machine the README names: another CPU trains to other last bits (and so
 to other rollbacks), so the run must print lines of the same shapes (each
-number free), starting and ending as the shown output does. A block that is deliberately a fragment carries `<!-- fragment -->`
-on the line before it and is skipped, saying so. Every relative link of
-README.md and docs/*.md must point to an existing file (and, into a Markdown
-file, to an existing heading).
+number free), starting and ending as the shown output does. A block that is
+deliberately a fragment carries `<!-- fragment -->` on the line before it
+and is skipped, saying so. Every relative link of README.md and docs/*.md
+must point to an existing file (and, into a Markdown file, to an existing
+heading).
 """
 
 import os
