@@ -43,13 +43,18 @@ def compile_classifier(model, learning_rate=1e-3):
 
 
 def tflite_accuracy(x, y):
-    """`evaluate(path)` for the lineage table: top-1 of the flatbuffer."""
+    """`evaluate(path)` for the lineage table: top-1 of the flatbuffer, and
+    its `metric_spread`, the binomial standard error sqrt(p (1 - p) / n) of
+    that accuracy over the `n` images (what a bootstrap over them gives)."""
+    import math
+
     import tflite_bench
 
     def evaluate(path):
         report = tflite_bench.compare(
             [path], runs=1, warmup=0, data=(x, y), memory=False, progress=False
         )
-        return {"metric": report.rows[0].accuracy}
+        accuracy = report.rows[0].accuracy
+        return {"metric": accuracy, "metric_spread": math.sqrt(accuracy * (1 - accuracy) / len(y))}
 
     return evaluate

@@ -22,6 +22,7 @@ from absl import flags
 
 from keras_evosynth import (
     EvolutionCallback,
+    ParentDistiller,
     evolvable,
     quantizers,
     summary,
@@ -95,6 +96,18 @@ def define_flags(flag_values=FLAGS):
     )
     flags.DEFINE_integer("seed", 0, "Seed of the ancestor and of the lineages.", lower_bound=0,
                          **define)  # fmt: skip
+    flags.DEFINE_list("family", [], "Widths (first-block filters, below --width) of the same CNN "
+                      "trained from scratch for --family_epochs: what a user tries instead of "
+                      "evolving. Rows of lineage `family` in the table, each compared with the "
+                      "best offspring no slower than it (lineage_table.family_comparison).",
+                      **define)  # fmt: skip
+    flags.DEFINE_integer("family_epochs", 0, "Epochs of each --family width; 0: the budget a "
+                         "lineage spends, --ancestor_epochs + 1 + --generations x "
+                         "--epochs_per_generation.", lower_bound=0, **define)  # fmt: skip
+    flags.DEFINE_float("distill_alpha", 0.0, "Distillation from the parent: each offspring "
+                       "retrains on (1 - alpha) x its labels' loss + alpha x the MSE between its "
+                       "logits and its parent's (keras_evosynth.ParentDistiller); 0: labels only.",
+                       lower_bound=0, upper_bound=1, **define)  # fmt: skip
     flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1, **define)
     flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.", **define)
     flags.DEFINE_enum(
@@ -110,6 +123,20 @@ def define_flags(flag_values=FLAGS):
         "precisions", _valid_precisions, "--precisions: use aliases like int8,int4,int2,float32",
         **define,
     )
+    flags.register_validator(
+        "family", _valid_family(flag_values), "--family: whole widths below --width, e.g. 16,12,8",
+        **define,
+    )
+
+
+def _valid_family(flag_values):
+    def check(widths):
+        try:
+            return all(0 < int(w) < flag_values.width for w in widths)
+        except ValueError:
+            return False
+
+    return check
 
 
 ANCESTOR_SETTINGS = ("dataset", "width", "seed", "ancestor_epochs", "learning_rate",
@@ -120,35 +147,64 @@ def train_ancestor(data, out_dir):
     """Trains the float32 ancestor into `out_dir/ancestor.keras` (its
     settings in `ancestor.json`), or loads it when it was made with the
     same settings (a mismatch is refused, naming them)."""
+    settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS}
+    return train_cnn(data, os.path.join(out_dir, "ancestor.keras"), settings, "ancestor",
+                     FLAGS.width, FLAGS.ancestor_epochs)  # fmt: skip
+
+
+def family_epochs():
+    """`--family_epochs`, or the epochs a lineage trains for: the ancestor's,
+    the one fine-tuning epoch at the lineage's precision, and the
+    offspring's."""
+    return FLAGS.family_epochs or (
+        FLAGS.ancestor_epochs + 1 + FLAGS.generations * FLAGS.epochs_per_generation
+    )
+
+
+def train_family(data, out_dir):
+    """`{width: model}` of `--family`: the CNN trained from scratch at each
+    width for `family_epochs()` (cached as `out_dir/family_wW.keras`)."""
+    models = {}
+    for width in sorted({int(w) for w in FLAGS.family}, reverse=True):
+        settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS}
+        settings.update(width=width, ancestor_epochs=family_epochs())
+        models[width] = train_cnn(data, os.path.join(out_dir, f"family_w{width}.keras"),
+                                  settings, f"family width {width}", width,
+                                  family_epochs())  # fmt: skip
+    return models
+
+
+def train_cnn(data, path, settings, role, width, epochs):
+    """Trains `build_cnn(width)` for `epochs` into `path` (its `settings` in
+    the `.json` beside it), or loads it when it was made with the same
+    settings (a mismatch is refused, naming them)."""
     import json
 
-    path = os.path.join(out_dir, "ancestor.keras")
-    settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS}
+    record = path[: -len(".keras")] + ".json"
     if os.path.exists(path):
-        record = path[: -len(".keras")] + ".json"
         if not os.path.exists(record):
             raise ValueError(f"{path} has no record of its settings ({record}): pass another "
                              "--out_dir, or delete it to retrain.")  # fmt: skip
         with open(record) as f:
             apputil.refuse_mismatch(path, json.load(f), settings)
-        print(f"ancestor: loading {path}")
+        print(f"{role}: loading {path}")
         return keras.models.load_model(path)
     keras.utils.set_random_seed(FLAGS.seed)
     model = compile_classifier(
-        build_cnn(data.x_train.shape[1:], data.num_classes, FLAGS.width), FLAGS.learning_rate
+        build_cnn(data.x_train.shape[1:], data.num_classes, width), FLAGS.learning_rate
     )
-    print(f"ancestor: training {FLAGS.ancestor_epochs} epochs on {len(data.x_train)} images")
+    print(f"{role}: training width {width} for {epochs} epochs on {len(data.x_train)} images")
     model.fit(
         data.x_train,
         data.y_train,
         batch_size=FLAGS.batch_size,
-        epochs=FLAGS.ancestor_epochs,
+        epochs=epochs,
         validation_data=(data.x_test, data.y_test),
         verbose=2,
     )
     tmp = path + ".part.keras"
     model.save(tmp)
-    with open(path[: -len(".keras")] + ".json", "w") as f:
+    with open(record, "w") as f:
         json.dump(settings, f, indent=1)
     os.replace(tmp, path)
     return model
@@ -157,9 +213,10 @@ def train_ancestor(data, out_dir):
 def evolve(ancestor, data, precision, directory, latency_table=None):
     """One lineage at `precision`; resumes from `directory` when it exists
     (`latency_table`: the ancestor's, for `--synthesis=latency`)."""
-    model = compile_classifier(
-        evolvable(ancestor, precision=precision), FLAGS.finetune_learning_rate
-    )
+    model = evolvable(ancestor, precision=precision)
+    if FLAGS.distill_alpha:  # the callback makes each parent the teacher
+        model = ParentDistiller(model, alpha=FLAGS.distill_alpha)
+    model = compile_classifier(model, FLAGS.finetune_learning_rate)
     callback = EvolutionCallback(
         generations=FLAGS.generations,
         epochs_per_generation=FLAGS.epochs_per_generation,
@@ -180,7 +237,7 @@ def evolve(ancestor, data, precision, directory, latency_table=None):
         validation_data=(data.x_test, data.y_test),
         verbose=0,
     )
-    summary(model)
+    summary(getattr(model, "student", model))
     return callback
 
 
@@ -245,6 +302,7 @@ def main(argv):
     )
     print(f"data: {data.name}, train {data.x_train.shape}, test {data.x_test.shape}")
     ancestor = train_ancestor(data, FLAGS.out_dir)
+    family = train_family(data, FLAGS.out_dir)
     table = None
     if FLAGS.synthesis == "latency":
         table = latency_table_for(ancestor, FLAGS.out_dir)
@@ -264,7 +322,8 @@ def main(argv):
         evaluate=tflite_accuracy(data.x_test, data.y_test),
         runs=FLAGS.runs,
         baselines=tfmot_baseline(data, ancestor, lineages, FLAGS.out_dir),
-        space_to_depth=table, metric_name="top-1 accuracy",
+        space_to_depth=table, metric_name="top-1 accuracy", family=family,
+        spread="metric_spread",
     )
     print(lineage_table.markdown_table(rows))
     print(f"wrote {FLAGS.out_dir}/lineage.md, lineage.json, lineage.png")

@@ -143,6 +143,7 @@ def build_table(
     metric_name="metric",
     within=None,
     family=None,
+    spread="mAP_spread",
 ):
     """Exports, measures and tabulates the ancestor and the lineages.
 
@@ -182,6 +183,8 @@ def build_table(
             (same rewrites) and timed with everything else; the JSON then
             holds `family_comparison(rows)` as `"versus_family"`, also
             written under the table.
+        spread: The key of `evaluate`'s standard deviation of the metric,
+            the noise `family_comparison` allows.
 
     Returns:
         The rows (list of dicts); also written to `out_dir/lineage.{md,json}`.
@@ -255,7 +258,7 @@ def build_table(
     summary = None if within is None else headline(rows, within)
     if summary:
         log(summary["summary"])
-    versus = family_comparison(rows) if family else None
+    versus = family_comparison(rows, spread) if family else None
     if versus:
         versus["not_exported"] = skipped
         log(versus["summary"])
@@ -320,7 +323,7 @@ def family_comparison(rows, spread="mAP_spread"):
     lost = sum(w["beyond_spread"] and not w["won"] for w in widths)
     met = bool(widths) and wins >= len(widths) - 1 and lost == 0
     cells = [f"{w['width']:g}: " + ("no offspring as fast" if w["difference"] is None
-                                     else f"{w['difference']:+.1f}") for w in widths]
+                                     else f"{w['difference']:+.3g}") for w in widths]
     return {"widths": widths, "wins": wins, "lost_beyond_spread": lost, "met": met,
             "summary": (f"versus the family trained from scratch (best offspring no slower, "
                         f"metric difference per width): {', '.join(cells)}; won {wins} of "

@@ -72,7 +72,8 @@ ZOO_PRICING = {
     "se_gap": "timed", "se_reshape": "folded", "se_reduce": "timed", "se_expand": "timed",
     "se_mul": "timed", "drop": "folded", "branch": "timed", "add": "timed", "sub": "timed",
     "post_bn": "timed", "pool_pad": "timed", "pool": "timed", "up": "timed", "gmp": "timed",
-    "logits": "timed", "ln": "remainder", "custom": "remainder", "softmax": "timed",
+    "logits": "timed", "ln": "remainder", "custom": "remainder",
+    "softmax": "remainder",  # compaction keeps it whole (`_channels`): one fixed cost
 }
 
 
@@ -81,15 +82,15 @@ def test_every_layer_of_a_functional_model_is_timed_folded_or_a_fixed_cost():
     ops = latency.model_ops(model)
     assert ops.pricing == ZOO_PRICING
     assert [op.name for op in ops] == [k for k, v in ZOO_PRICING.items() if v == "timed"]
-    assert ops.priced("remainder") == ["norm", "ln", "custom"]
+    assert ops.priced("remainder") == ["norm", "ln", "custom", "softmax"]
     assert [e["remainder"] for e in ops.remainder] == [
-        "Normalization", "LayerNormalization", "Doubling"]
+        "Normalization", "LayerNormalization", "Doubling", "Softmax"]
     # the fixed-cost layers are part of the architecture's key
     assert latency.fingerprint(ops) != latency.fingerprint(list(ops))
     ops_of_compacted = latency.model_ops(ke.compact(model))
     assert latency.fingerprint(ops_of_compacted) == latency.fingerprint(ops)
     assert latency.pricing_summary(ops).endswith(
-        "3 in the fixed remainder (norm, ln, custom), 0 untimed")
+        "4 in the fixed remainder (norm, ln, custom, softmax), 0 untimed")
 
 
 @pytest.mark.parametrize("size, pad, conv, folded", [
@@ -130,7 +131,7 @@ def test_folded_layers_leave_no_operator_and_fixed_ones_keep_their_size():
     live = dict(zip((op.name for op in ops), live, strict=True))
     assert live["stem"] == (3, 4) and live["rescale"] == (3, 3)
     assert all(live[name] == (4, 4) for name in ("stem_swish", "se_mul", "add", "up", "gmp"))
-    assert live["logits"] == (4, 10) and live["softmax"] == (10, 10)
+    assert live["logits"] == (4, 10) and "softmax" not in live
 
 
 def test_layers_without_micro_model_follow_compaction():
@@ -210,7 +211,8 @@ def test_measure_prices_the_zoo_and_predicts_its_anchor():
     model = ke.evolvable(_zoo())
     table = LatencyTable.measure(model, **QUICK)
     (record,) = table.models.values()
-    assert record["remainder_layers"] == ["norm", "ln", "custom"] and record["untimed"] == []
+    assert record["remainder_layers"] == ["norm", "ln", "custom", "softmax"]
+    assert record["untimed"] == []
     assert repr(table).endswith("threads=1)")  # nothing untimed
     costs = table.op_costs(model)
     assert set(costs) == {k for k, v in ZOO_PRICING.items() if v == "timed"}

@@ -16,6 +16,7 @@ from conftest import run_app
         ("recipes.detectnet.evolve", ["--keep=1.5"], "--keep must be in (0, 1)"),
         ("recipes.classifier", ["--precisions=int1"], "--precisions"),
         ("recipes.classifier", ["--generations=0"], "generations"),
+        ("recipes.classifier", ["--family=32"], "--family: whole widths below --width"),
     ],
 )
 def test_bad_flags_fail_before_any_training(tmp_path, module, args, message):
@@ -82,25 +83,35 @@ def test_quickstart_tiny_run(tmp_path):
 
 
 def test_classifier_app_tiny_run_and_resume(tmp_path):
-    """The classifier app on 256 digits (~20 s), then its rerun, which loads
-    the ancestor and finds the lineage complete."""
+    """The classifier app on 256 digits (~30 s) with a family width and
+    parent distillation, then its rerun, which loads the ancestor and the
+    family and finds the lineage complete."""
     args = ["--dataset=digits", "--generations=1", "--ancestor_epochs=1",
             "--epochs_per_generation=1", "--batch_size=32", "--precisions=int8",
-            "--limit_train=256", "--limit_test=128", "--width=4",
-            "--runs=5", "--tfmot=off", f"--out_dir={tmp_path}"]  # fmt: skip
+            "--limit_train=256", "--limit_test=128", "--width=4", "--family=2",
+            "--distill_alpha=0.5", "--runs=5", "--tfmot=off", f"--out_dir={tmp_path}"]  # fmt: skip
     first = run_app("recipes.classifier", *args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert os.path.exists(tmp_path / "ancestor.keras")
+    with open(tmp_path / "family_w2.json") as f:  # the lineage's budget: 1 + 1 + 1 x 1 epochs
+        assert json.load(f)["ancestor_epochs"] == 3
     with open(tmp_path / "lineage.json") as f:
-        rows = json.load(f)["rows"]
-    assert [(r["lineage"], r["generation"]) for r in rows] == [
-        ("ancestor-float32", 0), ("ancestor-int8", 0), ("int8", 0), ("int8", 1)]
-    assert rows[3]["synapses"] < rows[2]["synapses"]
+        saved = json.load(f)
+    rows = saved["rows"]
+    assert [(r["lineage"], r["generation"], r.get("width")) for r in rows] == [
+        ("ancestor-float32", 0, None), ("ancestor-int8", 0, None), ("family", 0, 2),
+        ("int8", 0, None), ("int8", 1, None)]  # fmt: skip
+    assert rows[4]["synapses"] < rows[3]["synapses"] and rows[2]["synapses"] < rows[0]["synapses"]
     assert all(0.0 <= r["metric"] <= 1.0 and r["latency_ms"] > 0 for r in rows)
+    assert all(r["metric_spread"] == pytest.approx(
+        (r["metric"] * (1 - r["metric"]) / 128) ** 0.5) for r in rows)  # fmt: skip
     assert all(os.path.getsize(r["tflite"]) == r["size_bytes"] for r in rows)
+    (versus,) = saved["versus_family"]["widths"]
+    assert versus["width"] == 2 and versus["family_metric"] == rows[2]["metric"]
     second = run_app("recipes.classifier", *args)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "ancestor: loading" in second.stdout
+    assert "family width 2: loading" in second.stdout
     assert "lineage is complete" in second.stdout + second.stderr
     with open(tmp_path / "lineage.json") as f:
         again = json.load(f)["rows"]

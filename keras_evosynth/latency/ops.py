@@ -33,43 +33,11 @@ _FREE = (
     keras.layers.Reshape,
     FakeQuantActivation,
 )
-# Layers timed over their channel count (no weights, or per-channel ones).
-_CHANNEL_OPS = (
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling1D,
-    keras.layers.AveragePooling2D,
-    keras.layers.GlobalAveragePooling1D,
-    keras.layers.GlobalAveragePooling2D,
-    keras.layers.GlobalMaxPooling1D,
-    keras.layers.GlobalMaxPooling2D,
-    keras.layers.Concatenate,
-    keras.layers.Add,
-    keras.layers.Subtract,
-    keras.layers.Multiply,
-    keras.layers.Average,
-    keras.layers.Maximum,
-    keras.layers.Minimum,
-    keras.layers.BatchNormalization,
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.Softmax,
-    keras.layers.ZeroPadding2D,
-    keras.layers.Cropping2D,
-    keras.layers.UpSampling2D,
-    keras.layers.Rescaling,
-    keras.layers.PReLU,
-    keras.layers.ZeroPadding1D,
-    keras.layers.ZeroPadding3D,
-    keras.layers.Cropping1D,
-    keras.layers.Cropping3D,
-    keras.layers.UpSampling1D,
-    keras.layers.UpSampling3D,
-    keras.layers.GlobalAveragePooling3D,
-    keras.layers.GlobalMaxPooling3D,
-)
+# `_channels.classify` kinds timed over their channel count (pooling, merges,
+# activations, BatchNormalization, padding, cropping, up-sampling, Rescaling,
+# PReLU ...); a layer compaction keeps whole (`"fixed"`, e.g. Softmax) has
+# the same cost in every offspring and is priced in the fixed remainder
+_CHANNEL_KINDS = ("channelwise", "concat", "merge")
 #: How `model_ops` prices a layer (`OpList.pricing`): its own grid of
 #: micro-models; folded into the op before it or removed by the converter
 #: (free); in the fixed remainder that the whole-model anchors measure,
@@ -358,7 +326,7 @@ def model_ops(model, graph=None, untimed="raise"):
         if _padding_folds(node, graph, consumers) or _pooling_folds(node, graph, consumers):
             ops.pricing[layer.name] = "folded"
             continue
-        if type(layer) in _CHANNEL_OPS:
+        if kind in _CHANNEL_KINDS:  # its cost scales with channels an offspring can cut
             out = sources[node.outputs[0]]
             ops.append(_channel_op(layer, in_specs, out_spec, in_sources, out))
             ops[-1].in_tid, ops[-1].out_tid = node.inputs[0], node.outputs[0]
