@@ -8,7 +8,9 @@ generation against the float32 and int8 ancestors (`recipes.lineage_table`).
     python -m recipes.classifier --out_dir runs/fashion_mnist
     python -m recipes.classifier --dataset digits --generations 3 --out_dir runs/digits
 
-Everything is written under `--out_dir`: `ancestor.keras`, one lineage
+Everything is written under `--out_dir`: `ancestor.keras` (and with
+`--family=16,12,8` the same CNN trained from scratch at those widths,
+`family_w16.keras` ..., compared with the offspring under the table), one lineage
 directory per precision (`lineage_int4/`, ...), the .tflite files and
 `lineage.md` / `lineage.json` / `lineage.png`. A killed run resumes where it
 stopped when started again with the same flags.
@@ -166,8 +168,9 @@ def train_family(data, out_dir):
     width for `family_epochs()` (cached as `out_dir/family_wW.keras`)."""
     models = {}
     for width in sorted({int(w) for w in FLAGS.family}, reverse=True):
-        settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS}
-        settings.update(width=width, ancestor_epochs=family_epochs())
+        settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS
+                    if name != "ancestor_epochs"}
+        settings.update(width=width, epochs=family_epochs())
         models[width] = train_cnn(data, os.path.join(out_dir, f"family_w{width}.keras"),
                                   settings, f"family width {width}", width,
                                   family_epochs())  # fmt: skip
