@@ -125,20 +125,17 @@ def define_flags(flag_values=FLAGS):
         "precisions", _valid_precisions, "--precisions: use aliases like int8,int4,int2,float32",
         **define,
     )
-    flags.register_validator(
-        "family", _valid_family(flag_values), "--family: whole widths below --width, e.g. 16,12,8",
+    flags.register_multi_flags_validator(
+        ["family", "width"], _valid_family, "--family: whole widths below --width, e.g. 16,12,8",
         **define,
     )
 
 
-def _valid_family(flag_values):
-    def check(widths):
-        try:
-            return all(0 < int(w) < flag_values.width for w in widths)
-        except ValueError:
-            return False
-
-    return check
+def _valid_family(values):
+    try:
+        return all(0 < int(w) < values["width"] for w in values["family"])
+    except ValueError:
+        return False
 
 
 ANCESTOR_SETTINGS = ("dataset", "width", "seed", "ancestor_epochs", "learning_rate",
@@ -166,15 +163,12 @@ def family_epochs():
 def train_family(data, out_dir):
     """`{width: model}` of `--family`: the CNN trained from scratch at each
     width for `family_epochs()` (cached as `out_dir/family_wW.keras`)."""
-    models = {}
-    for width in sorted({int(w) for w in FLAGS.family}, reverse=True):
-        settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS
-                    if name != "ancestor_epochs"}
-        settings.update(width=width, epochs=family_epochs())
-        models[width] = train_cnn(data, os.path.join(out_dir, f"family_w{width}.keras"),
-                                  settings, f"family width {width}", width,
-                                  family_epochs())  # fmt: skip
-    return models
+    epochs = family_epochs()
+    shared = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS if name != "ancestor_epochs"}
+    return {width: train_cnn(data, os.path.join(out_dir, f"family_w{width}.keras"),
+                             {**shared, "width": width, "epochs": epochs},
+                             f"family width {width}", width, epochs)
+            for width in sorted({int(w) for w in FLAGS.family}, reverse=True)}  # fmt: skip
 
 
 def train_cnn(data, path, settings, role, width, epochs):
