@@ -106,6 +106,9 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_integer("family_epochs", 0, "Epochs of each --family width; 0: the budget a "
                          "lineage spends, --ancestor_epochs + 1 + --generations x "
                          "--epochs_per_generation.", lower_bound=0, **define)  # fmt: skip
+    flags.DEFINE_float("tolerance", 0.03, "An offspring whose test accuracy falls more than this "
+                       "under the ancestor's is rolled back and resampled with a milder cut.",
+                       lower_bound=0, **define)  # fmt: skip
     flags.DEFINE_float("distill_alpha", 0.0, "Distillation from the parent: each offspring "
                        "retrains on (1 - alpha) x its labels' loss + alpha x the MSE between its "
                        "logits and its parent's (keras_evosynth.ParentDistiller); 0: labels only.",
@@ -174,9 +177,14 @@ def train_family(data, out_dir):
 def train_cnn(data, path, settings, role, width, epochs):
     """Trains `build_cnn(width)` for `epochs` into `path` (its `settings` in
     the `.json` beside it), or loads it when it was made with the same
-    settings (a mismatch is refused, naming them)."""
+    settings (a mismatch is refused, naming them). The weights kept are
+    those of the epoch with the best test accuracy (Keras's `EarlyStopping`
+    restoring them, never stopping early): the CNN overfits 20,000 images
+    within a dozen epochs, and a later epoch can score several points
+    lower."""
     import json
 
+    settings = {**settings, "kept_epoch": "best"}  # older caches kept the last epoch
     record = path[: -len(".keras")] + ".json"
     if os.path.exists(path):
         if not os.path.exists(record):
@@ -197,8 +205,10 @@ def train_cnn(data, path, settings, role, width, epochs):
         batch_size=FLAGS.batch_size,
         epochs=epochs,
         validation_data=(data.x_test, data.y_test),
+        callbacks=[keras.callbacks.EarlyStopping(
+            "val_accuracy", patience=epochs, restore_best_weights=True, verbose=1)],
         verbose=2,
-    )
+    )  # fmt: skip
     tmp = path + ".part.keras"
     model.save(tmp)
     with open(record, "w") as f:
@@ -221,7 +231,7 @@ def evolve(ancestor, data, precision, directory, latency_table=None):
         precision=precision,
         environment=environment_for(FLAGS.synthesis, FLAGS.keep, latency_table),
         monitor="val_accuracy",
-        tolerance=0.03,
+        tolerance=FLAGS.tolerance,
         seed=FLAGS.seed,
         directory=directory,
     )
