@@ -665,3 +665,58 @@ def test_anchor_models_with_a_rewritten_stem_convert_under_a_mixed_global_policy
         assert "SPACE_TO_DEPTH" in ke.export_litert(small, data).operators
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def _drifting_host(monkeypatch, slow_calls, slow_anchors):
+    """Fake LiteRT timing: micro-models (`(name, cin, cout)`) cost 1 us per
+    output channel, the empty model 0.5 us, whole models 1 ms + 1 ns per
+    flatbuffer byte; the `time_interleaved` calls in `slow_calls` (and, with
+    `slow_anchors`, the call with more than one whole model) run 1.5x slower,
+    as on a host a neighbour loads for part of the measurement."""
+    from keras_evosynth.latency import calibration
+
+    class Fake:
+        def __init__(self, flatbuffer):
+            if isinstance(flatbuffer, tuple):
+                _, cin, cout = flatbuffer
+                self.ms = 0.001 * (cout or cin)
+            else:
+                self.ms = 0.0005 if flatbuffer == "null" else 1.0 + 1e-6 * len(flatbuffer)
+
+    calls = []
+
+    def time_interleaved(interps, rounds=5, **kwargs):
+        whole = sum(i.ms >= 1.0 for i in interps)
+        slow = len(calls) in slow_calls or (slow_anchors and whole > 1)
+        calls.append(slow)
+        return [i.ms * (1.5 if slow else 1.0) for i in interps]
+
+    monkeypatch.setattr(calibration, "interpreter", lambda flatbuffer, threads: Fake(flatbuffer))
+    monkeypatch.setattr(calibration, "time_interleaved", time_interleaved)
+    monkeypatch.setattr(_Measurer, "flatbuffer",
+                        lambda self, op, cin, cout=None: (op.name, cin, cout))
+    monkeypatch.setattr(_Measurer, "null", lambda self: "null")
+    return calls
+
+
+def test_measure_reanchors_costs_timed_while_the_host_drifted(monkeypatch):
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(24, 3, padding="same", activation="relu", name="a")(x)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="b")(y)
+    model = ke.evolvable(keras.Model(x, keras.layers.GlobalAveragePooling2D()(y)))
+    quiet_calls = _drifting_host(monkeypatch, slow_calls=(), slow_anchors=False)
+    quiet = LatencyTable.measure(model, verbose=0, dense_below=0)
+    drift_calls = _drifting_host(monkeypatch, slow_calls={1}, slow_anchors=True)
+    drifted = LatencyTable.measure(model, verbose=0, dense_below=0)
+    assert sum(drift_calls) == 2 and len(drift_calls) == len(quiet_calls) >= 5
+    for key, entry in quiet.entries.items():
+        assert drifted.entries[key].axes == entry.axes
+        np.testing.assert_allclose(drifted.entries[key].ms, entry.ms, rtol=1e-12)
+    (record,) = drifted.models.values()
+    (reference,) = quiet.models.values()
+    assert record["drift"]["spread"] == pytest.approx(1.5)
+    assert reference["drift"]["spread"] == 1.0
+    assert [a["whole_ms"] for a in record["anchors"]] == pytest.approx(
+        [a["whole_ms"] for a in reference["anchors"]], rel=1e-12)
+    model.get_layer("a").set_masks(cluster_mask=np.arange(24) < 10)
+    assert drifted.predict(model) == pytest.approx(quiet.predict(model), rel=1e-12)

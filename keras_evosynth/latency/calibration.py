@@ -3,6 +3,13 @@ grids (coarse first, then refined where costs change and matter) and then
 the whole model at a few fractions of its filters (the anchors), with
 neutral weights (`_neutral_weights`), to fit its fixed remainder and
 in-graph scale (`curve`).
+
+A shared host drifts (a neighbour's load, clock changes): every batch of
+micro-models, and the anchors, are timed interleaved with the uncut model
+(the reference), and each batch's costs are re-anchored to the median of
+the reference's times over the run (`_Measurer.reanchor`), so a batch timed
+while the host ran 1.3x slower counts as if timed at the run's usual speed.
+The spread the reference saw is recorded with the model (`drift`).
 """
 
 import datetime
@@ -54,6 +61,10 @@ class _Measurer:
         self.verbose = verbose
         self._null = None
         self.refusals = ""
+        self.reference = None  # interpreter of the uncut model, timed with every batch (host)
+        self.reference_ms = []  # its median invoke ms in each batch
+        self.quiet_ms = None  # their median: what the costs are re-anchored to
+        self.batch = -1  # index of the last timed batch
 
     def say(self, text):
         if self.verbose:
@@ -74,6 +85,9 @@ class _Measurer:
         if not todo and key in self.table.models:
             return
         start = time.perf_counter()
+        plain = _plain(model)
+        if todo and self.backend is None:
+            self.reference = _reference(plain, self.table.threads, model.name)
         label = f"latency table of '{model.name}': {len(todo)} op signatures"
         with Progress(label, 2 * len(todo) + 1, enabled=bool(self.verbose)) as bar:
             for grid in todo:  # coarse grids first, so refinement knows the total
@@ -90,7 +104,8 @@ class _Measurer:
                 self.table.entries[grid.key] = grid.entry()
                 self._save()
                 bar(1)
-            self._calibrate(model, key)
+            self.reanchor(todo)
+            self._calibrate(model, key, plain)
             self._save()
             bar(1)
         self.say(f"latency table: {self.table.timed_points} grid points timed in "
@@ -114,9 +129,12 @@ class _Measurer:
         from the backend); None for a micro-model the XNNPACK delegate
         refuses to prepare (its error message is in `self.refusals`)."""
         self.table.timed_points += len(flatbuffers)
+        self.batch += 1
         if self.backend is not None:
             return [None if t is None else float(t) for t in self.backend.op_costs(flatbuffers)]
         interps = [interpreter(self.null(), self.table.threads)]
+        if self.reference is not None:
+            interps.append(self.reference)
         ready = []
         for flatbuffer in flatbuffers:
             try:
@@ -127,7 +145,27 @@ class _Measurer:
                 ready.append(False)
         times = iter(time_interleaved(interps, rounds=self.rounds))
         null = next(times)
+        if self.reference is not None:
+            self.reference_ms.append(next(times))
         return [max(next(times) - null, 0.0) if ok else None for ok in ready]
+
+    def reanchor(self, grids):
+        """Re-anchors the costs of `grids` timed in this run to the run's
+        median reference time: each point's cost times `median /
+        reference ms of its batch` (1 where no reference was timed)."""
+        if not self.reference_ms:
+            return
+        self.quiet_ms = float(np.median(self.reference_ms))
+        factors = [self.quiet_ms / ms for ms in self.reference_ms]
+        for grid in grids:
+            grid.rescale(factors)
+            self.table.entries[grid.key] = grid.entry()
+        spread = max(self.reference_ms) / min(self.reference_ms)
+        if spread > 1.05:
+            self.say(f"latency table: the host drifted during the measurement (the uncut "
+                     f"model took {min(self.reference_ms):.3f}-{max(self.reference_ms):.3f} ms, "
+                     f"x{spread:.2f}); costs re-anchored to its median, "
+                     f"{self.quiet_ms:.3f} ms")
 
     def _refine(self, grid, total):
         """Bisects where the cost changes, largest changes first, until no
@@ -143,23 +181,18 @@ class _Measurer:
             grid.measure(self, [sorted(set(a) | set(n)) for a, n in zip(grid.axes, added,
                                                                          strict=True)])
 
-    def _calibrate(self, model, key):
+    def _calibrate(self, model, key, plain):
         """Times the whole model at `ANCHOR_KEEP` fractions of its filters
         (and, with removable branches, at `ANCHOR_BRANCHES` of them removed)
         (interleaved with the empty model) and fits `whole = scale * grid sum
         + remainder` over them (least squares): the fixed remainder (input
         quantize, output dequantize, invoke overhead) and how op costs inside
-        one graph differ from the same ops timed alone."""
-        from keras_evosynth.compact import ChannelAnalysis
+        one graph differ from the same ops timed alone. The anchors are timed
+        with the reference and re-anchored like the grids (`reanchor`)."""
         from keras_evosynth.conversion import evolvable
         from keras_evosynth.export import _convert
 
-        graph = trace(model)
-        shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
-        plain = ChannelAnalysis(model, remove_channels=False).build(batch_shapes=shapes)
-        # A layer compaction cannot re-create from its config is shared with
-        # `model`: its weights are left alone.
-        originals = {id(layer) for layer in model._flatten_layers(include_self=False)}
+        plain, shapes, originals = plain
         rng = np.random.default_rng(0)
         data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
         anchors, flatbuffers, interps = [], [], [interpreter(self.null(), self.table.threads)]
@@ -184,10 +217,21 @@ class _Measurer:
                 continue
             anchors.append({**anchor, "grid_ms": grid_ms})
             flatbuffers.append(whole)
+        drift = {}
         if self.backend is not None:
             null_ms, wholes = 0.0, self.backend.invoke_ms(flatbuffers)
         else:
+            if self.reference is not None:
+                interps.insert(1, self.reference)
             null_ms, *wholes = time_interleaved(interps, rounds=max(self.rounds, 7))
+            if self.reference is not None:
+                reference_ms, *wholes = wholes
+                self.quiet_ms = self.quiet_ms or reference_ms
+                factor = self.quiet_ms / reference_ms
+                null_ms, wholes = null_ms * factor, [ms * factor for ms in wholes]
+                seen = [*self.reference_ms, reference_ms]
+                drift = {"drift": {"reference_ms": self.quiet_ms, "batches": len(seen),
+                                   "spread": max(seen) / min(seen)}}
         for anchor, whole_ms in zip(anchors, wholes, strict=True):
             anchor["whole_ms"] = float(whole_ms)
         scale, remainder = _fit_anchors(anchors)
@@ -199,10 +243,43 @@ class _Measurer:
             "floor_ms": float(null_ms),
             "remainder_layers": self.ops.priced("remainder"),
             "untimed": self.ops.priced("untimed"),
+            **drift,
             "measured": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
         }
         self.table.timed_points += len(flatbuffers)
+
+
+def _plain(model):
+    """`(plain, shapes, originals)`: `model` without its Evo layers at batch
+    1 (`shapes`: its input batch shapes), and the ids of the layers it
+    shares with `model` (those compaction cannot re-create from their
+    config: their weights are left alone)."""
+    from keras_evosynth.compact import ChannelAnalysis
+
+    graph = trace(model)
+    shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
+    plain = ChannelAnalysis(model, remove_channels=False).build(batch_shapes=shapes)
+    return plain, shapes, {id(layer) for layer in model._flatten_layers(include_self=False)}
+
+
+def _reference(plain, threads, name):
+    """The interpreter of the uncut model (neutral weights, no rewrite) that
+    every batch is timed with to follow the host's drift; None, with a
+    warning, where it does not convert."""
+    from keras_evosynth.export import _convert
+
+    plain, shapes, originals = plain
+    rng = np.random.default_rng(1)
+    cut, _ = _anchor_model(None, plain, 1.0, shapes, rng, originals=originals)
+    data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
+    try:
+        return interpreter(_convert(cut, data, "int8", int8_io=False, allow_float_ops=True),
+                           threads)
+    except RuntimeError as error:
+        warnings.warn(f"LatencyTable: the uncut '{name}' did not convert ({str(error)[:200]}); "
+                      "its costs are not re-anchored to the host's drift.", stacklevel=3)
+        return None
 
 
 def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
@@ -210,7 +287,8 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
     layer's filters kept at random (at least one) and `branches` of its
     removable branches (`genetics.branches`, every `1 / branches`-th in
     graph order) removed, compacted, with neutral weights
-    (`_neutral_weights`; layers whose id is in `originals` keep theirs)."""
+    (`_neutral_weights`; layers whose id is in `originals` keep theirs).
+    Without a `table`: not rewritten, and its grid sum is None."""
     from keras_evosynth.compact import ChannelAnalysis
     from keras_evosynth.conversion import evolvable
 
@@ -228,10 +306,13 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
                 mask = np.zeros(n, bool)
                 mask[rng.choice(n, size=max(1, round(keep * n)), replace=False)] = True
                 layer.set_masks(cluster_mask=mask)
-    ops, live = kept_channels(evo)
-    grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
-    cut = ChannelAnalysis(evo, remove_channels=True).build(
-        batch_shapes=shapes, space_to_depth=table._rewritten(ops, live))
+    grid_ms, rewrites = None, {}
+    if table is not None:
+        ops, live = kept_channels(evo)
+        grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
+        rewrites = table._rewritten(ops, live)
+    cut = ChannelAnalysis(evo, remove_channels=True).build(batch_shapes=shapes,
+                                                          space_to_depth=rewrites)
     _neutral_weights(cut, rng, originals)
     return cut, grid_ms
 

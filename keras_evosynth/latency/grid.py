@@ -123,6 +123,7 @@ class _Grid:
         self.candidates = [sorted(set(c) | a) for c, a in
                            zip(self.candidates, self.anchors, strict=True)]
         self.values = {}  # point tuple -> ms
+        self.batches = {}  # point tuple -> index of the timing batch it was timed in
         self.axes = [[] for _ in self.candidates]
 
     def measure(self, measurer, axes):
@@ -137,6 +138,7 @@ class _Grid:
             for point, ms in zip(points, times, strict=True):
                 if ms is not None:
                     self.values[point] = ms
+                    self.batches[point] = measurer.batch
                     continue
                 axis = next((k for k, v in enumerate(point) if v == 1 and 1 not in self.own[k]),
                             None)
@@ -149,6 +151,12 @@ class _Grid:
                     if 1 in values:
                         values.remove(1)
         self.axes = axes
+
+    def rescale(self, factors):
+        """Multiplies each point's cost by `factors[batch]` of the batch it
+        was timed in (the host's drift, `_Measurer.reanchor`)."""
+        for point, batch in self.batches.items():
+            self.values[point] *= factors[batch]
 
     def entry(self):
         if self.op.two_d:
