@@ -94,7 +94,10 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert os.path.exists(tmp_path / "ancestor.keras")
     with open(tmp_path / "family_w2.json") as f:  # the lineage's budget: 1 + 1 + 1 x 1 epochs
-        assert json.load(f)["epochs"] == 3
+        assert {k: v for k, v in json.load(f).items() if k in ("epochs", "kept_epoch")} == {
+            "epochs": 3, "kept_epoch": "best"}
+    # the ancestor and the family width keep the weights of their best epoch
+    assert first.stdout.count("Restoring model weights from the end of the best epoch") == 2
     with open(tmp_path / "lineage.json") as f:
         saved = json.load(f)
     rows = saved["rows"]
