@@ -10,7 +10,9 @@ generation against the float32 and int8 ancestors (`recipes.lineage_table`).
 
 Everything is written under `--out_dir`: `ancestor.keras` (and with
 `--family=16,12,8` the same CNN trained from scratch at those widths,
-`family_w16.keras` ..., compared with the offspring under the table), one lineage
+`family_w16.keras` ..., compared with the offspring under the table; with
+`--polish_epochs` every accepted offspring retrained to its plateau,
+`int8-polished_g001.keras` ...), one lineage
 directory per precision (`lineage_int4/`, ...), the .tflite files and
 `lineage.md` / `lineage.json` / `lineage.png`. A killed run resumes where it
 stopped when started again with the same flags.
@@ -26,6 +28,7 @@ from keras_evosynth import (
     EvolutionCallback,
     ParentDistiller,
     evolvable,
+    export_litert,
     quantizers,
     summary,
 )
@@ -113,6 +116,12 @@ def define_flags(flag_values=FLAGS):
                        "retrains on (1 - alpha) x its labels' loss + alpha x the MSE between its "
                        "logits and its parent's (keras_evosynth.ParentDistiller); 0: labels only.",
                        lower_bound=0, upper_bound=1, **define)  # fmt: skip
+    flags.DEFINE_integer("polish_epochs", 0, "Each accepted offspring (generation >= 1) "
+                         "retrained this many more epochs at --finetune_learning_rate, its best "
+                         "epoch kept, as the ancestor and the family are trained to their "
+                         "plateau: rows of lineage <precision>-polished (cached as "
+                         "<precision>-polished_gGGG.keras). 0: none.", lower_bound=0,
+                         **define)  # fmt: skip
     flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1, **define)
     flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.", **define)
     flags.DEFINE_enum(
@@ -151,7 +160,7 @@ def train_ancestor(data, out_dir):
     same settings (a mismatch is refused, naming them)."""
     settings = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS}
     return train_cnn(data, os.path.join(out_dir, "ancestor.keras"), settings, "ancestor",
-                     FLAGS.width, FLAGS.ancestor_epochs)  # fmt: skip
+                     FLAGS.ancestor_epochs, lambda: _new_cnn(data, FLAGS.width))  # fmt: skip
 
 
 def family_epochs():
@@ -170,12 +179,47 @@ def train_family(data, out_dir):
     shared = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS if name != "ancestor_epochs"}
     return {width: train_cnn(data, os.path.join(out_dir, f"family_w{width}.keras"),
                              {**shared, "width": width, "epochs": epochs},
-                             f"family width {width}", width, epochs)
+                             f"family width {width}", epochs,
+                             lambda width=width: _new_cnn(data, width))
             for width in sorted({int(w) for w in FLAGS.family}, reverse=True)}  # fmt: skip
 
 
-def train_cnn(data, path, settings, role, width, epochs):
-    """Trains `build_cnn(width)` for `epochs` into `path` (its `settings` in
+def _new_cnn(data, width):
+    return build_cnn(data.x_train.shape[1:], data.num_classes, width)
+
+
+def polish(data, lineages, out_dir):
+    """`--polish_epochs`: every accepted offspring of `lineages`
+    (`{precision: directory}`) retrained with `train_cnn` and exported to
+    int8, as `build_table` baselines of lineage `<precision>-polished`."""
+    if not FLAGS.polish_epochs:
+        return []
+    rng = np.random.default_rng(FLAGS.seed)
+    representative = data.x_train[rng.choice(len(data.x_train), 200, replace=False)]
+    rows = []
+    for label, directory in lineages.items():
+        for generation, checkpoint, _ in lineage_table.accepted_generations(directory):
+            if generation < 1:
+                continue
+            name = f"{label}-polished_g{generation:03d}"
+            settings = {flag: FLAGS[flag].value for flag in (
+                "finetune_learning_rate", "batch_size", "seed", "polish_epochs")}
+            settings["offspring"] = os.path.relpath(checkpoint, out_dir)
+            model = train_cnn(data, os.path.join(out_dir, f"{name}.keras"), settings,
+                              f"{label} generation {generation}, polished", FLAGS.polish_epochs,
+                              lambda c=checkpoint: keras.models.load_model(c),
+                              FLAGS.finetune_learning_rate)
+            path = os.path.join(out_dir, f"{name}_int8.tflite")
+            export_litert(model, representative, path=path, mode="int8")
+            rows.append({"lineage": f"{label}-polished", "generation": generation, "tflite": path,
+                         **lineage_table.resources(model)})  # fmt: skip
+            keras.backend.clear_session()
+    return rows
+
+
+def train_cnn(data, path, settings, role, epochs, build, learning_rate=None):
+    """Trains `build()` (a new or loaded Keras model) for `epochs` at
+    `learning_rate` (None: `--learning_rate`) into `path` (its `settings` in
     the `.json` beside it), or loads it when it was made with the same
     settings (a mismatch is refused, naming them). The weights kept are
     those of the epoch with the best test accuracy (Keras's `EarlyStopping`
@@ -195,10 +239,8 @@ def train_cnn(data, path, settings, role, width, epochs):
         print(f"{role}: loading {path}")
         return keras.models.load_model(path)
     keras.utils.set_random_seed(FLAGS.seed)
-    model = compile_classifier(
-        build_cnn(data.x_train.shape[1:], data.num_classes, width), FLAGS.learning_rate
-    )
-    print(f"{role}: training width {width} for {epochs} epochs on {len(data.x_train)} images")
+    model = compile_classifier(build(), learning_rate or FLAGS.learning_rate)
+    print(f"{role}: training for {epochs} epochs on {len(data.x_train)} images")
     model.fit(
         data.x_train,
         data.y_train,
@@ -328,7 +370,8 @@ def main(argv):
         FLAGS.out_dir,
         evaluate=tflite_accuracy(data.x_test, data.y_test),
         runs=FLAGS.runs,
-        baselines=tfmot_baseline(data, ancestor, lineages, FLAGS.out_dir),
+        baselines=tfmot_baseline(data, ancestor, lineages, FLAGS.out_dir)
+        + polish(data, lineages, FLAGS.out_dir),
         space_to_depth=table, metric_name="top-1 accuracy", family=family,
         spread="metric_spread",
     )

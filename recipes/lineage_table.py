@@ -115,7 +115,7 @@ def baseline_sparsity(ancestor, lineages):
     return round(1.0 - smallest / stats.synapses, 4), smallest, stats
 
 
-def _stats(model):
+def resources(model):
     """The resource columns of a model's row (bits: one value, or the list)."""
     stats = summary(model, print_fn=None)
     bits = sorted({layer.bits for layer in stats.layers})
@@ -207,7 +207,7 @@ def build_table(
         rows.append(row)
         paths.append(path)
 
-    base = _stats(ancestor)
+    base = resources(ancestor)
     for mode in ("float32", "int8"):
         add({"lineage": f"ancestor-{mode}", "generation": 0, **base}, ancestor, mode)
     if space_to_depth is not None:
@@ -215,7 +215,7 @@ def build_table(
             rewrite=False)
     skipped = {}
     for width, model in sorted((family or {}).items(), reverse=True):
-        row = {"lineage": FAMILY, "generation": 0, "width": width, **_stats(model)}
+        row = {"lineage": FAMILY, "generation": 0, "width": width, **resources(model)}
         try:
             add(row, model, "int8", name=f"{FAMILY}_w{width:g}")
         except RuntimeError as error:  # e.g. XNNPACK refuses a collapsed thin filter
@@ -232,7 +232,7 @@ def build_table(
                     "generation": generation,
                     "rollbacks": failed.get(generation, 0) if generation else None,
                     "keras_fitness": record.get("fitness"),
-                    **_stats(model),
+                    **resources(model),
                 },
                 model,
                 "int8",

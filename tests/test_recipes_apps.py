@@ -89,7 +89,8 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
     args = ["--dataset=digits", "--generations=1", "--ancestor_epochs=1",
             "--epochs_per_generation=1", "--batch_size=32", "--precisions=int8",
             "--limit_train=256", "--limit_test=128", "--width=4", "--family=2",
-            "--distill_alpha=0.5", "--runs=5", "--tfmot=off", f"--out_dir={tmp_path}"]  # fmt: skip
+            "--distill_alpha=0.5", "--polish_epochs=1", "--runs=5", "--tfmot=off",
+            f"--out_dir={tmp_path}"]  # fmt: skip
     first = run_app("recipes.classifier", *args)
     assert first.returncode == 0, first.stderr[-2000:]
     assert os.path.exists(tmp_path / "ancestor.keras")
@@ -97,14 +98,17 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
         assert {k: v for k, v in json.load(f).items() if k in ("epochs", "kept_epoch")} == {
             "epochs": 3, "kept_epoch": "best"}
     # the ancestor and the family width keep the weights of their best epoch
-    assert first.stdout.count("Restoring model weights from the end of the best epoch") == 2
+    assert first.stdout.count("Restoring model weights from the end of the best epoch") == 3
     with open(tmp_path / "lineage.json") as f:
         saved = json.load(f)
     rows = saved["rows"]
     assert [(r["lineage"], r["generation"], r.get("width")) for r in rows] == [
         ("ancestor-float32", 0, None), ("ancestor-int8", 0, None), ("family", 0, 2),
-        ("int8", 0, None), ("int8", 1, None)]  # fmt: skip
+        ("int8", 0, None), ("int8", 1, None), ("int8-polished", 1, None)]  # fmt: skip
     assert rows[4]["synapses"] < rows[3]["synapses"] and rows[2]["synapses"] < rows[0]["synapses"]
+    # polishing retrains the offspring's surviving synapses only (a few may quantize to 0)
+    assert (rows[5]["filters"], rows[5]["bits"]) == (rows[4]["filters"], rows[4]["bits"])
+    assert rows[4]["synapses"] - 8 <= rows[5]["synapses"] <= rows[4]["synapses"]
     assert all(0.0 <= r["metric"] <= 1.0 and r["latency_ms"] > 0 for r in rows)
     assert all(r["metric_spread"] == pytest.approx(
         (r["metric"] * (1 - r["metric"]) / 128) ** 0.5) for r in rows)  # fmt: skip
@@ -115,6 +119,7 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert "ancestor: loading" in second.stdout
     assert "family width 2: loading" in second.stdout
+    assert "int8 generation 1, polished: loading" in second.stdout
     assert "lineage is complete" in second.stdout + second.stderr
     with open(tmp_path / "lineage.json") as f:
         again = json.load(f)["rows"]
