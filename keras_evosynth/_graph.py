@@ -9,6 +9,7 @@ public Keras APIs are used: the functional graph comes from `get_config()`
 """
 
 import dataclasses
+import weakref
 
 import keras
 
@@ -208,8 +209,20 @@ def check_graph_model(model, who):
         )
 
 
+# model -> (ids of its layers, Graph): a graph depends on the model's layers
+# and wiring only (never on weights or masks), so one generation's analyses
+# (genomes, compaction, the latency table's channels) share one trace of the
+# parent, and a lineage traces its network once. The graph holds its layers,
+# so their ids cannot be reused while it is cached; adding or removing a
+# layer (a Sequential) changes the key.
+_TRACES = weakref.WeakKeyDictionary()
+
+
 def trace(model, who="keras_evosynth"):
     """Flattens `model` (functional or Sequential, nested models inlined).
+
+    The result is cached per model (read it, do not modify it): the same
+    model traces once however many analyses read it.
 
     Args:
         model: A built Keras model.
@@ -230,6 +243,10 @@ def trace(model, who="keras_evosynth"):
     (['Dense'], (None, 2))
     """
     check_graph_model(model, who)
+    key = tuple(id(layer) for layer in model._flatten_layers(include_self=False))
+    cached = _TRACES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     if not model.built or not model.inputs:
         raise ValueError(
             f"Model '{model.name}' is not built with known inputs; give it an "
@@ -248,6 +265,7 @@ def trace(model, who="keras_evosynth"):
         ins, outs = iter(flat_inputs), iter(flat_outputs)
         graph.inputs = _map_history(config["input_layers"], lambda _: next(ins))
         graph.outputs = _map_history(config["output_layers"], lambda _: next(outs))
+    _TRACES[model] = (key, graph)
     return graph
 
 

@@ -180,3 +180,22 @@ def test_rules_are_the_compaction_table():
     assert sources(g, "after_softmax")[0] == [[UNKNOWN] * 3]
     assert sources(g, "after_se") == ([[index(g, "a")] * 3, [index(g, "gate")] * 3],
                                       [[0, 1, 2], [0, 0, 0]])  # fmt: skip
+
+
+def test_a_model_is_traced_once_until_its_layers_change():
+    import gc
+
+    from keras_evosynth import _graph
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="a")])
+    graph = _graph.trace(model)
+    evo = evolvable(model)
+    evo.get_layer("a").set_masks(cluster_mask=[True, False, True])  # masks leave the graph
+    assert _graph.trace(model) is graph and _graph.trace(evo) is _graph.trace(evo)
+    model.add(keras.layers.Dense(2, name="b"))  # a Sequential that grew is traced again
+    grown = _graph.trace(model)
+    assert grown is not graph and [n.layer.name for n in grown.nodes] == ["a", "b"]
+    before = len(_graph._TRACES)
+    del model, evo, graph, grown
+    gc.collect()
+    assert len(_graph._TRACES) == before - 2  # the cache does not keep models alive
