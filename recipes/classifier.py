@@ -11,8 +11,9 @@ generation against the float32 and int8 ancestors (`recipes.lineage_table`).
 Everything is written under `--out_dir`: `ancestor.keras` (and with
 `--family=16,12,8` the same CNN trained from scratch at those widths,
 `family_w16.keras` ..., compared with the offspring under the table; with
-`--polish_epochs` every accepted offspring retrained to its plateau,
-`int8-polished_g001.keras` ...), one lineage
+`--polish_epochs` every accepted offspring and every family width retrained
+to its plateau at the offspring's rate, `int8-polished_g001.keras`,
+`family_w16-polished.keras` ...), one lineage
 directory per precision (`lineage_int4/`, ...), the .tflite files and
 `lineage.md` / `lineage.json` / `lineage.png`. A killed run resumes where it
 stopped when started again with the same flags.
@@ -116,11 +117,12 @@ def define_flags(flag_values=FLAGS):
                        "retrains on (1 - alpha) x its labels' loss + alpha x the MSE between its "
                        "logits and its parent's (keras_evosynth.ParentDistiller); 0: labels only.",
                        lower_bound=0, upper_bound=1, **define)  # fmt: skip
-    flags.DEFINE_integer("polish_epochs", 0, "Each accepted offspring (generation >= 1) "
-                         "retrained this many more epochs at --finetune_learning_rate, its best "
-                         "epoch kept, as the ancestor and the family are trained to their "
-                         "plateau: rows of lineage <precision>-polished (cached as "
-                         "<precision>-polished_gGGG.keras). 0: none.", lower_bound=0,
+    flags.DEFINE_integer("polish_epochs", 0, "Each accepted offspring (generation >= 1), and "
+                         "each --family width alike, retrained this many more epochs at "
+                         "--finetune_learning_rate, its best epoch kept: rows of lineage "
+                         "<precision>-polished (cached as <precision>-polished_gGGG.keras), and "
+                         "family rows at the same slow final rate as the offspring. 0: none.",
+                         lower_bound=0,
                          **define)  # fmt: skip
     flags.DEFINE_integer("runs", 100, "Timed LiteRT invokes per model.", lower_bound=1, **define)
     flags.DEFINE_string("out_dir", "runs/classifier", "Output directory.", **define)
@@ -174,14 +176,31 @@ def family_epochs():
 
 def train_family(data, out_dir):
     """`{width: model}` of `--family`: the CNN trained from scratch at each
-    width for `family_epochs()` (cached as `out_dir/family_wW.keras`)."""
+    width for `family_epochs()` (cached as `out_dir/family_wW.keras`); with
+    `--polish_epochs`, each then retrained that long at
+    `--finetune_learning_rate` like the offspring (`family_wW-polished.keras`),
+    so that the lineage's slower final rate is not what the comparison
+    measures."""
     epochs = family_epochs()
     shared = {name: FLAGS[name].value for name in ANCESTOR_SETTINGS if name != "ancestor_epochs"}
-    return {width: train_cnn(data, os.path.join(out_dir, f"family_w{width}.keras"),
-                             {**shared, "width": width, "epochs": epochs},
-                             f"family width {width}", epochs,
-                             lambda width=width: _new_cnn(data, width))
-            for width in sorted({int(w) for w in FLAGS.family}, reverse=True)}  # fmt: skip
+    family = {}
+    for width in sorted({int(w) for w in FLAGS.family}, reverse=True):
+        path = os.path.join(out_dir, f"family_w{width}.keras")
+        model = train_cnn(data, path, {**shared, "width": width, "epochs": epochs},
+                          f"family width {width}", epochs,
+                          lambda width=width: _new_cnn(data, width))  # fmt: skip
+        if FLAGS.polish_epochs:
+            model = train_cnn(data, path.replace(".keras", "-polished.keras"),
+                              {**_polish_settings(), "offspring": os.path.basename(path)},
+                              f"family width {width}, polished", FLAGS.polish_epochs,
+                              lambda m=model: m, FLAGS.finetune_learning_rate)  # fmt: skip
+        family[width] = model
+    return family
+
+
+def _polish_settings():
+    return {flag: FLAGS[flag].value for flag in (
+        "finetune_learning_rate", "batch_size", "seed", "polish_epochs")}
 
 
 def _new_cnn(data, width):
@@ -202,9 +221,7 @@ def polish(data, lineages, out_dir):
             if generation < 1:
                 continue
             name = f"{label}-polished_g{generation:03d}"
-            settings = {flag: FLAGS[flag].value for flag in (
-                "finetune_learning_rate", "batch_size", "seed", "polish_epochs")}
-            settings["offspring"] = os.path.relpath(checkpoint, out_dir)
+            settings = {**_polish_settings(), "offspring": os.path.relpath(checkpoint, out_dir)}
             model = train_cnn(data, os.path.join(out_dir, f"{name}.keras"), settings,
                               f"{label} generation {generation}, polished", FLAGS.polish_epochs,
                               lambda c=checkpoint: keras.models.load_model(c),

@@ -98,7 +98,7 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
         assert {k: v for k, v in json.load(f).items() if k in ("epochs", "kept_epoch")} == {
             "epochs": 3, "kept_epoch": "best"}
     # the ancestor and the family width keep the weights of their best epoch
-    assert first.stdout.count("Restoring model weights from the end of the best epoch") == 3
+    assert first.stdout.count("Restoring model weights from the end of the best epoch") == 4
     with open(tmp_path / "lineage.json") as f:
         saved = json.load(f)
     rows = saved["rows"]
@@ -120,6 +120,7 @@ def test_classifier_app_tiny_run_and_resume(tmp_path):
     assert "ancestor: loading" in second.stdout
     assert "family width 2: loading" in second.stdout
     assert "int8 generation 1, polished: loading" in second.stdout
+    assert "family width 2, polished: loading" in second.stdout
     assert "lineage is complete" in second.stdout + second.stderr
     with open(tmp_path / "lineage.json") as f:
         again = json.load(f)["rows"]
