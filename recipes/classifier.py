@@ -186,12 +186,12 @@ def train_family(data, out_dir):
     family = {}
     for width in sorted({int(w) for w in FLAGS.family}, reverse=True):
         path = os.path.join(out_dir, f"family_w{width}.keras")
-        model = train_cnn(data, path, {**shared, "width": width, "epochs": epochs},
-                          f"family width {width}", epochs,
+        settings = {**shared, "width": width, "epochs": epochs}
+        model = train_cnn(data, path, settings, f"family width {width}", epochs,
                           lambda width=width: _new_cnn(data, width))  # fmt: skip
-        if FLAGS.polish_epochs:
+        if FLAGS.polish_epochs:  # its record holds the base's: a retrained base is refused
             model = train_cnn(data, path.replace(".keras", "-polished.keras"),
-                              {**_polish_settings(), "offspring": os.path.basename(path)},
+                              {**_polish_settings(), "family": settings},
                               f"family width {width}, polished", FLAGS.polish_epochs,
                               lambda m=model: m, FLAGS.finetune_learning_rate)  # fmt: skip
         family[width] = model
