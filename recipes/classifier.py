@@ -207,14 +207,14 @@ def _new_cnn(data, width):
     return build_cnn(data.x_train.shape[1:], data.num_classes, width)
 
 
-def polish(data, lineages, out_dir):
+def polish(data, lineages, out_dir, representative, space_to_depth=None):
     """`--polish_epochs`: every accepted offspring of `lineages`
     (`{precision: directory}`) retrained with `train_cnn` and exported to
-    int8, as `build_table` baselines of lineage `<precision>-polished`."""
+    int8 as the table exports the offspring (`representative` data, the
+    same `space_to_depth` rewrites), as `build_table` baselines of lineage
+    `<precision>-polished`."""
     if not FLAGS.polish_epochs:
         return []
-    rng = np.random.default_rng(FLAGS.seed)
-    representative = data.x_train[rng.choice(len(data.x_train), 200, replace=False)]
     rows = []
     for label, directory in lineages.items():
         for generation, checkpoint, _ in lineage_table.accepted_generations(directory):
@@ -227,7 +227,8 @@ def polish(data, lineages, out_dir):
                               lambda c=checkpoint: keras.models.load_model(c),
                               FLAGS.finetune_learning_rate)
             path = os.path.join(out_dir, f"{name}_int8.tflite")
-            export_litert(model, representative, path=path, mode="int8")
+            export_litert(model, representative, path=path, mode="int8",
+                          space_to_depth=space_to_depth)
             rows.append({"lineage": f"{label}-polished", "generation": generation, "tflite": path,
                          **lineage_table.resources(model)})  # fmt: skip
             keras.backend.clear_session()
@@ -256,7 +257,8 @@ def train_cnn(data, path, settings, role, epochs, build, learning_rate=None):
         print(f"{role}: loading {path}")
         return keras.models.load_model(path)
     keras.utils.set_random_seed(FLAGS.seed)
-    model = compile_classifier(build(), learning_rate or FLAGS.learning_rate)
+    model = compile_classifier(
+        build(), FLAGS.learning_rate if learning_rate is None else learning_rate)
     print(f"{role}: training for {epochs} epochs on {len(data.x_train)} images")
     model.fit(
         data.x_train,
@@ -388,7 +390,7 @@ def main(argv):
         evaluate=tflite_accuracy(data.x_test, data.y_test),
         runs=FLAGS.runs,
         baselines=tfmot_baseline(data, ancestor, lineages, FLAGS.out_dir)
-        + polish(data, lineages, FLAGS.out_dir),
+        + polish(data, lineages, FLAGS.out_dir, representative, table),
         space_to_depth=table, metric_name="top-1 accuracy", family=family,
         spread="metric_spread",
     )
