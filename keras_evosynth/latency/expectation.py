@@ -107,7 +107,7 @@ def _unreached(graph, ops, removed):
 def _channel_odds(op, alive):
     """`(cin, cout)` per-channel odds of being live (bool or probability
     vectors; None for fixed counts) given every Evo layer's cluster odds."""
-    cin = None if op.sources is None else genetics._alive_probability(op.sources, alive)
+    cin = None if op.sources is None else genetics.alive_probability(op.sources, alive)
     cout = None
     if op.evo_index is not None:
         cout = np.asarray(alive[op.evo_index], np.float64)
