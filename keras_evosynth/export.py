@@ -27,7 +27,7 @@ import numpy as np
 
 from keras_evosynth._deprecation import warn_renamed
 from keras_evosynth._io import quiet_native_output, write_atomic
-from keras_evosynth.compact import ChannelAnalysis
+from keras_evosynth.channel_analysis import ChannelAnalysis
 from tflite_bench.host import run_signature
 
 MODES = ("int8", "float16", "float32")

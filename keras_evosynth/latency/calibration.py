@@ -23,6 +23,7 @@ import numpy as np
 
 from keras_evosynth import genetics
 from keras_evosynth._graph import trace
+from keras_evosynth.channel_analysis import ChannelAnalysis
 from keras_evosynth.latency.curve import _fit_anchors
 from keras_evosynth.latency.expectation import kept_channels
 from keras_evosynth.latency.grid import _coarse, _Grid
@@ -255,8 +256,6 @@ def _plain(model):
     1 (`shapes`: its input batch shapes), and the ids of the layers it
     shares with `model` (those compaction cannot re-create from their
     config: their weights are left alone)."""
-    from keras_evosynth.compact import ChannelAnalysis
-
     graph = trace(model)
     shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
     plain = ChannelAnalysis(model, remove_channels=False).build(batch_shapes=shapes)
@@ -289,7 +288,6 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
     graph order) removed, compacted, with neutral weights
     (`_neutral_weights`; layers whose id is in `originals` keep theirs).
     Without a `table`: not rewritten, and its grid sum is None."""
-    from keras_evosynth.compact import ChannelAnalysis
     from keras_evosynth.conversion import evolvable
 
     evo = evolvable(plain, skip_unsupported=True)

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_evosynth import genetics
+from keras_evosynth.channel_analysis import ChannelAnalysis
 from keras_evosynth.latency.curve import _whole
 from keras_evosynth.latency.ops import model_ops
 
@@ -41,8 +42,6 @@ def _kept_channels(model):
     """`kept_channels` plus the traced graph. An op whose output compaction
     drops altogether (a removed branch, a reduction only it read) keeps
     `(0, 0)`: it costs nothing."""
-    from keras_evosynth.compact import ChannelAnalysis
-
     compactor = ChannelAnalysis(model, remove_channels=True)
     graph = compactor.graph
     ops = model_ops(model, graph=graph, untimed="ignore")  # measure() refused or recorded them
