@@ -35,7 +35,8 @@ from keras_evosynth.layers import (
     EvoLayer,
     FakeQuantActivation,
 )
-from keras_evosynth.lineage import Lineage, plot_lineage, read_lineage
+from keras_evosynth.lineage import Lineage, read_lineage
+from keras_evosynth.plotting import plot_lineage
 from keras_evosynth.quantizers import SynapticPrecision
 from keras_evosynth.stats import LayerStats, ModelStats, summary
 

@@ -496,7 +496,7 @@ def write_table(rows, out_dir, report=None, extra_columns=(), rollback_rates=Non
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    from keras_evosynth.lineage import readable_log_ticks
+    from keras_evosynth.plotting import readable_log_ticks
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     evolved = [r["lineage"] for r in rows if not r["lineage"].startswith("ancestor")]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from keras_evosynth import lineage as lineage_lib
-from keras_evosynth.lineage import Lineage, check_writable, plot_lineage, read_lineage
+from keras_evosynth.lineage import Lineage, check_writable, read_lineage
+from keras_evosynth.plotting import plot_lineage
 
 
 def digest(path):
