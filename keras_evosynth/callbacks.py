@@ -34,58 +34,15 @@ import numpy as np
 
 from keras_evosynth import genetics, trials
 from keras_evosynth._graph import check_graph_model
-from keras_evosynth.conversion import _walk
 from keras_evosynth.distill import ParentDistiller
-from keras_evosynth.layers import EvoLayer
-from keras_evosynth.lineage import AMOUNT_FIELD, generation_record, progress_line, read_lineage
+from keras_evosynth.lineage import epoch_logs, generation_record, progress_line, read_lineage
 from keras_evosynth.selection import Selection
-from keras_evosynth.settings import EvolutionSettings
+from keras_evosynth.settings import EvolutionSettings, auto_mode
 from keras_evosynth.stats import summary
+from keras_evosynth.synthesis import synthesize
 from keras_evosynth.trials import reinitialize_weights, reset_optimizer
 
 __all__ = ["EvolutionCallback", "auto_mode", "reinitialize_weights", "reset_optimizer"]
-
-
-def auto_mode(model, monitor):
-    """`mode="auto"` decided as Keras 3.15's callbacks decide it
-    (`EarlyStopping`, `ModelCheckpoint`, ...: `MonitorCallback`).
-
-    The loss (`"loss"` / `"val_loss"`) is minimized; any other monitor takes
-    the direction of `model`'s compiled metric of that name (without
-    `val_`): `"max"` for one that goes up (`accuracy`, `auc`, `f1_score`,
-    `r2_score`), `"min"` for one that goes down (a metric wrapping a loss:
-    `mae`, `mse`). None when neither tells: a per-output loss, a metric
-    without a direction (a `MeanMetricWrapper` of your own function), a value
-    another callback adds to the logs. The compiled metrics exist once
-    `fit` has run a step. Keras records a metric's direction only in its
-    `_direction` attribute, read here as Keras's own rule reads it.
-
-    Args:
-        model: The compiled model.
-        monitor: The monitored name from the epoch logs.
-
-    Returns:
-        `"min"`, `"max"` or None.
-
-    Example:
-
-    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    >>> model.compile("sgd", "mse", metrics=["mae", keras.metrics.R2Score()])
-    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
-    >>> [auto_mode(model, m) for m in ("val_loss", "mae", "val_r2_score", "score")]
-    ['min', 'min', 'max', None]
-    """
-    name = monitor.removeprefix("val_")
-    mode = "min" if name == "loss" else None
-    compiled = []
-    for metric in getattr(model, "metrics", None) or []:
-        inner = getattr(metric, "metrics", None)  # the compiled metrics' containers
-        if isinstance(inner, (list, tuple)):
-            compiled.extend(inner)
-    for metric in compiled:
-        if metric.name == name and hasattr(metric, "_direction"):
-            mode = "max" if metric._direction == "up" else "min"
-    return mode
 
 
 class EvolutionCallback(keras.callbacks.Callback):
@@ -323,22 +280,18 @@ class EvolutionCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._flush()
-        if self.learning_rate is not None and not self.done:
-            epochs = self.ancestor_epochs if self.generation == 0 else self.epochs_per_generation
-            if callable(self.learning_rate):
-                rate = self.learning_rate(self._epochs_done, epochs)
-            elif self._epochs_done == 0:
-                rate = self.learning_rate
-            else:
-                return
-            try:
-                self.model.optimizer.learning_rate = float(rate)
-            except (TypeError, ValueError, AttributeError) as error:
-                raise ValueError(
-                    "EvolutionCallback: cannot set the optimizer's learning rate "
-                    f"({error}); compile with a plain rate (not a LearningRateSchedule) "
-                    "to use learning_rate=."
-                ) from None
+        rate = None if self.done else self.config.learning_rate_at(
+            self.generation, self._epochs_done)
+        if rate is None:
+            return
+        try:
+            self.model.optimizer.learning_rate = rate
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ValueError(
+                "EvolutionCallback: cannot set the optimizer's learning rate "
+                f"({error}); compile with a plain rate (not a LearningRateSchedule) "
+                "to use learning_rate=."
+            ) from None
 
     def on_train_end(self, logs=None):
         self._flush()
@@ -398,12 +351,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             record = {"generation": generation, "synapses": stats.synapses, "macs": stats.macs}
             if self.latency_table is not None:
                 record["latency"] = self.latency_table.predict(self._net)
-        logs = {"generation": int(record["generation"]), "synapses": int(record["synapses"])}
-        if record.get("macs") is not None:
-            logs["macs"] = int(record["macs"])
-        if record.get("latency") is not None:
-            logs["latency"] = float(record["latency"])
-        return logs
+        return epoch_logs(record)
 
     # ----------------------------------------------------------------- mode
     def _decide_mode(self, mode):
@@ -557,18 +505,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     def _resume(self, records):
         accepted = [r for r in records if r["accepted"]]
         last = accepted[-1]
-        path = self.lineage.path(last["checkpoint"])
-        try:
-            saved = keras.saving.load_model(path, compile=False)
-            self._net.set_weights(saved.get_weights())
-        except Exception as error:  # Keras raises several types here
-            raise ValueError(
-                f"EvolutionCallback: cannot load the lineage checkpoint {path!r} "
-                f"into model '{self.model.name}': {error}"
-            ) from error
-        saved_layers = [layer for layer in _walk(saved) if isinstance(layer, EvoLayer)]
-        for layer, source in zip(trials.evo_layers(self.model), saved_layers, strict=True):
-            layer.precision = source.precision
+        self.lineage.load_model(last, into=self._net)
         trials.retrace(self.model)
         self.records = list(records)
         self._keep_parent()
@@ -593,53 +530,6 @@ class EvolutionCallback(keras.callbacks.Callback):
     def _synthesize(self):
         """Turns the model (holding the parent) into the next offspring."""
         self._clock = time.perf_counter()
-        genomes, layers = genetics.genomes_from_model(self._net, self.precision, self.protect)
-        expected, current = self.environment.resource_model(self._net, genomes)
-        self._factors = self.environment.factors(
-            expected=expected,
-            current=current,
-            ancestor=self.records[0][AMOUNT_FIELD[self.environment.resource]],
-            generation=self.generation,
-            generations=self.generations,
-            mildness=self.attempt,
-            **({"history": [r["accepted"] for r in self.records[1:]]}
-               if self.environment.adaptive else {}),
-        )
-        keys = (self.seed, self.generation, self.attempt)
-        candidates = []
-        for candidate in range(self.population):
-            masks = genetics.sample_masks(
-                genomes,
-                self._factors.cluster_factor,
-                self._factors.synapse_factor,
-                *keys,
-                candidate,
-                round_to=self._factors.round_to,
-                vanish=self._factors.vanish,
-            )
-            seeds = (trials.trial_seed(*keys, candidate),
-                     [*keys, candidate] if self.reinitialize else None)
-            candidates.append((masks, seeds))
-        self._candidate = 0
-        if self.population == 1:
-            masks, (_, reinitialize) = candidates[0]
-            trials.apply_candidate(self.model, layers, masks, self.precision, reinitialize)
-            return
-        spec = {
-            "precision": self.precision,
-            "trial_data": self.trial_data,
-            "selection_data": self.selection_data,
-            "trial_steps": self.trial_steps,
-            "monitor": self.monitor,
-            "mode": self.mode,
-            "trial_score": self.trial_score,
-            "layers": [layer.name for layer in layers],
-        }
-        where = f"generation {self.generation} (attempt {self.attempt})"
-        fitnesses, fetch = self.executor.run(self.model, spec, candidates, where)
-        best = self._candidate = self.selection.fittest(fitnesses)
-        self._restore(fetch(best))
-        trials.retrace(self.model)
-        reset_optimizer(self.model)
-        # the retraining draws from the lineage's seed, whoever ran the trials
-        keras.utils.set_random_seed(trials.trial_seed(*keys, self.population))
+        self._factors, self._candidate = synthesize(
+            self.model, self.config, self.records, self.generation, self.attempt, self.mode,
+            self.selection)

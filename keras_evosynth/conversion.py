@@ -75,6 +75,19 @@ def _walk(model):
             yield layer
 
 
+def evo_layers(model):
+    """The Evo layers of `model` (nested models inlined), in layer order."""
+    return [layer for layer in _walk(model) if isinstance(layer, EvoLayer)]
+
+
+def copy_state(source, target):
+    """Copies `source`'s weights (masks included) and each Evo layer's
+    precision into `target`, a model of the same architecture."""
+    target.set_weights(source.get_weights())
+    for mine, theirs in zip(evo_layers(target), evo_layers(source), strict=True):
+        mine.precision = theirs.precision
+
+
 def _layers_by_name(model, prefix=()):
     """`{(nested model names..., layer name): layer}` for every non-model
     layer of `model`. Names, unlike `layer.path`, survive `clone_model`: a

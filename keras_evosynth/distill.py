@@ -36,8 +36,7 @@ True
 import keras
 
 from keras_evosynth._deprecation import warn_renamed
-from keras_evosynth.conversion import _walk
-from keras_evosynth.layers import EvoLayer
+from keras_evosynth.conversion import copy_state
 
 
 def _output_names(model):
@@ -161,11 +160,7 @@ class ParentDistiller(keras.Model):
     def load_teacher(self, model):
         """Copies `model`'s weights (and Evo layers' precisions) into the
         teacher, which must share its architecture."""
-        self.teacher.set_weights(model.get_weights())
-        teacher_layers = [x for x in _walk(self.teacher) if isinstance(x, EvoLayer)]
-        model_layers = [x for x in _walk(model) if isinstance(x, EvoLayer)]
-        for mine, theirs in zip(teacher_layers, model_layers, strict=True):
-            mine.precision = theirs.precision
+        copy_state(model, self.teacher)
 
     def get_config(self):
         return {

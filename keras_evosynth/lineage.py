@@ -10,7 +10,8 @@ Layout of a lineage directory:
 - `generation_000.keras`, `generation_001.keras`, ...: the trained model of
   every accepted generation.
 
-`generation_record` builds one record, `progress_line` prints it.
+`generation_record` builds one record, `progress_line` prints it, `epoch_logs`
+puts it in Keras's epoch logs.
 
 Every file is written to a temporary file in the same directory and moved
 into place with `os.replace`, so a killed process never leaves a half
@@ -315,6 +316,26 @@ class Lineage:
             raise
         return name
 
+    def load_model(self, record, into):
+        """Loads the checkpoint of `record` into the model `into` (same
+        architecture): its weights and masks, and each Evo layer's precision.
+
+        Raises:
+            ValueError: The checkpoint does not fit `into`.
+        """
+        import keras
+
+        from keras_evosynth.conversion import copy_state
+
+        path = self.path(record["checkpoint"])
+        try:
+            copy_state(keras.saving.load_model(path, compile=False), into)
+        except Exception as error:  # Keras raises several types here
+            raise ValueError(
+                f"EvolutionCallback: cannot load the lineage checkpoint {path!r} "
+                f"into model '{into.name}': {error}"
+            ) from error
+
     def path(self, name):
         """Absolute path of a file named in a record."""
         return os.path.join(self.directory, name)
@@ -392,6 +413,24 @@ def generation_record(model, *, generation, attempt, candidate, accepted, seed, 
         if record[key] and ancestor[key]:
             record[name] = ancestor[key] / record[key]
     return record
+
+
+def epoch_logs(record):
+    """The lineage's numbers that `EvolutionCallback` adds to Keras's epoch
+    logs, from a record: `generation` and `synapses` (ints), `macs` (int)
+    and `latency` (ms) where the record has them.
+
+    Example:
+
+    >>> epoch_logs({"generation": 2, "synapses": 900, "macs": None, "latency": 1.5})
+    {'generation': 2, 'synapses': 900, 'latency': 1.5}
+    """
+    logs = {"generation": int(record["generation"]), "synapses": int(record["synapses"])}
+    if record.get("macs") is not None:
+        logs["macs"] = int(record["macs"])
+    if record.get("latency") is not None:
+        logs["latency"] = float(record["latency"])
+    return logs
 
 
 def progress_line(record, ancestor, generations):

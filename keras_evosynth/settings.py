@@ -3,7 +3,8 @@
 The callback runs the lifecycle (callbacks.py); what it was asked to do is
 checked once, here, and read back as attributes (`evolution.generations`,
 `evolution.precision`, ...). `lineage_config()` is the part a lineage
-directory must match to be resumed.
+directory must match to be resumed; `auto_mode` decides `mode="auto"` as
+Keras's own callbacks do.
 
 Example:
 
@@ -14,6 +15,7 @@ Example:
 11
 """
 
+import keras  # noqa: F401 (doctests)
 import numpy as np
 
 from keras_evosynth import environments, quantizers
@@ -27,6 +29,48 @@ def _int(value, name, minimum):
     if value < minimum:
         raise ValueError(f"EvolutionCallback: {name} must be >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def auto_mode(model, monitor):
+    """`mode="auto"` decided as Keras 3.15's callbacks decide it
+    (`EarlyStopping`, `ModelCheckpoint`, ...: `MonitorCallback`).
+
+    The loss (`"loss"` / `"val_loss"`) is minimized; any other monitor takes
+    the direction of `model`'s compiled metric of that name (without
+    `val_`): `"max"` for one that goes up (`accuracy`, `auc`, `f1_score`,
+    `r2_score`), `"min"` for one that goes down (a metric wrapping a loss:
+    `mae`, `mse`). None when neither tells: a per-output loss, a metric
+    without a direction (a `MeanMetricWrapper` of your own function), a value
+    another callback adds to the logs. The compiled metrics exist once
+    `fit` has run a step. Keras records a metric's direction only in its
+    `_direction` attribute, read here as Keras's own rule reads it.
+
+    Args:
+        model: The compiled model.
+        monitor: The monitored name from the epoch logs.
+
+    Returns:
+        `"min"`, `"max"` or None.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse", metrics=["mae", keras.metrics.R2Score()])
+    >>> _ = model.fit(np.ones((4, 2)), np.ones((4, 1)), verbose=0)
+    >>> [auto_mode(model, m) for m in ("val_loss", "mae", "val_r2_score", "score")]
+    ['min', 'min', 'max', None]
+    """
+    name = monitor.removeprefix("val_")
+    mode = "min" if name == "loss" else None
+    compiled = []
+    for metric in getattr(model, "metrics", None) or []:
+        inner = getattr(metric, "metrics", None)  # the compiled metrics' containers
+        if isinstance(inner, (list, tuple)):
+            compiled.extend(inner)
+    for metric in compiled:
+        if metric.name == name and hasattr(metric, "_direction"):
+            mode = "max" if metric._direction == "up" else "min"
+    return mode
 
 
 class EvolutionSettings:
@@ -124,6 +168,23 @@ class EvolutionSettings:
             selection_data, trial_data, trial_score)
         self.trial_steps = None if trial_steps is None else _int(trial_steps, "trial_steps", 1)
         self.executor = executor
+
+    def learning_rate_at(self, generation, epoch):
+        """The rate to set as epoch `epoch` (from 0) of `generation` starts,
+        or None: leave the optimizer's (no `learning_rate`, or a number set
+        at the generation's first epoch already).
+
+        Example:
+
+        >>> EvolutionSettings(2, 3, learning_rate=lambda e, n: 0.1 * (n - e)).learning_rate_at(1, 1)
+        0.2
+        """
+        if self.learning_rate is None:
+            return None
+        if callable(self.learning_rate):
+            epochs = self.ancestor_epochs if generation == 0 else self.epochs_per_generation
+            return float(self.learning_rate(epoch, epochs))
+        return float(self.learning_rate) if epoch == 0 else None
 
     @property
     def max_epochs(self):

@@ -170,9 +170,9 @@ def tensor_sources(model, graph=None):
         tensor id of `graph` to its `Sources` (unknown channels where nothing
         is traced; None for a tensor without a channel axis).
     """
-    from keras_evosynth.conversion import _walk
+    from keras_evosynth.conversion import evo_layers as evo_layers_of
 
-    evo_layers = [layer for layer in _walk(model) if isinstance(layer, EvoLayer)]
+    evo_layers = evo_layers_of(model)
     index_of = {id(layer): i for i, layer in enumerate(evo_layers)}
     inputs = [None] * len(evo_layers)
     graph = trace(model, "channel_sources()") if graph is None else graph

@@ -26,7 +26,7 @@ import weakref
 import keras
 import numpy as np
 
-from keras_evosynth import genetics, quantizers
+from keras_evosynth import conversion, genetics, quantizers
 from keras_evosynth.conversion import _walk
 from keras_evosynth.distill import ParentDistiller
 from keras_evosynth.layers import EvoLayer
@@ -66,7 +66,7 @@ def evolved_net(model):
 
 def evo_layers(model):
     """The Evo layers of the network being evolved, in graph order."""
-    return [layer for layer in _walk(evolved_net(model)) if isinstance(layer, EvoLayer)]
+    return conversion.evo_layers(evolved_net(model))
 
 
 # The Evo layers' precisions each compiled model's functions were traced
