@@ -13,7 +13,7 @@ import keras_evosynth as ke
 from keras_evosynth import genetics, latency
 from keras_evosynth.environments import ResourceTarget, latency_target
 from keras_evosynth.latency import Entry, LatencyTable
-from keras_evosynth.latency.calibration import _anchor_model, _Measurer
+from keras_evosynth.latency.calibration import _anchor_model, _Measurer, _Plain
 from keras_evosynth.latency.curve import _curve, _whole
 from keras_evosynth.latency.grid import _axis_candidates, _Grid
 
@@ -278,9 +278,9 @@ def test_anchor_models_keep_a_random_share_of_filters_with_fresh_kernels():
     model = _inception()
     table = synthetic_table(model)
     rng = np.random.default_rng(0)
-    whole, full = _anchor_model(table, model, 1.0, [(1, 16, 16, 3)], rng)
+    whole, full = _anchor_model(table, _Plain(model, [(1, 16, 16, 3)]), 1.0, rng)
     assert [op.cout for op in latency.model_ops(whole)] == [8, 8, 8, 16, 24, 24, 3]
-    cut, grid = _anchor_model(table, model, 0.5, [(1, 16, 16, 3)], rng)
+    cut, grid = _anchor_model(table, _Plain(model, [(1, 16, 16, 3)]), 0.5, rng)
     widths = {op.name: (op.cin, op.cout) for op in latency.model_ops(cut)}
     # half of each sampled layer's filters; the head is protected
     assert widths == {"stem": (3, 4), "pool": (4, 4), "a": (4, 4), "b": (4, 8),

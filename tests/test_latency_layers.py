@@ -11,7 +11,7 @@ import keras_evosynth as ke
 from keras_evosynth import genetics, latency
 from keras_evosynth.export import _convert, export_litert, list_operators
 from keras_evosynth.latency import LatencyTable
-from keras_evosynth.latency.calibration import _anchor_model, _Measurer
+from keras_evosynth.latency.calibration import _anchor_model, _Measurer, _Plain
 from keras_evosynth.latency.timing import interpreter, null_flatbuffer, time_interleaved
 
 L = keras.layers
@@ -246,8 +246,8 @@ def test_anchor_models_keep_the_operators_of_preprocessing():
             axes = [[op.cin], [op.cout]] if op.two_d else [[op.cin]]
             table.entries[op.key] = latency.Entry(op.signature, axes,
                                                   [[0.1]] if op.two_d else [0.1])
-        cut, _ = _anchor_model(table, model, 1.0, [(1, 8, 8, 3)], rng,
-                                       originals={id(norm)})
+        cut, _ = _anchor_model(table, _Plain(model, [(1, 8, 8, 3)], frozenset({id(norm)})),
+                               1.0, rng)
         data = [rng.uniform(0, 1, (4, 8, 8, 3)).astype("float32")]
         names = [op.name for op in list_operators(_convert(cut, data, "int8", False, True))]
         assert "SUB" in names and "MUL" in names

@@ -12,6 +12,7 @@ while the host ran 1.3x slower counts as if timed at the run's usual speed.
 The spread the reference saw is recorded with the model (`drift`).
 """
 
+import dataclasses
 import datetime
 import math
 import sys
@@ -193,19 +194,18 @@ class _Measurer:
         from keras_evosynth.conversion import evolvable
         from keras_evosynth.export import _convert
 
-        plain, shapes, originals = plain
         rng = np.random.default_rng(0)
-        data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
+        data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in plain.shapes]
         anchors, flatbuffers, interps = [], [], [interpreter(self.null(), self.table.threads)]
         plan = [{"keep": keep} for keep in ANCHOR_KEEP]
         # layers evolvable() does not know (SeparableConv2D, custom ones) stay
         # whole: fixed costs, priced in the remainder
         if genetics.branches(genetics.genomes_from_model(
-                evolvable(plain, skip_unsupported=True))[0]):
+                evolvable(plain.model, skip_unsupported=True))[0]):
             plan += [{"keep": 1.0, "branches": b} for b in ANCHOR_BRANCHES]
         for anchor in plan:
-            cut, grid_ms = _anchor_model(self.table, plain, anchor["keep"], shapes, rng,
-                                         anchor.get("branches", 0.0), originals)
+            cut, grid_ms = _anchor_model(self.table, plain, anchor["keep"], rng,
+                                         anchor.get("branches", 0.0))
             try:
                 whole = _convert(cut, data, "int8", int8_io=False, allow_float_ops=True)
                 interps.append(interpreter(whole, self.table.threads))
@@ -251,15 +251,30 @@ class _Measurer:
         self.table.timed_points += len(flatbuffers)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Plain:
+    """A measured model without its Evo layers, at batch 1.
+
+    Attributes:
+        model: The plain Keras model (`strip_evolvable` at batch 1).
+        shapes: Its input batch shapes.
+        originals: Ids of the layers it shares with the measured model
+            (those compaction cannot re-create from their config): their
+            weights are left alone.
+    """
+
+    model: keras.Model
+    shapes: list
+    originals: frozenset = frozenset()
+
+
 def _plain(model):
-    """`(plain, shapes, originals)`: `model` without its Evo layers at batch
-    1 (`shapes`: its input batch shapes), and the ids of the layers it
-    shares with `model` (those compaction cannot re-create from their
-    config: their weights are left alone)."""
+    """`model` as a `_Plain`."""
     graph = trace(model)
     shapes = [(1, *graph.specs[t].shape[1:]) for t in keras.tree.flatten(graph.inputs)]
     plain = ChannelAnalysis(model, remove_channels=False).build(batch_shapes=shapes)
-    return plain, shapes, {id(layer) for layer in model._flatten_layers(include_self=False)}
+    return _Plain(plain, shapes,
+                  frozenset(id(layer) for layer in model._flatten_layers(include_self=False)))
 
 
 def _reference(plain, threads, name):
@@ -268,10 +283,9 @@ def _reference(plain, threads, name):
     warning, where it does not convert."""
     from keras_evosynth.export import _convert
 
-    plain, shapes, originals = plain
     rng = np.random.default_rng(1)
-    cut, _ = _anchor_model(None, plain, 1.0, shapes, rng, originals=originals)
-    data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in shapes]
+    cut, _ = _anchor_model(None, plain, 1.0, rng)
+    data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in plain.shapes]
     try:
         return interpreter(_convert(cut, data, "int8", int8_io=False, allow_float_ops=True),
                            threads)
@@ -281,16 +295,16 @@ def _reference(plain, threads, name):
         return None
 
 
-def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
-    """`(plain model, grid sum ms)`: `plain` with `keep` of each sampled
+def _anchor_model(table, plain, keep, rng, branches=0.0):
+    """`(plain model, grid sum ms)`: `plain` (a `_Plain`) with `keep` of each sampled
     layer's filters kept at random (at least one) and `branches` of its
     removable branches (`genetics.branches`, every `1 / branches`-th in
     graph order) removed, compacted, with neutral weights
-    (`_neutral_weights`; layers whose id is in `originals` keep theirs).
+    (`_neutral_weights`; the layers of `plain.originals` keep theirs).
     Without a `table`: not rewritten, and its grid sum is None."""
     from keras_evosynth.conversion import evolvable
 
-    evo = evolvable(plain, skip_unsupported=True)
+    evo = evolvable(plain.model, skip_unsupported=True)
     if keep < 1.0 or branches > 0.0:
         genomes, layers = genetics.genomes_from_model(evo)
         members = list(genetics.branches(genomes).values())
@@ -309,9 +323,9 @@ def _anchor_model(table, plain, keep, shapes, rng, branches=0.0, originals=()):
         ops, live = kept_channels(evo)
         grid_ms = sum(table._cost(op, *n) for op, n in zip(ops, live, strict=True))
         rewrites = table._rewritten(ops, live)
-    cut = ChannelAnalysis(evo, remove_channels=True).build(batch_shapes=shapes,
+    cut = ChannelAnalysis(evo, remove_channels=True).build(batch_shapes=plain.shapes,
                                                           space_to_depth=rewrites)
-    _neutral_weights(cut, rng, originals)
+    _neutral_weights(cut, rng, plain.originals)
     return cut, grid_ms
 
 
