@@ -58,29 +58,19 @@ class EvolutionCallback(keras.callbacks.Callback):
     (`ancestor_epochs + generations * epochs_per_generation`, each
     generation retried as often as rollbacks allow; less for a resumed
     lineage, 0 for a complete one); training stops when the lineage is
-    complete. After
-    that the callback only fills in the epoch logs (below).
+    complete. After that the callback only fills in the epoch logs (below).
 
     Epoch logs: at the end of every epoch the callback adds the lineage's
-    numbers to the `logs` dict that Keras hands the callbacks, so that
-    `History`, `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard`
-    record them next to the metrics (always the same keys, all numbers):
-
-    - `generation` (int): the generation trained in that epoch (a rolled
-      back attempt counts as its generation; once the lineage is complete,
-      the last accepted generation);
-    - `synapses` (int): its synapses (non-zero kernel weights at its
-      precision), as its lineage record counts them;
-    - `macs` (int): its multiply-accumulates, when the model's shapes give
-      them (the record's `macs` is not None);
-    - `latency` (float): its predicted int8 latency (ms), with a latency
-      table (the record's `latency`).
-
-    On an epoch that ends a generation they are that generation's record's
-    values; they are not part of the record's `metrics`. Keras calls the
-    callbacks in list order with the same dict and nothing can add to it
-    before the first of them runs, so a logger only sees these keys if it
-    comes after this callback in `callbacks`:
+    numbers to the `logs` dict that Keras hands the callbacks
+    (`lineage.epoch_logs`: `generation`, `synapses`, and `macs` / `latency`
+    where the record has them, always numbers), so that `History`,
+    `keras.callbacks.CSVLogger` and `keras.callbacks.TensorBoard` record them
+    next to the metrics. `generation` is the one trained in that epoch (a
+    rolled back attempt counts as its generation; once the lineage is
+    complete, the last accepted one); on an epoch that ends a generation the
+    values are its record's (they are not part of its `metrics`). Keras calls
+    the callbacks in list order with one dict, so a logger only sees these
+    keys if it comes after this callback:
     `callbacks=[evolution, keras.callbacks.CSVLogger(path)]` (`History` and
     the progress bar, which Keras appends to the list, always see them).
     Callbacks that add the monitored metric go before it.
@@ -386,7 +376,7 @@ class EvolutionCallback(keras.callbacks.Callback):
     def _keep_parent(self):
         """Remembers the current model as the parent (and, under a
         `ParentDistiller`, makes it the teacher)."""
-        self._parent = self._snapshot()
+        self._parent = trials.snapshot(self.model)
         if isinstance(self.model, ParentDistiller):
             self.model.load_teacher(self._net)
 
@@ -418,12 +408,6 @@ class EvolutionCallback(keras.callbacks.Callback):
                 self.lineage.record_mode(self.mode)
             if any(r.get("accepted") for r in records):
                 self._resume(records)
-
-    def _snapshot(self):
-        return trials.snapshot(self.model)
-
-    def _restore(self, snapshot):
-        trials.restore(self.model, snapshot)
 
     def _say(self, text):
         """Queues a progress line; it is printed at the next epoch begin (or
@@ -480,7 +464,7 @@ class EvolutionCallback(keras.callbacks.Callback):
             self.generation += 1
             self.attempt = 0
         else:
-            self._restore(self._parent)
+            trials.restore(self.model, self._parent)
             self.attempt += 1
             if self.selection.exhausted(self.attempt):
                 trials.retrace(self.model)

@@ -417,8 +417,10 @@ def generation_record(model, *, generation, attempt, candidate, accepted, seed, 
 
 def epoch_logs(record):
     """The lineage's numbers that `EvolutionCallback` adds to Keras's epoch
-    logs, from a record: `generation` and `synapses` (ints), `macs` (int)
-    and `latency` (ms) where the record has them.
+    logs, from a record: `generation` (int), `synapses` (int: non-zero
+    kernel weights at the generation's precision), `macs` (int: its
+    multiply-accumulates, where the model's shapes give them) and `latency`
+    (float: its predicted int8 latency in ms, with a latency table).
 
     Example:
 
