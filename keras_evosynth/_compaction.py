@@ -69,7 +69,7 @@ def build(analysis, batch_shapes, space_to_depth):
 
 
 def _build(analysis, batch_shapes, space_to_depth):
-    analysis.plans = analysis.space_to_depth_plans(space_to_depth)
+    plans = analysis.space_to_depth_plans(space_to_depth)
     rebuilder = Rebuilder(analysis.graph, batch_shapes)
     clones = {}
     for node in analysis.graph.nodes:
@@ -84,11 +84,11 @@ def _build(analysis, batch_shapes, space_to_depth):
             if kind in ("synaptic", "depthwise"):
                 analysis.report.channels[node.layer.name] = (0, len(analysis.keep[out]))
         elif kind in ("synaptic", "depthwise"):
-            _build_synaptic(analysis, rebuilder, node)
+            _build_synaptic(analysis, rebuilder, node, plans.get(id(node)))
         elif kind == "concat":
             _build_concat(analysis, rebuilder, node)
         elif kind == "fixed":
-            _build_fixed(analysis, rebuilder, node, clones)
+            _build_fixed(analysis, rebuilder, node, clones, plans.get(id(node)))
         else:
             layer = _from_config(node.layer, rebuilder)
             if isinstance(layer, keras.layers.Reshape):
@@ -103,10 +103,10 @@ def _build(analysis, batch_shapes, space_to_depth):
     return model
 
 
-def _build_fixed(analysis, rebuilder, node, clones):
+def _build_fixed(analysis, rebuilder, node, clones, plan):
     layer = node.layer
     if type(layer) in ch.PLAIN_CLASS:
-        _build_synaptic(analysis, rebuilder, node, full=True)
+        _build_synaptic(analysis, rebuilder, node, plan, full=True)
         return
     if not isinstance(layer, keras.layers.Layer):
         rebuilder.call(node, layer)  # stateless operation
@@ -140,7 +140,7 @@ def _build_concat(analysis, rebuilder, node):
         layer = _from_config(node.layer, rebuilder)
         rebuilder.tensors[out] = layer(parts)
 
-def _build_synaptic(analysis, rebuilder, node, full=False):
+def _build_synaptic(analysis, rebuilder, node, plan, full=False):
     layer = node.layer
     kernel, bias = analysis.weights[id(node)]
     depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
@@ -165,7 +165,6 @@ def _build_synaptic(analysis, rebuilder, node, full=False):
     elif not depthwise:
         config["filters"] = int(kept_out.sum())
     config["use_bias"] = bias is not None
-    plan = analysis.plans.get(id(node))
     if plan is None:
         new = ch.PLAIN_CLASS[type(layer)].from_config(config)
         rebuilder.call(node, new)
