@@ -9,7 +9,7 @@ from conftest import run_app
 
 def test_detectnet_evolve_tiny_run(tmp_path):
     """`recipes.detectnet.evolve`'s main path: the training policy measured,
-    a tiny ancestor and one family width, 2 generations at int4 distilled
+    a tiny ancestor and one family width (polished 2 epochs), 2 generations at int4 distilled
     from each parent, 6 exported
     flatbuffers and one lineage table with the comparison against the family
     (~3 min on 2 cores, most of it in the TFLite converter); then a rerun with
@@ -19,9 +19,16 @@ def test_detectnet_evolve_tiny_run(tmp_path):
         "--generations=2", "--epochs_per_generation=1", "--fitness_epochs=1", "--precisions=int4",
         "--synthesis=filters", "--nolatency_table",
         "--image_height=64", "--image_width=96", "--width=0.125", "--runs=5", "--tfmot=off",
-        "--family=0.1", "--distill_alpha=0.5", f"--out_dir={tmp_path}",
+        "--family=0.1", "--polish_epochs=2", "--distill_alpha=0.5", f"--out_dir={tmp_path}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    # the family width retrained on the offspring's schedule, its best epoch kept
+    with open(tmp_path / "family" / "width_0.1-polished" / "metrics.json") as f:
+        polish = json.load(f)
+    assert [e["mAP"] for e in polish["epochs"]][polish["kept_epoch"] - 1] == max(
+        e["mAP"] for e in polish["epochs"])
+    assert polish["settings"]["base"]["width"] == 0.1 and polish["settings"]["polish_epochs"] == 2
+    assert "family width 0.1, polished: DIGITS mAP" in result.stdout
     assert os.path.exists(tmp_path / "ancestor" / "model.keras")
     with open(tmp_path / "precision_policy.json") as f:
         policy = json.load(f)

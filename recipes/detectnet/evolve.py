@@ -139,6 +139,12 @@ def define_flags(flag_values=flags.FLAGS):
                       "schedule and policy; cached in --cache_dir/family/width_W), exported and "
                       "timed with the lineages, and compared with them at equal measured "
                       "latency. Empty: none.", **define)  # fmt: skip
+    flags.DEFINE_integer("polish_epochs", 0, "Each --family width is then retrained this many "
+                         "epochs on the offspring's schedule (--finetune_learning_rate, decayed "
+                         "by --finetune_decay), its best epoch kept, cached in "
+                         "--cache_dir/family/width_W-polished: the low-rate retraining every "
+                         "offspring (and generation 0) gets, given to the thinner networks too. "
+                         "0: the family as trained to its plateau.", **define)  # fmt: skip
     flags.DEFINE_integer("generations", 6, "Offspring per lineage.", **define)
     flags.DEFINE_integer("epochs_per_generation", 4, "Retraining epochs per offspring.", **define)
     flags.DEFINE_float("finetune_learning_rate", 3e-4, "Adam rate at the start of each "
@@ -248,6 +254,8 @@ def check_evolution_flags(values):
                              f"{width}.")  # fmt: skip
     if values.tfmot_epochs < 0:
         raise ValueError(f"--tfmot_epochs must be >= 0, got {values.tfmot_epochs}.")
+    if values.polish_epochs < 0:
+        raise ValueError(f"--polish_epochs must be >= 0, got {values.polish_epochs}.")
     tfmot_wanted(values.tfmot)  # raises for --tfmot=on without tfmot
     population_settings(values)  # raises for bad population flags
 
@@ -309,10 +317,76 @@ def ancestor_model(values, print_fn=print, data_sources=None):
 
 def family_models(values, print_fn=print, data_sources=None):
     """`{width: model}` of `--family`: the DetectNet trained from scratch at
-    each width like the ancestor, cached in `cache_dir(values)/family/width_W`."""
-    return {float(w): trained_model(values, os.path.join(cache_dir(values), "family", f"width_{w}"),
-                                    f"family width {w}", print_fn, data_sources, float(w))
-            for w in values.family}  # fmt: skip
+    each width like the ancestor, cached in `cache_dir(values)/family/width_W`
+    (with `--polish_epochs`, then retrained like an offspring: `polished`)."""
+    models = {}
+    for w in values.family:
+        directory = os.path.join(cache_dir(values), "family", f"width_{w}")
+        role = f"family width {w}"
+        model = trained_model(values, directory, role, print_fn, data_sources, float(w))
+        if values.polish_epochs:
+            model = polished(model, directory, role, values, data_sources, print_fn)
+        models[float(w)] = model
+    return models
+
+
+def polished(model, directory, role, values, data_sources=None, print_fn=print):
+    """`--polish_epochs`: `model` (trained into `directory`) retrained that
+    many epochs on the offspring's schedule (Adam from
+    `--finetune_learning_rate`, times `--finetune_decay` each epoch), the
+    weights of its best validation epoch kept; cached in `directory +
+    "-polished"` with the base's settings and the schedule (a cache made
+    otherwise is refused, naming what differs). A killed polish starts over
+    (it is a few epochs)."""
+    import json
+
+    out = directory + "-polished"
+    path = os.path.join(out, "model.keras")
+    settings = {"base": train.cached_settings(directory), "polish_epochs": values.polish_epochs,
+                "finetune_learning_rate": values.finetune_learning_rate,
+                "finetune_decay": values.finetune_decay}  # fmt: skip
+    record_path = os.path.join(out, "settings.json")
+    if os.path.exists(path):
+        with open(record_path) as handle:
+            stored = json.load(handle)
+        differ = sorted(k for k in settings.keys() | stored.keys()
+                        if settings.get(k) != stored.get(k))  # fmt: skip
+        if differ:
+            raise ValueError(f"{out} was polished with other settings ({', '.join(differ)}): "
+                             "pass another --cache_dir, or delete it to start afresh.")
+        print_fn(f"{role}, polished: loading {path}")
+        return keras.models.load_model(path)
+    train_source, val_source = data_sources or train.sources(values, print_fn)
+    size = (values.image_height, values.image_width)
+    epochs = values.polish_epochs
+    print_fn(f"{role}: polishing {epochs} epoch(s) from rate {values.finetune_learning_rate:g} "
+             f"-> {path}")  # fmt: skip
+    rows = []
+    model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
+                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    keras.utils.set_random_seed(values.seed)
+    history = model.fit(
+        train.training_dataset(train_source, train_settings(values)), epochs=epochs, verbose=0,
+        shuffle=False, callbacks=[  # the dataset shuffles
+            keras.callbacks.LearningRateScheduler(lambda epoch, rate: decayed_rate(
+                values.finetune_learning_rate, values.finetune_decay, epoch, epochs)),
+            DetectionScore(val_source, size, scoring.kitti_scale(size[0]), values.fit,
+                           lambda epoch, result, logs: rows.append(result)),
+            keras.callbacks.EarlyStopping("detection_mAP", mode="max", patience=epochs,
+                                          restore_best_weights=True),
+        ])  # fmt: skip
+    best = max(range(len(rows)), key=lambda e: rows[e]["mAP"])
+    print_fn(f"{role}, polished: DIGITS mAP {rows[best]['mAP']:.1f} (epoch {best + 1} of "
+             f"{epochs} kept; {len(history.epoch)} run)")  # fmt: skip
+    os.makedirs(out, exist_ok=True)
+    for name, content in (("settings.json", settings), ("metrics.json", {
+            "settings": settings, "epochs": rows, "kept_epoch": best + 1})):
+        with open(os.path.join(out, name), "w") as handle:
+            json.dump(content, handle, indent=1)
+    model.save(os.path.join(out, ".tmp-model.keras"))  # the model, written last, marks it done
+    os.replace(os.path.join(out, ".tmp-model.keras"), path)
+    keras.backend.clear_session()
+    return keras.models.load_model(path)
 
 
 def decayed_rate(start, decay, epoch, epochs):
