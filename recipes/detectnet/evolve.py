@@ -362,22 +362,23 @@ def polished(model, directory, role, values, data_sources=None, print_fn=print):
     print_fn(f"{role}: polishing {epochs} epoch(s) from rate {values.finetune_learning_rate:g} "
              f"-> {path}")  # fmt: skip
     rows = []
-    model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
-                  loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+    train.compile_detectnet(model, values.finetune_learning_rate)
     keras.utils.set_random_seed(values.seed)
-    history = model.fit(
+    # never stops early (patience: every epoch); restores the best epoch's weights
+    keeper = keras.callbacks.EarlyStopping("detection_mAP", mode="max", patience=epochs,
+                                           restore_best_weights=True)  # fmt: skip
+    model.fit(
         train.training_dataset(train_source, train_settings(values)), epochs=epochs, verbose=0,
         shuffle=False, callbacks=[  # the dataset shuffles
             keras.callbacks.LearningRateScheduler(lambda epoch, rate: decayed_rate(
                 values.finetune_learning_rate, values.finetune_decay, epoch, epochs)),
             DetectionScore(val_source, size, scoring.kitti_scale(size[0]), values.fit,
                            lambda epoch, result, logs: rows.append(result)),
-            keras.callbacks.EarlyStopping("detection_mAP", mode="max", patience=epochs,
-                                          restore_best_weights=True),
+            keeper,
         ])  # fmt: skip
-    best = max(range(len(rows)), key=lambda e: rows[e]["mAP"])
+    best = keeper.best_epoch
     print_fn(f"{role}, polished: DIGITS mAP {rows[best]['mAP']:.1f} (epoch {best + 1} of "
-             f"{epochs} kept; {len(history.epoch)} run)")  # fmt: skip
+             f"{epochs} kept)")  # fmt: skip
     os.makedirs(out, exist_ok=True)
     for name, content in (("settings.json", settings), ("metrics.json", {
             "settings": settings, "epochs": rows, "kept_epoch": best + 1})):
@@ -432,8 +433,7 @@ def evolve(ancestor, precision, sources, directory, values, latency_table=None,
         if values.distill_alpha:  # the callback makes each parent the teacher
             model = ke.ParentDistiller(model, alpha=values.distill_alpha,
                                        distillation_loss=losses.DISTILLATION_LOSSES)  # fmt: skip
-        model.compile(keras.optimizers.Adam(values.finetune_learning_rate), loss=losses.losses(),
-                      loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
+        train.compile_detectnet(model, values.finetune_learning_rate)
     evolution = ke.EvolutionCallback(
         generations=values.generations,
         epochs_per_generation=values.epochs_per_generation,

@@ -206,14 +206,22 @@ def compiled_detectnet(settings):
     """The DetectNet of `settings` (input size, width, batch norm), compiled
     with the DetectNet losses and Adam at `settings.learning_rate`, built
     under the current dtype policy and distribution strategy."""
-    import keras
 
-    from recipes.detectnet import losses
     from recipes.detectnet.model import detectnet
 
     batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
     model = detectnet((settings.image_height, settings.image_width), settings.width, batch_norm)
-    model.compile(keras.optimizers.Adam(settings.learning_rate), loss=losses.losses(),
+    return compile_detectnet(model, settings.learning_rate)
+
+
+def compile_detectnet(model, learning_rate):
+    """`model` compiled with the DetectNet losses and Adam at `learning_rate`
+    (a fresh optimizer); returns it."""
+    import keras
+
+    from recipes.detectnet import losses
+
+    model.compile(keras.optimizers.Adam(learning_rate), loss=losses.losses(),
                   loss_weights=losses.LOSS_WEIGHTS)  # fmt: skip
     return model
 
