@@ -45,6 +45,8 @@ from benchmarks.common import save_result, time_side_by_side
 from recipes import apputil
 
 FLAGS = flags.FLAGS
+# what tells two hosts of one model name apart for int8 inference speed
+INT8_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 # What the zoo run is judged against (issue 28 item 2): relative error of the
 # prediction over all offspring of all networks, of the uncut networks, and
@@ -233,8 +235,11 @@ def run_network(name, constructor):
     or, where a step failed, that step and its error."""
     from keras_evosynth.export import export_litert
     from keras_evosynth.latency import LatencyTable
+    from tflite_bench.bench import host_facts
 
-    row = {"network": name, "status": "error"}
+    # each row names its host (a rerun on another machine resumes the zoo there)
+    row = {"network": name, "status": "error", "cpu": host_facts()["processor"],
+           "cpu_features": apputil.cpu_features(INT8_FEATURES)}
     started = time.perf_counter()
     stage = "build"
     try:

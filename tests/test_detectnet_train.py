@@ -180,3 +180,42 @@ def test_backup_torn_in_its_first_write_starts_over(tmp_path):
     lines = []
     _drop_torn_backup(str(backup), lines.append)
     assert not backup.exists() and "torn by a kill" in lines[0]
+
+
+def test_packed_cache_loads_like_the_trained_one(tmp_path):
+    """`recipes.detectnet.cache.pack`: a trained DetectNet is written without
+    its Adam state (smaller, uncompiled), with its records; it loads with the
+    same layers and predicts exactly the same; the settings check still
+    refuses other settings; a training in progress is skipped and named."""
+    import keras
+
+    from recipes.detectnet.cache import pack
+    from recipes.detectnet.train import check_cache
+
+    cache, packed = tmp_path / "cache", tmp_path / "packed"
+    settings = _flags(width=0.0625, out_dir=str(cache / "ancestor"))
+    model, _ = run(settings, print_fn=lambda line: None)
+    image = np.random.default_rng(0).uniform(0, 255, (1, 64, 96, 3)).astype(np.float32)
+    expected = model.predict(image, verbose=0)
+    (cache / "family" / "width_0.1" / "backup").mkdir(parents=True)
+    lines = []
+    assert pack(str(cache), str(packed), lines.append) == ["ancestor"]
+    in_progress = cache / "family" / "width_0.1"
+    assert lines[0] == f"skipped {in_progress}: its training is still in progress"
+    assert lines[1].startswith("ancestor: ") and len(lines) == 2
+    original, copy = cache / "ancestor" / "model.keras", packed / "ancestor" / "model.keras"
+    assert os.path.getsize(copy) < os.path.getsize(original)
+    for name in ("settings.json", "metrics.json"):
+        assert (packed / "ancestor" / name).read_text() == (cache / "ancestor" / name).read_text()
+    loaded = keras.models.load_model(copy)
+    assert getattr(loaded, "optimizer", None) is None
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    got = loaded.predict(image, verbose=0)
+    assert set(got) == set(expected)
+    for key in expected:
+        np.testing.assert_array_equal(got[key], expected[key])
+    check_cache(str(packed / "ancestor"), settings)
+    with pytest.raises(ValueError, match="width: 0.0625 there, 0.25 now"):
+        check_cache(str(packed / "ancestor"), _flags(width=0.25))
+    with pytest.raises(ValueError, match="holds no finished DetectNet"):
+        pack(str(tmp_path / "empty"), str(packed))
