@@ -16,17 +16,15 @@ on the coarser grid: the file is not smaller than an int8 one.
 """
 
 import collections
-import contextlib
 import dataclasses
-import io
 import os
-import warnings
 
 import keras
 import numpy as np
 
+from keras_evosynth._converter import convert
 from keras_evosynth._deprecation import warn_renamed
-from keras_evosynth._io import quiet_native_output, write_atomic
+from keras_evosynth._io import write_atomic
 from keras_evosynth.channel_analysis import ChannelAnalysis
 from tflite_bench.host import run_signature
 
@@ -224,55 +222,7 @@ def _input_names(model):
         yield graph.input_names.get(tid, "input_layer")
 
 
-# -------------------------------------------------------------- converting
-def _convert(keras_model, arrays, mode, int8_io, allow_float_ops, intact=()):
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    if mode == "int8":
-
-        def representative():
-            for i in range(len(arrays[0])):
-                yield [x[i : i + 1] for x in arrays]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
-            [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_ops else []
-        )
-        if int8_io:
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    elif mode == "float16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-            quiet_native_output():
-        warnings.simplefilter("ignore")
-        try:
-            return converter.convert()
-        except Exception as error:  # noqa: BLE001 - converter errors vary
-            raise RuntimeError(_conversion_error(keras_model, mode, error, intact)) from None
-
-
-def _conversion_error(keras_model, mode, error, intact):
-    text = str(error)
-    key_lines = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip().startswith(("TF Select ops:", "Custom ops:"))
-    ]
-    summary = "; ".join(key_lines) or text.splitlines()[0][:300] if text else repr(error)
-    message = (
-        f"export_litert: TFLite conversion of '{keras_model.name}' ({mode}) "
-        f"failed: {summary}."
-    )
-    unknown = [f"{name} ({why})" for name, why in intact if "unsupported" in why]
-    if unknown:
-        message += f" Layers unknown to keras_evosynth: {', '.join(unknown)}."
-    return message
-
-
+# ---------------------------------------------------------------- running
 def _run_litert(flatbuffer, keras_model, arrays, input_names):
     outputs = run_signature(flatbuffer, dict(zip(input_names, arrays, strict=True)))
     structure = keras_model.output
@@ -374,7 +324,7 @@ def export_litert(
         batch_shapes=[(1,) + x.shape[1:] for x in arrays], space_to_depth=space_to_depth
     )
     input_names = list(_input_names(compacted))
-    flatbuffer = _convert(
+    flatbuffer = convert(
         compacted, arrays, mode, int8_io, allow_float_ops, compactor.report.intact
     )
     ops = list_operators(flatbuffer)

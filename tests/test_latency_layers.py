@@ -9,7 +9,8 @@ import pytest
 
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
-from keras_evosynth.export import _convert, export_litert, list_operators
+from keras_evosynth._converter import convert
+from keras_evosynth.export import export_litert, list_operators
 from keras_evosynth.latency import LatencyTable
 from keras_evosynth.latency.calibration import _anchor_model, _Measurer, _Plain
 from keras_evosynth.latency.timing import interpreter, null_flatbuffer, time_interleaved
@@ -249,7 +250,7 @@ def test_anchor_models_keep_the_operators_of_preprocessing():
         cut, _ = _anchor_model(table, _Plain(model, [(1, 8, 8, 3)], frozenset({id(norm)})),
                                1.0, rng)
         data = [rng.uniform(0, 1, (4, 8, 8, 3)).astype("float32")]
-        names = [op.name for op in list_operators(_convert(cut, data, "int8", False, True))]
+        names = [op.name for op in list_operators(convert(cut, data, "int8", False, True))]
         assert "SUB" in names and "MUL" in names
         assert all(np.array_equal(a, keras.ops.convert_to_numpy(b))
                    for a, b in zip(statistics, (norm.mean, norm.variance), strict=True))

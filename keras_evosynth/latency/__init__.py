@@ -49,7 +49,8 @@ once. Tables are cached as JSON, one file per CPU, runtime version and
 thread count; a second `measure` of the same model re-times nothing.
 
 The package, one concept per module: `ops` (the timed operations of a
-model, `model_ops`), `grid` (grid axes, `Entry`), `timing` (micro-models,
+model, `model_ops`), `folding` (what the converter folds away, priced at
+nothing), `grid` (grid axes, `Entry`), `timing` (micro-models,
 the LiteRT interpreter and interleaved timer of `tflite_bench.host`),
 `calibration` (measuring a table: grids, then the whole-model anchors),
 `curve` (the anchor curve), `expectation` (`kept_channels`,

@@ -1,0 +1,63 @@
+"""TFLite conversion of a plain Keras model, shared by `export_litert` and
+the latency table's micro-models and anchors."""
+
+import contextlib
+import io
+import warnings
+
+from keras_evosynth._io import quiet_native_output
+
+
+def convert(keras_model, arrays, mode, int8_io, allow_float_ops, intact=()):
+    """The flatbuffer bytes of `keras_model` (a plain Keras model) converted by
+    `tf.lite.TFLiteConverter` in `mode` (`"int8"`: full-integer with `arrays`,
+    a list of input arrays, as representative data, int8 inputs and outputs
+    when `int8_io`, float kernels refused unless `allow_float_ops`;
+    `"float16"`; `"float32"`), with the converter's chatter silenced; a failure
+    is re-raised as RuntimeError naming the model, the unsupported ops and any
+    of `intact`'s `(layer name, why)` that keras_evosynth does not know."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if mode == "int8":
+
+        def representative():
+            for i in range(len(arrays[0])):
+                yield [x[i : i + 1] for x in arrays]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8] + (
+            [tf.lite.OpsSet.TFLITE_BUILTINS] if allow_float_ops else []
+        )
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    elif mode == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            quiet_native_output():
+        warnings.simplefilter("ignore")
+        try:
+            return converter.convert()
+        except Exception as error:  # noqa: BLE001 - converter errors vary
+            raise RuntimeError(_conversion_error(keras_model, mode, error, intact)) from None
+
+
+def _conversion_error(keras_model, mode, error, intact):
+    text = str(error)
+    key_lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip().startswith(("TF Select ops:", "Custom ops:"))
+    ]
+    summary = "; ".join(key_lines) or text.splitlines()[0][:300] if text else repr(error)
+    message = (
+        f"export_litert: TFLite conversion of '{keras_model.name}' ({mode}) "
+        f"failed: {summary}."
+    )
+    unknown = [f"{name} ({why})" for name, why in intact if "unsupported" in why]
+    if unknown:
+        message += f" Layers unknown to keras_evosynth: {', '.join(unknown)}."
+    return message
