@@ -313,10 +313,39 @@ def test_measure_remeasures_over_damaged_or_foreign_cache(tmp_path):
     assert table.timed_points > 0 and table.cpu != "some other processor"
 
 
-@pytest.mark.parametrize("bad", [{"threads": 0}, {"step": 0}, {"coarse": 1}, {"rounds": True}])
+@pytest.mark.parametrize("bad", [{"threads": 0}, {"step": 0}, {"coarse": 1}, {"rounds": True},
+                                 {"workers": 0}, {"workers": 1.5}])
 def test_measure_refuses_bad_arguments(bad):
     with pytest.raises(ValueError, match="LatencyTable.measure"):
         LatencyTable.measure(_tiny(), verbose=0, **bad)
+
+
+def test_measure_converts_in_worker_processes_the_same_grid(tmp_path):
+    """`workers=2`: the micro-models are converted in two spawned processes
+    (their pids are not this one's) into flatbuffers with the same operators
+    and sizes as this process's, and the table fills the same grid points
+    (`refine` off, so the points do not depend on the timings)."""
+    from keras_evosynth.export import list_operators
+    from keras_evosynth.latency.timing import Converters, op_flatbuffer
+
+    model = ke.evolvable(_tiny())
+    op = latency.model_ops(model)[0]
+    jobs = [(op.signature, 3, 8), (op.signature, 3, 16), (op.signature, 1, 8)]
+    with Converters(2) as converters:
+        pooled = converters.map(jobs)
+        pids = set(converters._pool.map(_pid, range(8)))
+    serial = [op_flatbuffer(*job) for job in jobs]
+    assert os.getpid() not in pids
+    assert [len(b) for b in pooled] == [len(b) for b in serial]
+    assert ([[o.name for o in list_operators(b)] for b in pooled]
+            == [[o.name for o in list_operators(b)] for b in serial])
+    tables = [LatencyTable.measure(model, verbose=0, refine=100.0, workers=w) for w in (1, 2)]
+    assert {k: e.axes for k, e in tables[0].entries.items()} == {
+        k: e.axes for k, e in tables[1].entries.items()}
+
+
+def _pid(_):
+    return os.getpid()
 
 
 # ----------------------------------------------------- the expectation

@@ -15,6 +15,7 @@ The spread the reference saw is recorded with the model (`drift`).
 import dataclasses
 import datetime
 import math
+import os
 import sys
 import time
 import warnings
@@ -30,6 +31,7 @@ from keras_evosynth.latency.expectation import kept_channels
 from keras_evosynth.latency.grid import _coarse, _Grid
 from keras_evosynth.latency.ops import fingerprint
 from keras_evosynth.latency.timing import (
+    Converters,
     int8_flatbuffer,
     interpreter,
     micro_model,
@@ -48,6 +50,10 @@ ANCHOR_KEEP = (1.0, 0.7, 0.4, 0.2, 0.1)
 # op sums a branch-removing environment reaches lie far below the uniform
 # cuts' (thin ops cost per op), where the curve would only extrapolate.
 ANCHOR_BRANCHES = (1.0, 0.5)
+# `workers=None` converts micro-models in a pool of one process per core
+# (at most MAX_WORKERS) when a measurement has this many op grids to fill.
+PARALLEL_GRIDS = 12
+MAX_WORKERS = 4
 
 
 class _Measurer:
@@ -55,8 +61,10 @@ class _Measurer:
     remainder and scale."""
 
     def __init__(self, table, ops, step, coarse, refine, rounds, verbose, backend=None,
-                 dense_below=0, forms=()):
+                 dense_below=0, forms=(), workers=1):
         self.table, self.ops, self.backend = table, ops, backend
+        self.workers = workers  # None: a pool when there are PARALLEL_GRIDS grids
+        self.converters = None
         self.forms = list(forms)  # alternative forms of ops (space-to-depth)
         self.dense_below = dense_below
         self.step, self.coarse, self.refine, self.rounds = step, coarse, refine, rounds
@@ -91,7 +99,11 @@ class _Measurer:
         if todo and self.backend is None:
             self.reference = _reference(plain, self.table.threads, model.name)
         label = f"latency table of '{model.name}': {len(todo)} op signatures"
-        with Progress(label, 2 * len(todo) + 1, enabled=bool(self.verbose)) as bar:
+        workers = self.workers
+        if workers is None:
+            workers = min(os.cpu_count() or 1, MAX_WORKERS) if len(todo) >= PARALLEL_GRIDS else 1
+        with Converters(workers) as self.converters, \
+                Progress(label, 2 * len(todo) + 1, enabled=bool(self.verbose)) as bar:
             for grid in todo:  # coarse grids first, so refinement knows the total
                 grid.measure(self, [
                     sorted(set(_coarse(c, self.coarse)) | a
@@ -120,6 +132,14 @@ class _Measurer:
     def flatbuffer(self, op, cin, cout=None):
         """The int8 micro-model of `op` at `cin` (x `cout`) channels."""
         return int8_flatbuffer(micro_model(op.signature, cin, cout if op.two_d else cin))
+
+    def flatbuffers(self, op, points):
+        """The int8 micro-models of `op` at `points` (`(cin,)` or `(cin,
+        cout)`), converted by the pool where there is one (`Converters`)."""
+        if self.converters is None or self.converters.workers <= 1:
+            return [self.flatbuffer(op, *point) for point in points]
+        return self.converters.map([(op.signature, p[0], p[-1] if op.two_d else p[0])
+                                    for p in points])  # fmt: skip
 
     def null(self):
         if self._null is None:
@@ -192,7 +212,6 @@ class _Measurer:
         one graph differ from the same ops timed alone. The anchors are timed
         with the reference and re-anchored like the grids (`reanchor`)."""
         from keras_evosynth.conversion import evolvable
-        from keras_evosynth.export import _convert
 
         rng = np.random.default_rng(0)
         data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in plain.shapes]
@@ -203,11 +222,14 @@ class _Measurer:
         if genetics.branches(genetics.genomes_from_model(
                 evolvable(plain.model, skip_unsupported=True))[0]):
             plan += [{"keep": 1.0, "branches": b} for b in ANCHOR_BRANCHES]
-        for anchor in plan:
-            cut, grid_ms = _anchor_model(self.table, plain, anchor["keep"], rng,
-                                         anchor.get("branches", 0.0))
+        cuts = [_anchor_model(self.table, plain, anchor["keep"], rng,
+                              anchor.get("branches", 0.0)) for anchor in plan]
+        converters = self.converters or Converters(1)
+        converted = converters.convert_wholes([(cut, data) for cut, _ in cuts])
+        for anchor, (_, grid_ms), whole in zip(plan, cuts, converted, strict=True):
             try:
-                whole = _convert(cut, data, "int8", int8_io=False, allow_float_ops=True)
+                if isinstance(whole, RuntimeError):
+                    raise whole
                 interps.append(interpreter(whole, self.table.threads))
             except RuntimeError as error:  # XNNPACK may refuse a cut model
                 if anchor == plan[0]:
@@ -281,13 +303,13 @@ def _reference(plain, threads, name):
     """The interpreter of the uncut model (neutral weights, no rewrite) that
     every batch is timed with to follow the host's drift; None, with a
     warning, where it does not convert."""
-    from keras_evosynth.export import _convert
+    from keras_evosynth._converter import convert
 
     rng = np.random.default_rng(1)
     cut, _ = _anchor_model(None, plain, 1.0, rng)
     data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in plain.shapes]
     try:
-        return interpreter(_convert(cut, data, "int8", int8_io=False, allow_float_ops=True),
+        return interpreter(convert(cut, data, "int8", int8_io=False, allow_float_ops=True),
                            threads)
     except RuntimeError as error:
         warnings.warn(f"LatencyTable: the uncut '{name}' did not convert ({str(error)[:200]}); "

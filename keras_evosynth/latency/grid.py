@@ -133,7 +133,7 @@ class _Grid:
         axes = [list(a) for a in axes]
         points = [p for p in itertools.product(*axes) if p not in self.values]
         if points:
-            flatbuffers = [measurer.flatbuffer(self.op, *p) for p in points]
+            flatbuffers = measurer.flatbuffers(self.op, points)
             times = measurer.time(flatbuffers)
             for point, ms in zip(points, times, strict=True):
                 if ms is not None:

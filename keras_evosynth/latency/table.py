@@ -150,7 +150,7 @@ class LatencyTable:
     @classmethod
     def measure(cls, model, threads=1, cache_dir=None, step=8, coarse=3, refine=0.1,
                 rounds=5, verbose=1, backend=None, dense_below=32, space_to_depth_below=16,
-                untimed="raise"):
+                untimed="raise", workers=None):
         """Times `model`'s ops on this host and returns the table.
 
         Args:
@@ -194,6 +194,12 @@ class LatencyTable:
                 custom layers compaction keeps whole, ...) are priced in the
                 fixed remainder either way (the model's `remainder_layers`).
 
+            workers: Processes converting the micro-models (the TFLite
+                converter is single-threaded and most of the measuring
+                time; timing still runs alone, between conversion
+                batches). None: one per core, at most 4, when the model has
+                at least 12 op signatures to time, else 1 (this process).
+
         Returns:
             A `LatencyTable` (`timed_points` says how many grid points were
             timed now).
@@ -209,6 +215,10 @@ class LatencyTable:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"LatencyTable.measure: {name} must be an int >= {low}, "
                                  f"got {value!r}.")
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"LatencyTable.measure: workers must be None or an int >= 1, "
+                             f"got {workers!r}.")
         if untimed not in UNTIMED:
             raise ValueError(f"LatencyTable.measure: untimed must be one of {UNTIMED}, "
                              f"got {untimed!r}.")
@@ -243,7 +253,7 @@ class LatencyTable:
         table.timed_points = 0
         forms = [f for op in ops for f in space_to_depth_forms(op, space_to_depth_below)]
         _Measurer(table, ops, step, coarse, refine, rounds, verbose, backend,
-                  dense_below, forms).run(model)
+                  dense_below, forms, workers).run(model)
         if verbose:
             print(f"latency table of '{model.name}': {pricing_summary(ops)}", file=sys.stderr,
                   flush=True)

@@ -4,10 +4,14 @@ op's (`null_flatbuffer`), a flatbuffer's LiteRT interpreter
 (`interpreter`: `tflite_bench.host.load_interpreter`) and the interleaved
 timer (`time_interleaved`: `tflite_bench.timer`), which the table's
 measurements, `tflite_bench` and the benchmarks share. `cpu_name` and
-`runtime_name` name the target a table belongs to.
+`runtime_name` name the target a table belongs to. `Converters` converts
+micro-models in worker processes.
 """
 
+import concurrent.futures
 import importlib.metadata
+import multiprocessing
+import os
 
 import keras
 import numpy as np
@@ -18,8 +22,9 @@ from keras_evosynth.latency.ops import _plan
 from tflite_bench.host import fill_inputs, load_interpreter
 from tflite_bench.timer import time_interleaved
 
-__all__ = ["cpu_name", "float32_flatbuffer", "int8_flatbuffer", "interpreter", "micro_model",
-           "null_flatbuffer", "runtime_name", "time_interleaved"]
+__all__ = ["Converters", "cpu_name", "float32_flatbuffer", "int8_flatbuffer", "interpreter",
+           "micro_model", "null_flatbuffer", "op_flatbuffer", "runtime_name", "time_interleaved",
+           "whole_flatbuffer"]
 
 
 def micro_model(signature, cin, cout):
@@ -77,19 +82,19 @@ def _micro_model(signature, cin, cout):
 def int8_flatbuffer(model, seed=0):
     """Full-integer int8 flatbuffer with int8 inputs and outputs, calibrated
     on random data (`export_litert`'s converter)."""
-    from keras_evosynth.export import _convert
+    from keras_evosynth._converter import convert
 
     rng = np.random.default_rng(seed)
     data = [rng.uniform(-1, 1, (4, *x.shape[1:])).astype("float32") for x in model.inputs]
-    return _convert(model, data, "int8", int8_io=True, allow_float_ops=False)
+    return convert(model, data, "int8", int8_io=True, allow_float_ops=False)
 
 
 def float32_flatbuffer(model):
     """The float32 flatbuffer of `model` (`export_litert`'s converter, no
     quantization), to time an op against its int8 form."""
-    from keras_evosynth.export import _convert
+    from keras_evosynth._converter import convert
 
-    return _convert(model, None, "float32", int8_io=False, allow_float_ops=True)
+    return convert(model, None, "float32", int8_io=False, allow_float_ops=True)
 
 
 def null_flatbuffer():
@@ -99,6 +104,94 @@ def null_flatbuffer():
         x = keras.Input(batch_shape=(1, 1, 1, 8))
         model = keras.Model(x, keras.layers.ReLU()(x))
     return int8_flatbuffer(model)
+
+
+def op_flatbuffer(signature, cin, cout):
+    """The int8 flatbuffer of the micro-model of an op `signature` at `cin`
+    (x `cout`) channels: what a `Converters` worker computes."""
+    return int8_flatbuffer(micro_model(signature, cin, cout))
+
+
+def whole_flatbuffer(model, data):
+    """The int8 flatbuffer of a whole (plain) model with float inputs and
+    outputs, float kernels allowed, calibrated on `data` (a list of input
+    arrays): how the table's anchors and reference are timed."""
+    from keras_evosynth._converter import convert
+
+    return convert(model, data, "int8", int8_io=False, allow_float_ops=True)
+
+
+def _portable(model):
+    """True when every layer of `model` is a Keras or keras_evosynth class,
+    which a spawned worker can unpickle (a user's custom layer may live in a
+    module the worker cannot import)."""
+    return all(type(layer).__module__.startswith(("keras.", "keras_evosynth."))
+               for layer in model._flatten_layers(include_self=False))
+
+
+class Converters:
+    """Converts micro-models (`op_flatbuffer`) in `workers` processes.
+
+    The TFLite converter runs on one core and takes about three quarters
+    of measuring a table (profiled on the zoo benchmark's networks), while
+    timing, which must run alone, happens between conversion batches; so
+    on a host with idle cores the conversions go to a pool of spawned
+    processes (started on first use, each importing TensorFlow once, a few
+    seconds) and come back in order. `workers <= 1` converts in this
+    process. A context manager: the processes end with it.
+    """
+
+    def __init__(self, workers):
+        self.workers, self._pool = workers, None
+
+    def map(self, jobs):
+        """`[op_flatbuffer(*job) for job in jobs]`, in the pool when there is one."""
+        if self.workers <= 1 or len(jobs) < 2:
+            return [op_flatbuffer(*job) for job in jobs]
+        self._start()
+        return list(self._pool.map(op_flatbuffer, *zip(*jobs, strict=True)))
+
+    def convert_wholes(self, jobs):
+        """`[whole_flatbuffer(model, data) ...]` for `jobs` of `(model,
+        data)`, in the pool when there is one (the model travels pickled;
+        one that does not pickle is converted here); a conversion's
+        RuntimeError is returned in its place, not raised."""
+        def here(model, data):
+            try:
+                return whole_flatbuffer(model, data)
+            except RuntimeError as error:
+                return error
+
+        if self.workers <= 1 or len(jobs) < 2 or not all(_portable(m) for m, _ in jobs):
+            return [here(*job) for job in jobs]
+        self._start()
+        futures = [self._pool.submit(whole_flatbuffer, *job) for job in jobs]
+        results = []
+        for future, job in zip(futures, jobs, strict=True):
+            try:
+                results.append(future.result())
+            except concurrent.futures.process.BrokenProcessPool:  # a worker died
+                self.__exit__()
+                results.append(here(*job))
+            except RuntimeError as error:
+                results.append(error)
+            except Exception:  # noqa: BLE001 - e.g. a model that does not pickle
+                results.append(here(*job))
+        return results
+
+    def _start(self):
+        if self._pool is None:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the workers' TensorFlow
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
 
 def interpreter(flatbuffer, threads):
