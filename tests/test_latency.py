@@ -320,7 +320,7 @@ def test_measure_refuses_bad_arguments(bad):
         LatencyTable.measure(_tiny(), verbose=0, **bad)
 
 
-def test_measure_converts_in_worker_processes_the_same_grid(tmp_path):
+def test_measure_converts_in_worker_processes_the_same_grid():
     """`workers=2`: the micro-models are converted in two spawned processes
     (their pids are not this one's) into flatbuffers with the same operators
     and sizes as this process's, and the table fills the same grid points

@@ -37,6 +37,7 @@ from keras_evosynth.latency.timing import (
     micro_model,
     null_flatbuffer,
     time_interleaved,
+    whole_flatbuffer,
 )
 
 # Refinement stops before a grid would hold more points than this (2-D grids
@@ -303,14 +304,11 @@ def _reference(plain, threads, name):
     """The interpreter of the uncut model (neutral weights, no rewrite) that
     every batch is timed with to follow the host's drift; None, with a
     warning, where it does not convert."""
-    from keras_evosynth._converter import convert
-
     rng = np.random.default_rng(1)
     cut, _ = _anchor_model(None, plain, 1.0, rng)
     data = [rng.uniform(0, 1, (4, *s[1:])).astype("float32") for s in plain.shapes]
     try:
-        return interpreter(convert(cut, data, "int8", int8_io=False, allow_float_ops=True),
-                           threads)
+        return interpreter(whole_flatbuffer(cut, data), threads)
     except RuntimeError as error:
         warnings.warn(f"LatencyTable: the uncut '{name}' did not convert ({str(error)[:200]}); "
                       "its costs are not re-anchored to the host's drift.", stacklevel=3)

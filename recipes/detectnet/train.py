@@ -206,7 +206,6 @@ def compiled_detectnet(settings):
     """The DetectNet of `settings` (input size, width, batch norm), compiled
     with the DetectNet losses and Adam at `settings.learning_rate`, built
     under the current dtype policy and distribution strategy."""
-
     from recipes.detectnet.model import detectnet
 
     batch_norm = None if settings.batch_norm == "none" else settings.batch_norm
