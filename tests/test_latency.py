@@ -320,32 +320,62 @@ def test_measure_refuses_bad_arguments(bad):
         LatencyTable.measure(_tiny(), verbose=0, **bad)
 
 
-def test_measure_converts_in_worker_processes_the_same_grid():
-    """`workers=2`: the micro-models are converted in two spawned processes
-    (their pids are not this one's) into flatbuffers with the same operators
-    and sizes as this process's, and the table fills the same grid points
-    (`refine` off, so the points do not depend on the timings)."""
-    from keras_evosynth.export import list_operators
-    from keras_evosynth.latency.timing import Converters, op_flatbuffer
+_UNGUARDED_SCRIPT = """
+import json, os, sys
+import keras
+import keras_evosynth as ke
+from keras_evosynth import latency
+from keras_evosynth.latency.timing import Converters
 
+print("top level ran", flush=True)  # no `if __name__ == "__main__":`
+x = keras.Input((8, 8, 3))
+y = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(x)
+y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+model = ke.evolvable(keras.Model(x, keras.layers.Dense(2, name="head")(y), name="tiny"))
+signature = latency.model_ops(model)[0].signature
+with Converters(2) as converters:
+    pooled = converters.map([(signature, 3, 8), (signature, 3, 16), (signature, 1, 8)])
+    pids = [p.pid for p in converters._pool._processes.values()]
+with open(sys.argv[1], "wb") as f:
+    f.write(json.dumps({"pid": os.getpid(), "pids": pids}).encode() + b"\\n")
+    for flatbuffer in pooled:
+        f.write(flatbuffer.hex().encode() + b"\\n")
+"""
+
+
+def test_measure_converts_in_worker_processes_the_same_grid(tmp_path):
+    """`workers=2`: the micro-models are converted in two spawned processes
+    (other pids) into flatbuffers with the same operators and sizes as this
+    process's, even from a
+    user's script without a `__main__` guard (the workers do not re-run it),
+    and the table fills the same grid points (`refine` off, so the points do
+    not depend on the timings)."""
+    import subprocess
+    import sys
+
+    from keras_evosynth.export import list_operators
+    from keras_evosynth.latency.timing import op_flatbuffer
+
+    script, out = tmp_path / "user_script.py", tmp_path / "out.txt"
+    script.write_text(_UNGUARDED_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
+                         text=True, timeout=300, cwd=os.getcwd(),
+                         env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("top level ran") == 1
+    head, *pooled = out.read_bytes().splitlines()
+    pids = json.loads(head)
+    assert len(pids["pids"]) == 2 and pids["pid"] not in pids["pids"]
     model = ke.evolvable(_tiny())
     op = latency.model_ops(model)[0]
-    jobs = [(op.signature, 3, 8), (op.signature, 3, 16), (op.signature, 1, 8)]
-    with Converters(2) as converters:
-        pooled = converters.map(jobs)
-        pids = set(converters._pool.map(_pid, range(8)))
-    serial = [op_flatbuffer(*job) for job in jobs]
-    assert os.getpid() not in pids
+    serial = [op_flatbuffer(op.signature, *channels) for channels in ((3, 8), (3, 16), (1, 8))]
+    pooled = [bytes.fromhex(b.decode()) for b in pooled]  # random kernels: same sizes and ops
     assert [len(b) for b in pooled] == [len(b) for b in serial]
     assert ([[o.name for o in list_operators(b)] for b in pooled]
             == [[o.name for o in list_operators(b)] for b in serial])
     tables = [LatencyTable.measure(model, verbose=0, refine=100.0, workers=w) for w in (1, 2)]
     assert {k: e.axes for k, e in tables[0].entries.items()} == {
         k: e.axes for k, e in tables[1].entries.items()}
-
-
-def _pid(_):
-    return os.getpid()
 
 
 # ----------------------------------------------------- the expectation

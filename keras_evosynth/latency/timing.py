@@ -9,9 +9,13 @@ micro-models in worker processes.
 """
 
 import concurrent.futures
+import contextlib
 import importlib.metadata
 import multiprocessing
 import os
+import sys
+import types
+import warnings
 
 import keras
 import numpy as np
@@ -86,7 +90,7 @@ def int8_flatbuffer(model, seed=0):
 
     rng = np.random.default_rng(seed)
     data = [rng.uniform(-1, 1, (4, *x.shape[1:])).astype("float32") for x in model.inputs]
-    return convert(model, data, "int8", int8_io=True, allow_float_ops=False)
+    return convert(model, data, "int8", int8_io=True, allow_float_ops=False, signatures=False)
 
 
 def float32_flatbuffer(model):
@@ -94,7 +98,8 @@ def float32_flatbuffer(model):
     quantization), to time an op against its int8 form."""
     from keras_evosynth._converter import convert
 
-    return convert(model, None, "float32", int8_io=False, allow_float_ops=True)
+    return convert(model, None, "float32", int8_io=False, allow_float_ops=True,
+                   signatures=False)
 
 
 def null_flatbuffer():
@@ -118,7 +123,7 @@ def whole_flatbuffer(model, data):
     arrays): how the table's anchors and reference are timed."""
     from keras_evosynth._converter import convert
 
-    return convert(model, data, "int8", int8_io=False, allow_float_ops=True)
+    return convert(model, data, "int8", int8_io=False, allow_float_ops=True, signatures=False)
 
 
 def _portable(model):
@@ -145,11 +150,17 @@ class Converters:
         self.workers, self._pool = workers, None
 
     def map(self, jobs):
-        """`[op_flatbuffer(*job) for job in jobs]`, in the pool when there is one."""
-        if self.workers <= 1 or len(jobs) < 2:
-            return [op_flatbuffer(*job) for job in jobs]
-        self._start()
-        return list(self._pool.map(op_flatbuffer, *zip(*jobs, strict=True)))
+        """`[op_flatbuffer(*job) for job in jobs]`, in the pool when there is
+        one (in this process from the first job on, should a worker die)."""
+        if self.workers > 1 and len(jobs) >= 2:
+            self._start()
+            with _main_hidden():  # workers are spawned on submit
+                futures = [self._pool.submit(op_flatbuffer, *job) for job in jobs]
+            try:
+                return [future.result() for future in futures]
+            except concurrent.futures.process.BrokenProcessPool:
+                self._broken()
+        return [op_flatbuffer(*job) for job in jobs]
 
     def convert_wholes(self, jobs):
         """`[whole_flatbuffer(model, data) ...]` for `jobs` of `(model,
@@ -165,19 +176,28 @@ class Converters:
         if self.workers <= 1 or len(jobs) < 2 or not all(_portable(m) for m, _ in jobs):
             return [here(*job) for job in jobs]
         self._start()
-        futures = [self._pool.submit(whole_flatbuffer, *job) for job in jobs]
+        with _main_hidden():
+            futures = [self._pool.submit(whole_flatbuffer, *job) for job in jobs]
         results = []
         for future, job in zip(futures, jobs, strict=True):
             try:
                 results.append(future.result())
-            except concurrent.futures.process.BrokenProcessPool:  # a worker died
-                self.__exit__()
+            except concurrent.futures.process.BrokenProcessPool:
+                self._broken()
                 results.append(here(*job))
             except RuntimeError as error:
                 results.append(error)
             except Exception:  # noqa: BLE001 - e.g. a model that does not pickle
                 results.append(here(*job))
         return results
+
+    def _broken(self):
+        """A worker died (killed, out of memory): the rest converts here."""
+        if self.workers > 1:
+            warnings.warn("LatencyTable: a conversion worker process died; converting the rest "
+                          "in this process.", stacklevel=4)
+        self.__exit__()
+        self.workers = 1
 
     def _start(self):
         if self._pool is None:
@@ -192,6 +212,24 @@ class Converters:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+
+
+@contextlib.contextmanager
+def _main_hidden():
+    """Hides the caller's `__main__` from the processes spawned meanwhile.
+
+    A spawned process re-imports the parent's main script unless it is run
+    as `__main__`; a user's script that measures a table at top level (no
+    `if __name__ == "__main__":`) would rebuild its model in every worker
+    and fail there. The workers only need keras_evosynth's functions, so
+    they start without the script.
+    """
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 def interpreter(flatbuffer, threads):
