@@ -17,7 +17,6 @@ median over all timed invokes. Prints a table and writes JSON.
 
 import os
 import tempfile
-import time
 
 import keras
 import numpy as np
@@ -28,6 +27,7 @@ from keras_evosynth import EvoLayer, evolvable
 from keras_evosynth.export import export_litert
 from recipes import apputil
 from tflite_bench.host import fill_inputs, latency_stats, make_interpreter
+from tflite_bench.timer import time_rounds
 
 FLAGS = flags.FLAGS
 
@@ -118,22 +118,17 @@ def remove_filters(model, fraction, rng, classifier):
 
 
 def time_flatbuffers(paths, rounds, runs, warmup):
-    """Latency stats per path: interleaved rounds, 1 thread, batch 1."""
-    interpreters = {}
-    for name, path in paths.items():
-        interpreters[name] = make_interpreter(path, threads=1)
-        fill_inputs(interpreters[name], seed=0)
+    """Latency stats per path: `runs` invokes a round for `rounds` rounds,
+    interleaved (`tflite_bench.timer.time_rounds`), 1 thread, batch 1."""
+    interpreters = []
+    for path in paths.values():
+        interpreter = make_interpreter(path, threads=1)
+        fill_inputs(interpreter, seed=0)
         for _ in range(warmup):
-            interpreters[name].invoke()
-    times = {name: [] for name in paths}
-    for r in range(rounds):
-        for name, interpreter in interpreters.items():
-            for _ in range(runs):
-                start = time.perf_counter()
-                interpreter.invoke()
-                times[name].append((time.perf_counter() - start) * 1e3)
-        print(f"  timing round {r + 1}/{rounds} done", flush=True)
-    return {name: latency_stats(t) for name, t in times.items()}
+            interpreter.invoke()
+        interpreters.append(interpreter)
+    times = time_rounds(interpreters, [runs * rounds] * len(interpreters), rounds, catch=())
+    return {name: latency_stats(t) for name, t in zip(paths, times, strict=True)}
 
 
 def main(argv):

@@ -122,7 +122,7 @@ def _losses(tf):
 def train(args):
     """Runs the whole baseline in this (fresh) process; returns the summary."""
     check_args(args)
-    tf, tf_keras, tfmot = baseline._import_legacy_stack()
+    tf, tf_keras, tfmot = baseline.import_legacy_stack()
     import numpy as np
 
     from recipes.detectnet import data

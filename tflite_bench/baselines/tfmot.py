@@ -105,7 +105,7 @@ def _check_args(args):
         raise ValueError("--batch-size and --representative must be >= 1")
 
 
-def _import_legacy_stack():
+def import_legacy_stack():
     """Imports tf, tf_keras, tfmot with legacy Keras; raises BenchError."""
     if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         raise BenchError(
@@ -206,7 +206,7 @@ def prune(tf_keras, tfmot, model, sparsity, steps, fit, only=None):
     (`PolynomialDecay`, pruning every tenth of them).
 
     Args:
-        tf_keras, tfmot: The legacy stack (`_import_legacy_stack`).
+        tf_keras, tfmot: The legacy stack (`import_legacy_stack`).
         model: A tf_keras model.
         sparsity: Target fraction of zero weights in each pruned layer.
         steps: Training steps `fit` runs.
@@ -267,7 +267,7 @@ def write_outputs(out, flatbuffer, json_path, summary, indent):
 def train(args):
     """Runs the whole pipeline in this (fresh) process; returns the summary."""
     _check_args(args)
-    tf, tf_keras, tfmot = _import_legacy_stack()
+    tf, tf_keras, tfmot = import_legacy_stack()
     import numpy as np
 
     from tflite_bench.baselines import archs
