@@ -32,12 +32,13 @@ def convert(keras_model, arrays, mode, int8_io, allow_float_ops, intact=(), sign
         level = absl_logger.level
         absl_logger.setLevel(logging.ERROR)  # "...deprecated conversion path"
         try:
-            converter = tf.lite.TFLiteConverter.from_concrete_functions(
-                [_call_function(keras_model)])
+            with warnings.catch_warnings():  # tracing's, as convert's below
+                warnings.simplefilter("ignore")
+                converter = tf.lite.TFLiteConverter.from_concrete_functions(
+                    [_call_function(keras_model)])
         finally:
             absl_logger.setLevel(level)
     if mode == "int8":
-
         names = [x.name for x in keras_model.inputs]
 
         def representative():  # by name: the SavedModel orders inputs by their names
