@@ -3,9 +3,9 @@ parent as teacher (`keras_evosynth.ParentDistiller`)?
 
 The CPU-default DetectNet ancestor of `recipes.detectnet.evolve` (trained
 once, cached in `--out_dir`) becomes an int8 evolvable parent; one offspring
-is sampled from it with `ResourceTarget(fraction=1 - --cut,
-resource="latency")` on the ancestor's `LatencyTable` (a 30 % cut of its
-predicted int8 latency by default), and the same offspring is retrained
+is sampled from it with `LatencyTarget(table, fraction=1 - --cut)` on the
+ancestor's `LatencyTable` (a 30 % cut of its predicted int8 latency by
+default), and the same offspring is retrained
 `--epochs` epochs twice from the same weights, with the same optimizer and
 data order:
 
@@ -56,7 +56,7 @@ def offspring_of(parent, table):
 
     child = keras.models.clone_model(parent)
     child.set_weights(parent.get_weights())
-    env = ke.ResourceTarget(fraction=1.0 - FLAGS.cut, resource="latency", latency_table=table)
+    env = ke.LatencyTarget(table, fraction=1.0 - FLAGS.cut)
     genomes, layers = genetics.genomes_from_model(child, "int8")
     expected, current = env.resource_model(child, genomes)
     factors = env.factors(expected, current, current, 1, 1)

@@ -6,7 +6,7 @@ parent's resource by losing whole filters, the same retraining, no rollback:
 
 - `macs`: `ResourceTarget(resource="macs", solve="cluster", fixed_factor=e)`
   (the recipes' `--synthesis=filters`);
-- `latency`: `ResourceTarget(resource="latency", latency_table=...)` with the
+- `latency`: `LatencyTarget(latency_table, ...)` with the
   ancestor's `LatencyTable` measured on this host (the recipes'
   `--synthesis=latency`), by default with `remove_branches=True` (whole
   inception branches may go; `--noremove_branches`: filters only).
@@ -56,10 +56,10 @@ def define_flags(flag_values=FLAGS):
                       "filters' Taylor importance on 128 training samples (sensitivity_data).",
                       **define)
     flags.DEFINE_float("max_layer_cut", None, "Latency mode: the largest fraction of a layer's "
-                       "filters one generation may remove (ResourceTarget max_layer_cut); "
+                       "filters one generation may remove (LatencyTarget max_layer_cut); "
                        "unset: no cap beyond MIN_LAYER_FACTOR.", **define)
     flags.DEFINE_bool("remove_branches", True, "Latency mode may remove whole inception branches "
-                      "(ResourceTarget(remove_branches=True)).", **define)
+                      "(LatencyTarget(remove_branches=True)).", **define)
     flags.DEFINE_string("json", "bench_out/latency_target.json", "Where to write results.",
                         **define)
     apputil.define_verbose(flag_values)

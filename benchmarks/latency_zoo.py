@@ -13,9 +13,8 @@ nothing, and such a row says so). Then offspring are drawn:
 - random filter cuts keeping `--keep` (100 %, 60 %, 30 %) of every evolvable
   layer's filters, at random (`benchmarks.latency_table.random_cut`; the
   100 % one is the uncut network);
-- one evolved cut: a `ResourceTarget(resource="latency",
-  fraction=--evolved_keep)` draw, the per-layer cluster factors a
-  latency-target generation would sample with (`EvolutionCallback`'s
+- one evolved cut: a `LatencyTarget(table, fraction=--evolved_keep)` draw,
+  the per-layer cluster factors a latency-target generation would sample with (`EvolutionCallback`'s
   synthesis step, without the training).
 
 Every offspring is compacted and exported to int8 LiteRT (`export_litert`,
@@ -65,7 +64,7 @@ def define_flags(flag_values=FLAGS):
     flags.DEFINE_list("keep", ["1.0", "0.6", "0.3"], "Random cuts: fraction of every evolvable "
                       "layer's filters kept (1.0: the uncut network).", **define)
     flags.DEFINE_float("evolved_keep", 0.6, "Evolved cut: the fraction of the predicted latency "
-                       "a ResourceTarget(resource='latency') draw keeps (0: none).", **define)
+                       "a LatencyTarget draw keeps (0: none).", **define)
     flags.DEFINE_integer("rounds", 10, "Interleaved timing rounds.", **define)
     flags.DEFINE_float("budget_ms", 40.0, "Invoke time per model per round.", **define)
     flags.DEFINE_integer("instances", 2, "Interpreters per flatbuffer (their mean is reported).",
@@ -165,12 +164,12 @@ def make_evolvable(base):
 
 def evolved_cut(evo, table, keep, seed):
     """One latency-target offspring drawn in place: the per-layer cluster
-    factors `ResourceTarget(resource="latency", fraction=keep)` solves for
+    factors `LatencyTarget(table, fraction=keep)` solves for
     on `table`, sampled as `EvolutionCallback` samples a generation.
     Returns the expected kept fraction of the predicted latency."""
-    from keras_evosynth import ResourceTarget, genetics
+    from keras_evosynth import LatencyTarget, genetics
 
-    env = ResourceTarget(fraction=keep, resource="latency", latency_table=table, round_to=8)
+    env = LatencyTarget(table, fraction=keep, round_to=8)
     genomes, layers = genetics.genomes_from_model(evo)
     expected, current = env.resource_model(evo, genomes)
     factors = env.factors(expected=expected, current=current, ancestor=current, generation=1,

@@ -7,7 +7,7 @@ Public API (everything else is internal):
 - layers: `EvoConv2D`, `EvoDepthwiseConv2D`, `EvoDense`, `FakeQuantActivation`
 - `evolvable(model, precision=..., layers=...)`, `summary(model)`
 - evolution: `EvolutionCallback`, the environments (`Environment`, the base
-  of `ConstantEnvironment` and `ResourceTarget`), `genetics` (the pure
+  of `ConstantEnvironment`, `ResourceTarget` and `LatencyTarget`), `genetics` (the pure
   maths), `Lineage`, `read_lineage`, `plot_lineage`
 - retraining: `ParentDistiller` (an offspring trained on its parent's outputs
   too)
@@ -25,7 +25,12 @@ from keras_evosynth.callbacks import EvolutionCallback
 from keras_evosynth.compact import CompactionReport, compact, strip_evolvable, to_plain
 from keras_evosynth.conversion import evolvable
 from keras_evosynth.distill import Distiller, ParentDistiller
-from keras_evosynth.environments import ConstantEnvironment, Environment, ResourceTarget
+from keras_evosynth.environments import (
+    ConstantEnvironment,
+    Environment,
+    LatencyTarget,
+    ResourceTarget,
+)
 from keras_evosynth.export import ExportReport, export_litert, export_tflite
 from keras_evosynth.latency import LatencyTable
 from keras_evosynth.layers import (
@@ -54,6 +59,7 @@ __all__ = [
     "ExportReport",
     "FakeQuantActivation",
     "LatencyTable",
+    "LatencyTarget",
     "LayerStats",
     "Lineage",
     "ModelStats",

@@ -2,7 +2,7 @@
 
 import math
 
-from keras_evosynth import ResourceTarget
+from keras_evosynth import LatencyTarget, ResourceTarget
 
 # How a recipe's offspring shrink (`--synthesis`):
 # - "filters": each offspring keeps `keep` of its parent's MACs by losing whole
@@ -56,9 +56,9 @@ def tfmot_wanted(mode):
 
 def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensitivity_data=None,
                     max_layer_cut=None, remove_branches=False, vanish=False):
-    """The `ResourceTarget` of a `--synthesis` choice (`"latency"` needs the
-    ancestor's `latency_table`, see `latency_table_for`; `adaptive`: the
-    adaptive step, `ResourceTarget(adaptive=True)`; `sensitivity_data`:
+    """The environment of a `--synthesis` choice: a `ResourceTarget`, or for
+    `"latency"` a `LatencyTarget` on the ancestor's `latency_table` (see
+    `latency_table_for`); `adaptive`: the adaptive step; `sensitivity_data`:
     `(x, y)` for the latency pressure's Taylor sensitivity; `max_layer_cut`:
     the per-layer cap of latency targets; `remove_branches`: latency targets
     may remove whole inception branches; `vanish`: a branch member whose
@@ -73,9 +73,9 @@ def environment_for(synthesis, keep, latency_table=None, adaptive=False, sensiti
     """
     common = {"fraction": keep, "adaptive": adaptive, "vanish": vanish}
     if synthesis == "latency":
-        return ResourceTarget(resource="latency", latency_table=latency_table,
-                              sensitivity_data=sensitivity_data, max_layer_cut=max_layer_cut,
-                              remove_branches=remove_branches, **common)
+        return LatencyTarget(latency_table, sensitivity_data=sensitivity_data,
+                             max_layer_cut=max_layer_cut, remove_branches=remove_branches,
+                             **common)
     if synthesis == "filters":
         return ResourceTarget(resource="macs", solve="cluster", fixed_factor=math.e, **common)
     if synthesis == "synapses":

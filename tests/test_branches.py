@@ -8,7 +8,7 @@ from test_latency import synthetic_table
 
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
-from keras_evosynth.environments import ResourceTarget, latency_target
+from keras_evosynth.environments import LatencyTarget, ResourceTarget, latency_target
 from keras_evosynth.latency import LatencyTable
 from keras_evosynth.latency.calibration import _Measurer
 
@@ -169,8 +169,8 @@ def test_latency_target_removes_branches_and_records_them(tmp_path):
     model = ke.evolvable(_module())
     table = synthetic_table(model, remainder=0.0, cost=_cost_5x5_heavy)
     genomes, _ = genetics.genomes_from_model(model)
-    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table,
-                         remove_branches=True)
+    env = LatencyTarget(table, fraction=0.7,
+                        remove_branches=True)
     expected, current = env.resource_model(model, genomes)
     factors = env.factors(expected, current, current, 1, 1)
     names = [g.name for g in genomes]
@@ -180,7 +180,7 @@ def test_latency_target_removes_branches_and_records_them(tmp_path):
     assert factors.expected < 0.7
     assert all(r == genetics.MAX_FACTOR for i, r in enumerate(factors.cluster_factor)
                if names[i] not in ("r5", "b5") and not genomes[i].protected)
-    plain = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
+    plain = LatencyTarget(table, fraction=0.7)
     assert plain.factors(expected, current, current, 1, 1).removed is None
     assert min(plain.factors(expected, current, current, 1, 1).cluster_factor) > 0
     assert ResourceTarget.from_config(env.get_config()) == env
@@ -189,8 +189,8 @@ def test_latency_target_removes_branches_and_records_them(tmp_path):
     with pytest.raises(ValueError, match="remove_branches only applies"):
         ResourceTarget(fraction=0.7, resource="macs", remove_branches=True)
     with pytest.raises(TypeError, match="remove_branches must be True or False"):
-        ResourceTarget(fraction=0.7, resource="latency", latency_table=table,
-                       remove_branches=1)
+        LatencyTarget(table, fraction=0.7,
+                      remove_branches=1)
 
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x = np.random.default_rng(0).normal(size=(16, 12, 12, 3)).astype("float32")

@@ -165,7 +165,7 @@ def test_adaptive_target_rejects_bad_steps(kwargs, error, match):
         ({"fraction": 1.0}, "fraction"),
         ({"fraction": 0.0}, "fraction"),
         ({"budget": 1.5}, "budget"),
-        ({"fraction": 0.5, "resource": "latency"}, "resource"),
+        ({"fraction": 0.5, "resource": "latency"}, "needs a latency_table"),
         ({"fraction": 0.5, "solve": "neither"}, "solve"),
         ({"fraction": 0.5, "tolerance": 0.0}, "tolerance"),
     ],

@@ -11,7 +11,7 @@ import pytest
 
 import keras_evosynth as ke
 from keras_evosynth import genetics, latency
-from keras_evosynth.environments import ResourceTarget, latency_target
+from keras_evosynth.environments import LatencyTarget, ResourceTarget, latency_target
 from keras_evosynth.latency import Entry, LatencyTable
 from keras_evosynth.latency.calibration import _anchor_model, _Measurer, _Plain
 from keras_evosynth.latency.curve import _curve, _whole
@@ -448,7 +448,7 @@ def test_latency_target_lands_on_the_expected_fraction():
     model = ke.evolvable(_inception(width=16))
     table = synthetic_table(model, remainder=0.1)
     genomes, _ = genetics.genomes_from_model(model)
-    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
+    env = LatencyTarget(table, fraction=0.7)
     expected, current = env.resource_model(model, genomes)
     factors = env.factors(expected, current, current, 1, 3)
     assert factors.expected == pytest.approx(0.7, rel=1e-2)
@@ -460,16 +460,22 @@ def test_latency_target_lands_on_the_expected_fraction():
 
 
 def test_latency_target_needs_a_table_and_serializes_its_path(tmp_path):
-    with pytest.raises(ValueError, match="needs latency_table"):
-        ResourceTarget(fraction=0.7, resource="latency")
-    with pytest.raises(ValueError, match="only apply to resource='latency'"):
+    with pytest.raises(ValueError, match="needs a latency_table"):
+        LatencyTarget(None, fraction=0.7)
+    with pytest.raises(ValueError, match="only apply to LatencyTarget"):
         ResourceTarget(fraction=0.7, round_to=8)
     table = synthetic_table(ke.evolvable(_inception()))
     table.save(str(tmp_path / "t.json"))
-    env = ResourceTarget(budget=0.3, resource="latency", latency_table=table, round_to=8)
+    env = LatencyTarget(table, budget=0.3, round_to=8)
     again = ke.environments.get(ke.environments.serialize(env))
     assert again == env and again.latency_table.path == str(tmp_path / "t.json")
     assert again.round_to == 8
+    # the older spelling: warns, and is the same environment with the same saved config
+    with pytest.warns(DeprecationWarning, match="is LatencyTarget"):
+        old = ResourceTarget(budget=0.3, resource="latency", latency_table=table, round_to=8)
+    saved = ke.environments.serialize(old)
+    assert saved == ke.environments.serialize(env) and saved["class_name"] == "ResourceTarget"
+    assert type(ke.environments.get(saved)) is LatencyTarget
 
 
 def test_callback_evolves_against_predicted_latency(tmp_path):
@@ -481,7 +487,7 @@ def test_callback_evolves_against_predicted_latency(tmp_path):
         model = ke.evolvable(_inception(width=16))
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         table = synthetic_table(model, remainder=0.1)
-        env = ResourceTarget(fraction=0.6, resource="latency", latency_table=table, round_to=2)
+        env = LatencyTarget(table, fraction=0.6, round_to=2)
         evolution = ke.EvolutionCallback(
             generations=3, environment=env, monitor="loss", seed=5, verbose=0,
             stop_when={"latency": 0.5}, directory=directory)
@@ -573,7 +579,7 @@ def test_latency_target_never_sheds_more_filters_than_the_fraction():
     model = ke.evolvable(_inception(width=16))
     table = synthetic_table(model, remainder=50.0)  # latency is mostly fixed cost
     genomes, _ = genetics.genomes_from_model(model)
-    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
+    env = LatencyTarget(table, fraction=0.7)
     expected, current = env.resource_model(model, genomes)
     factors = env.factors(expected, current, current, 1, 3)
     assert factors.expected > 0.9  # 0.7 of the latency is out of reach
@@ -609,18 +615,18 @@ def test_latency_target_max_layer_cut_caps_every_layer():
         return factors, [1.0 - float(o[p > 0].mean()) for o, p, g in
                          zip(odds, expected.p_c, genomes, strict=True) if not g.protected]
 
-    free, free_cuts = cuts(ResourceTarget(fraction=0.5, resource="latency", latency_table=table))
-    env = ResourceTarget(fraction=0.5, resource="latency", latency_table=table,
-                         max_layer_cut=0.2)
+    free, free_cuts = cuts(LatencyTarget(table, fraction=0.5))
+    env = LatencyTarget(table, fraction=0.5,
+                        max_layer_cut=0.2)
     capped, capped_cuts = cuts(env)
     assert max(free_cuts) > 0.3  # without the cap one generation guts a layer
     assert max(capped_cuts) <= 0.2 + 1e-6
     assert capped.expected > free.expected  # the cap costs latency the target wanted
     assert ke.environments.get(ke.environments.serialize(env)).max_layer_cut == 0.2
-    with pytest.raises(ValueError, match="only apply to resource='latency'"):
+    with pytest.raises(ValueError, match="only apply to LatencyTarget"):
         ResourceTarget(fraction=0.7, max_layer_cut=0.2)
     with pytest.raises(ValueError, match="max_layer_cut must be in"):
-        ResourceTarget(fraction=0.7, resource="latency", latency_table=table, max_layer_cut=1.0)
+        LatencyTarget(table, fraction=0.7, max_layer_cut=1.0)
 
 
 def test_sensitivity_moves_the_pressure_off_layers_that_carry_accuracy():
@@ -641,9 +647,9 @@ def test_latency_target_with_sensitivity_data_cuts_important_layers_less():
     genomes, _ = genetics.genomes_from_model(model)
     rng = np.random.default_rng(0)
     data = (rng.uniform(0, 1, (64, 16, 16, 3)).astype("float32"), rng.integers(0, 3, 64))
-    plain = ResourceTarget(fraction=0.7, resource="latency", latency_table=table)
-    env = ResourceTarget(fraction=0.7, resource="latency", latency_table=table,
-                         sensitivity_data=data, sensitivity_batches=2)
+    plain = LatencyTarget(table, fraction=0.7)
+    env = LatencyTarget(table, fraction=0.7,
+                        sensitivity_data=data, sensitivity_batches=2)
     base = plain.factors(*plain.resource_model(model, genomes)[:1],
                          plain.resource_model(model, genomes)[1], 1.0, 1, 3)
     expected, current = env.resource_model(model, genomes)

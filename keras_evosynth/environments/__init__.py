@@ -12,8 +12,11 @@ Two environments:
   `genetics.expectation`. At `R = 1` the paper's probabilities already
   remove a good part of a layer (a zero weight survives with `e^-1`), so the
   solved factor may exceed 1, up to `e` (probabilities clipped at 1).
+- `LatencyTarget(latency_table, fraction=...)`: the same for the int8
+  latency a `LatencyTable` predicts, solved per layer (a `ResourceTarget`
+  with the arguments that apply to latency).
 
-Both derive from `Environment` (exported as `keras_evosynth.Environment`),
+All derive from `Environment` (exported as `keras_evosynth.Environment`),
 the base an environment of your own subclasses.
 
 An environment returns `Factors` through `factors(...)`; `mildness` (the
@@ -24,9 +27,9 @@ cut by `grow`, every rollback by `shrink` (`adaptive_cut`), so that the
 lineage works near the edge of what retraining recovers.
 
 The package: `base` (`Environment`, `Factors`, `adaptive_cut`), `constant`
-(`ConstantEnvironment`), `resource_target` (`ResourceTarget`),
-`latency_target` (how a latency target allocates its cut over the layers)
-and `_solvers` (the bisections); `get` and `serialize` are here.
+(`ConstantEnvironment`), `resource_target` (`ResourceTarget`, `LatencyTarget`),
+`latency_target` (how a latency target allocates its cut over the layers) and
+`_solvers` (the bisections); `get` and `serialize` are here.
 
 Example:
 
@@ -42,7 +45,7 @@ import keras
 from keras_evosynth.environments._solvers import solve_decreasing, solve_factor
 from keras_evosynth.environments.base import MAX_CUT, Environment, Factors, adaptive_cut
 from keras_evosynth.environments.constant import ConstantEnvironment
-from keras_evosynth.environments.resource_target import RESOURCES, ResourceTarget
+from keras_evosynth.environments.resource_target import RESOURCES, LatencyTarget, ResourceTarget
 
 __all__ = [
     "MAX_CUT",
@@ -50,6 +53,7 @@ __all__ = [
     "ConstantEnvironment",
     "Environment",
     "Factors",
+    "LatencyTarget",
     "ResourceTarget",
     "adaptive_cut",
     "get",
@@ -110,6 +114,9 @@ def serialize(environment):
     """
     environment = get(environment)
     config = keras.saving.serialize_keras_object(environment)
-    if type(environment) in (ConstantEnvironment, ResourceTarget):
+    if type(environment) is LatencyTarget:  # as `ResourceTarget(resource="latency")` was
+        config.update(class_name="ResourceTarget",
+                      registered_name="keras_evosynth>ResourceTarget")
+    if type(environment) in (ConstantEnvironment, ResourceTarget, LatencyTarget):
         config["module"] = _SAVED_MODULE
     return config

@@ -4,7 +4,7 @@ pressure (`pressures`: latency saved per unit of heredity strength lost),
 the per-layer cluster factors at a strength `lambda` (`layer_factors`),
 the floors that cap a layer's cut in one generation (`layer_floors`) and
 the whole branches worth removing first (`branch_removals`).
-`ResourceTarget(resource="latency")` bisects `lambda`; docs/latency.md
+`LatencyTarget` bisects `lambda`; docs/latency.md
 writes the formulas out.
 """
 

@@ -5,6 +5,7 @@ allocates its cut per layer (`latency_target`).
 """
 
 import math
+import warnings
 
 import keras
 
@@ -54,46 +55,22 @@ class ResourceTarget(Environment):
       amount after all generations; each generation takes the equal
       ratio `(budget * ancestor / current) ** (1 / generations_left)`.
 
-    With `resource="latency"` the amount is the int8 latency that
-    `latency_table` predicts for the compacted offspring, and the
-    environment solves *per-layer* cluster factors: layer `l` gets
-    `R_l = max(0.5, e * exp(-lambda * pi_l))`, `pi_l` its latency pressure (latency
-    saved per filter removed, per unit of heredity strength lost, scaled to
-    a maximum of 1; `latency_target.pressures`), and `lambda` is bisected so that
-    the expected predicted latency hits the target. A filter `c` of layer
-    `l` thus survives with `min(1, exp(S_c / Z_c - lambda * pi_l))`: the
-    paper's heredity minus the price of the latency it costs (docs/
-    latency.md writes it out). `lambda` stops where the offspring would keep
-    fewer than `fraction` of the parent's filters (in expectation): when the
-    latency left is mostly fixed cost, a generation sheds what it can
-    without losing more filters than a MAC target would allow.
+    `resource="latency"` is `LatencyTarget`'s: build that one, whose
+    arguments are the ones that apply to latency (this class takes them too,
+    for the configs of saved lineages, and warns).
 
     Args:
         fraction: Per-generation kept fraction in (0, 1).
         budget: Final fraction of the ancestor in (0, 1).
-        resource: `"synapses"`, `"macs"` or `"latency"`.
+        resource: `"synapses"` or `"macs"` (`"latency"`: `LatencyTarget`).
         solve: `"both"` (`R_c = R_s`), `"cluster"` or `"synapse"`: which
             factor is solved for (the other stays at `fixed_factor`).
-            Latency targets always solve per-layer cluster factors.
         tolerance: Relative tolerance of the bisection.
         fixed_factor: With `solve="cluster"` or `"synapse"`, the value of the
             other factor, in (0, e]. 1 is the paper's probability; `math.e`
             with `solve="cluster"` keeps every synapse of a surviving cluster
             (p clipped at 1), i.e. pure filter-level synthesis: the kind of
-            pruning that compaction turns into speed. None: 1, or `e` for
-            latency targets (synapse cuts inside a kept filter save no time).
-        latency_table: A `LatencyTable` or the path of its JSON file
-            (required for `resource="latency"`).
-        round_to: Latency targets: round each layer's live filters up to a
-            multiple of this (e.g. 8, XNNPACK's tile width); None: no rounding.
-        min_pressure: Latency targets: the smallest pressure of a sampled
-            layer, so layers whose filters save no time still shed some
-            (0 never cuts them).
-        max_layer_cut: Latency targets: the largest fraction of a layer's
-            live filters one generation may remove in expectation (each
-            layer's factor floor from `latency_target.layer_floors`), so the
-            pressure spreads over more layers instead of gutting the few
-            that cost the most; None: only the `MIN_LAYER_FACTOR` floor.
+            pruning that compaction turns into speed. None: 1.
         adaptive: Carry the step across generations: the cut `1 - f` of the
             target fraction `f` is multiplied by `grow` after every accepted
             offspring and by `shrink` after every rollback, over the whole
@@ -101,23 +78,6 @@ class ResourceTarget(Environment):
             being halved per rollback and reset each generation.
         grow, shrink: The adaptive step's multipliers (`grow` >= 1,
             `shrink` in (0, 1)).
-        sensitivity_data: Latency targets: `(x, y)` training samples; each
-            generation the parent's per-filter Taylor importance is measured
-            on `sensitivity_batches` batches of 32 (`sensitivity.
-            taylor_importance`, the model must be compiled) and a layer's
-            pressure is divided by its mean importance relative to the other
-            layers': layers that carry the accuracy are cut less for the
-            same latency saved. The data are not part of the config (only
-            `sensitivity_batches` is); None: heredity alone.
-        sensitivity_batches: Batches of `sensitivity_data` per generation.
-        remove_branches: Latency targets: before the per-filter allocation,
-            remove whole branches (`genetics.branches`: an inception module's
-            1x1, 5x5 or pool branch, with its reduction) whose expected
-            latency saved per unit of strength lost beats the best filter
-            trim, while the latency is above the target and the offspring
-            keeps `fraction` of the filters (`latency_target.branch_removals`). On
-            XNNPACK, thin filters cost latency mostly per op, so removing an
-            op is the big lever. False: every layer keeps a filter.
         vanish: Layers the graph lets disappear may (any resource): a
             removable branch member (`genetics.branches`) whose draws leave
             no filter is not given one back, and its whole branch vanishes
@@ -176,6 +136,10 @@ class ResourceTarget(Environment):
         if not 0.0 < float(tolerance) < 0.5:
             raise ValueError(f"ResourceTarget: tolerance must be in (0, 0.5), got {tolerance!r}.")
         latency = resource == "latency"
+        if latency and type(self) is ResourceTarget:
+            warnings.warn("ResourceTarget(resource='latency', ...) is LatencyTarget(latency_table, "
+                          "...): build that one; this form stays for saved configs.",
+                          DeprecationWarning, stacklevel=2)
         if fixed_factor is None:
             fixed_factor = genetics.MAX_FACTOR if latency else 1.0
         self.fixed_factor = genetics.check_factor(fixed_factor, "ResourceTarget fixed_factor")
@@ -186,14 +150,14 @@ class ResourceTarget(Environment):
             )
         if latency and latency_table is None:
             raise ValueError(
-                "ResourceTarget(resource='latency') needs latency_table=: measure one with "
+                "LatencyTarget needs a latency_table: measure one with "
                 "keras_evosynth.LatencyTable.measure(model) (or give its JSON path)."
             )
         if not latency and (latency_table is not None or round_to is not None
                             or max_layer_cut is not None):
             raise ValueError(
                 "ResourceTarget: latency_table, round_to and max_layer_cut only apply to "
-                "resource='latency'."
+                "LatencyTarget."
             )
         if max_layer_cut is not None:
             max_layer_cut = _check_fraction(max_layer_cut, "ResourceTarget max_layer_cut", False)
@@ -210,13 +174,11 @@ class ResourceTarget(Environment):
                 raise ValueError(f"ResourceTarget: {name} must be a number {rule}, got {value!r}.")
         self.adaptive, self.grow, self.shrink = adaptive, float(grow), float(shrink)
         if sensitivity_data is not None and not latency:
-            raise ValueError("ResourceTarget: sensitivity_data only applies to "
-                             "resource='latency'.")
+            raise ValueError("ResourceTarget: sensitivity_data only applies to LatencyTarget.")
         self.sensitivity_data = sensitivity_data
         _bool(remove_branches, "remove_branches")
         if remove_branches and not latency:
-            raise ValueError("ResourceTarget: remove_branches only applies to "
-                             "resource='latency'.")
+            raise ValueError("ResourceTarget: remove_branches only applies to LatencyTarget.")
         self.remove_branches = remove_branches
         self.vanish = _bool(vanish, "vanish")
         self.sensitivity_batches = _positive_int(sensitivity_batches, "sensitivity_batches")
@@ -340,6 +302,93 @@ class ResourceTarget(Environment):
             if self.remove_branches:
                 config.update(remove_branches=True)
         return config
+
+
+    @classmethod
+    def from_config(cls, config):
+        """A latency config (as saved lineages hold it) gives a `LatencyTarget`."""
+        if cls is ResourceTarget and config.get("resource") == "latency":
+            return LatencyTarget.from_config(config)
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_evosynth")
+class LatencyTarget(ResourceTarget):
+    """Solves per-layer factors so that each offspring lands near a predicted
+    int8 latency (`ResourceTarget` for `resource="latency"`).
+
+    Give exactly one of `fraction` (every offspring keeps about this
+    fraction of its parent's predicted latency) or `budget` (the lineage
+    ends near this fraction of the ancestor's). The amount is the int8
+    latency that `latency_table` predicts for the compacted offspring, and
+    the environment solves *per-layer* cluster factors: layer `l` gets
+    `R_l = max(0.5, e * exp(-lambda * pi_l))`, `pi_l` its latency pressure (latency
+    saved per filter removed, per unit of heredity strength lost, scaled to
+    a maximum of 1; `latency_target.pressures`), and `lambda` is bisected so that
+    the expected predicted latency hits the target. A filter `c` of layer
+    `l` thus survives with `min(1, exp(S_c / Z_c - lambda * pi_l))`: the
+    paper's heredity minus the price of the latency it costs (docs/
+    latency.md writes it out). `lambda` stops where the offspring would keep
+    fewer than `fraction` of the parent's filters (in expectation): when the
+    latency left is mostly fixed cost, a generation sheds what it can
+    without losing more filters than a MAC target would allow.
+
+    Serialized as `ResourceTarget(resource="latency", ...)` is, so the
+    configs of saved lineages match either way.
+
+    Args:
+        latency_table: A `LatencyTable`, the path of its JSON file or its
+            `to_dict()`.
+        fraction: Per-generation kept fraction in (0, 1).
+        budget: Final fraction of the ancestor in (0, 1).
+        round_to: Round each layer's live filters up to a
+            multiple of this (e.g. 8, XNNPACK's tile width); None: no rounding.
+        min_pressure: The smallest pressure of a sampled
+            layer, so layers whose filters save no time still shed some
+            (0 never cuts them).
+        max_layer_cut: The largest fraction of a layer's
+            live filters one generation may remove in expectation (each
+            layer's factor floor from `latency_target.layer_floors`), so the
+            pressure spreads over more layers instead of gutting the few
+            that cost the most; None: only the `MIN_LAYER_FACTOR` floor.
+        sensitivity_data: `(x, y)` training samples; each
+            generation the parent's per-filter Taylor importance is measured
+            on `sensitivity_batches` batches of 32 (`sensitivity.
+            taylor_importance`, the model must be compiled) and a layer's
+            pressure is divided by its mean importance relative to the other
+            layers': layers that carry the accuracy are cut less for the
+            same latency saved. The data are not part of the config (only
+            `sensitivity_batches` is); None: heredity alone.
+        sensitivity_batches: Batches of `sensitivity_data` per generation.
+        remove_branches: Before the per-filter allocation,
+            remove whole branches (`genetics.branches`: an inception module's
+            1x1, 5x5 or pool branch, with its reduction) whose expected
+            latency saved per unit of strength lost beats the best filter
+            trim, while the latency is above the target and the offspring
+            keeps `fraction` of the filters (`latency_target.branch_removals`). On
+            XNNPACK, thin filters cost latency mostly per op, so removing an
+            op is the big lever. False: every layer keeps a filter.
+        tolerance, adaptive, grow, shrink, vanish: As for `ResourceTarget`.
+        fixed_factor: The synapse factor in (0, e]; None: `e`, so that a
+            kept filter keeps every synapse (a cut inside a filter saves no
+            time).
+    """
+
+    def __init__(self, latency_table, fraction=None, budget=None, tolerance=1e-3,
+                 fixed_factor=None, round_to=None, min_pressure=0.05, max_layer_cut=None,
+                 adaptive=False, grow=1.5, shrink=0.5, sensitivity_data=None,
+                 sensitivity_batches=4, remove_branches=False, vanish=False):
+        super().__init__(
+            fraction=fraction, budget=budget, resource="latency", tolerance=tolerance,
+            fixed_factor=fixed_factor, latency_table=latency_table, round_to=round_to,
+            min_pressure=min_pressure, max_layer_cut=max_layer_cut, adaptive=adaptive,
+            grow=grow, shrink=shrink, sensitivity_data=sensitivity_data,
+            sensitivity_batches=sensitivity_batches, remove_branches=remove_branches,
+            vanish=vanish)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{k: v for k, v in config.items() if k not in ("resource", "solve")})
 
 
 def _table(value):
