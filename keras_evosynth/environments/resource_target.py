@@ -303,7 +303,6 @@ class ResourceTarget(Environment):
                 config.update(remove_branches=True)
         return config
 
-
     @classmethod
     def from_config(cls, config):
         """A latency config (as saved lineages hold it) gives a `LatencyTarget`."""
