@@ -129,9 +129,13 @@ class ChannelAnalysis:
     Args:
         model: A functional or Sequential model (Evo layers or plain).
         remove_channels: Find the removable channels (False: keep all).
+        dead: Names of layers analysed as if every filter of theirs were
+            dead (kernel and bias 0): what `keep` then still holds of their
+            outputs is what compaction keeps whatever their masks say
+            (channels an opaque consumer reads whole).
     """
 
-    def __init__(self, model, remove_channels):
+    def __init__(self, model, remove_channels, dead=()):
         self.model = model
         self.graph = trace(model, "compact()" if remove_channels else "strip_evolvable()")
         self.specs = self.graph.specs
@@ -149,10 +153,14 @@ class ChannelAnalysis:
                 self.report.intact.append((node.layer.name, reason))
             if type(node.layer) in ch.PLAIN_CLASS:
                 self.weights[id(node)] = _effective(node.layer)
+                if node.layer.name in dead:
+                    self.weights[id(node)] = tuple(
+                        None if w is None else np.zeros_like(w) for w in self.weights[id(node)])
                 shape = self.specs[node.inputs[0]].shape
                 self.pads[id(node)] = ch.padded(node.layer, shape)
         self.const = {}
         self.keep = {}
+        self._dead = frozenset(dead)
         self._forward()
         self._backward(remove_channels)
 
@@ -276,8 +284,8 @@ class ChannelAnalysis:
             carriers = (kept | need) & finite & (const != 0)
             if loose.any() and not carriers.any():
                 need[np.argmax(np.where(loose, np.abs(const), -1.0))] = True
-        if kept_out.any() and not (kept | need).any():
-            need[0] = True  # never feed a layer an empty tensor
+        if kept_out.any() and not (kept | need).any() and not self._dead:
+            need[0] = True  # never feed a layer an empty tensor (a build's rule, not a pin)
         return need
 
     # ------------------------------------------------------ space to depth

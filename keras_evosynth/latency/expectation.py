@@ -158,6 +158,7 @@ class LatencyExpectation:
         self.anchor = table._anchor(self.ops, model.name)
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
+        self._pinned = _pinned(model, self.ops, genomes)
         self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
         self.importance = None  # per-cluster Taylor importance, set by the environment
         self.calibration = 1.0
@@ -179,10 +180,11 @@ class LatencyExpectation:
 
     def at_odds(self, odds):
         """Expected predicted ms at given per-genome cluster odds."""
-        odds = list(odds)
+        odds = self._with_pinned(odds)
         for producer, (depthwise, channels) in self._readers.items():
             odds[producer] = odds[producer] * np.where(
                 channels >= 0, odds[depthwise][np.maximum(channels, 0)], 1.0)
+        odds = self._with_pinned(odds)
         dead = frozenset(i for i, (g, o) in enumerate(zip(self.genomes, odds, strict=True))
                          if not g.protected and not np.any(o))
         if dead not in self._vanish:
@@ -195,6 +197,10 @@ class LatencyExpectation:
             cin, cout = _live_channels(op, odds)
             total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
         return self.calibration * _whole(self.anchor, total)
+
+    def _with_pinned(self, odds):
+        return [o if p is None else np.maximum(o, p)
+                for o, p in zip(odds, self._pinned, strict=True)]
 
     def kept_filters(self, cluster_factors):
         """Expected fraction of the parent's sampled (unprotected) filters
@@ -228,6 +234,28 @@ class LatencyExpectation:
             cut[index] = base_odds[index] * (1.0 - step)
             result[index] = (base - self.at_odds(cut)) / (step * live)
         return result
+
+
+def _pinned(model, ops, genomes):
+    """Per genome, the filters compaction keeps even when their masks kill
+    them (1.0; None where there are none): channels that a layer it cannot
+    see through reads whole (a `keras.ops` call such as MobileNetV3's
+    hard-swish, a layer `evolvable` skipped, a merge of unequal widths).
+    Cutting them saves no latency, so their odds never drop below 1."""
+    names = [g.name for g in genomes if not g.protected]
+    if not names:
+        return [None] * len(genomes)
+    keep = ChannelAnalysis(model, remove_channels=True, dead=names).keep
+    outputs = {op.evo_index: op.out_tid for op in ops if op.evo_index is not None}
+    pinned = []
+    for index, genome in enumerate(genomes):
+        kept = keep.get(outputs.get(index))
+        if (genome.protected or kept is None or not kept.any()
+                or kept.size != genome.cluster_mask.size):
+            pinned.append(None)
+        else:
+            pinned.append(kept.astype(np.float64))
+    return pinned
 
 
 def _depthwise_readers(ops, sizes):
