@@ -218,11 +218,11 @@ class Converters:
 def _main_hidden():
     """Hides the caller's `__main__` from the processes spawned meanwhile.
 
-    A spawned process re-imports the parent's main script unless it is run
-    as `__main__`; a user's script that measures a table at top level (no
-    `if __name__ == "__main__":`) would rebuild its model in every worker
-    and fail there. The workers only need keras_evosynth's functions, so
-    they start without the script.
+    A spawned process imports the parent's main script first (as
+    `__mp_main__`): a user's script that measures a table at top level (no
+    `if __name__ == "__main__":`) would build its model again in every
+    worker and fail there. The workers only need keras_evosynth's
+    functions, so they start without the script.
     """
     main = sys.modules["__main__"]
     sys.modules["__main__"] = types.ModuleType("__main__")
