@@ -27,6 +27,7 @@ from keras_evosynth import EvoLayer, evolvable
 from keras_evosynth.export import export_litert
 from recipes import apputil
 from tflite_bench.host import fill_inputs, latency_stats, make_interpreter
+from tflite_bench.progress import Progress
 from tflite_bench.timer import time_rounds
 
 FLAGS = flags.FLAGS
@@ -127,7 +128,10 @@ def time_flatbuffers(paths, rounds, runs, warmup):
         for _ in range(warmup):
             interpreter.invoke()
         interpreters.append(interpreter)
-    times = time_rounds(interpreters, [runs * rounds] * len(interpreters), rounds, catch=())
+    total = runs * rounds * len(interpreters)
+    with Progress(f"timing {len(interpreters)} models, {rounds} rounds", total) as bar:
+        times = time_rounds(interpreters, [runs * rounds] * len(interpreters), rounds,
+                            progress=bar, catch=())
     return {name: latency_stats(t) for name, t in zip(paths, times, strict=True)}
 
 
