@@ -42,17 +42,21 @@ def _cost(op, cin, cout):
 
 
 def synthetic_table(model, remainder=0.5, cost=_cost):
-    """A table whose grid holds `cost` at every candidate point (no timing)."""
+    """A table whose grid holds `cost` at every candidate point (no timing),
+    over the widest domain of the ops sharing each signature."""
     table = LatencyTable(threads=1, cpu="test cpu", runtime="test runtime")
-    ops = latency.model_ops(model)
+    ops, widest = latency.model_ops(model), {}
     for op in ops:
-        cin = _axis_candidates(op.cin, 8)
+        _, cin, cout = widest.get(op.key, (op, 0, 0))
+        widest[op.key] = (op, max(cin, op.cin), max(cout, op.cout))
+    for key, (op, cin, cout) in widest.items():
+        cins = _axis_candidates(cin, 8)
         if op.two_d:
-            cout = _axis_candidates(op.cout, 8)
-            ms = [[cost(op, a, b) for b in cout] for a in cin]
-            table.entries[op.key] = Entry(op.signature, [cin, cout], ms)
+            couts = _axis_candidates(cout, 8)
+            ms = [[cost(op, a, b) for b in couts] for a in cins]
+            table.entries[key] = Entry(op.signature, [cins, couts], ms)
         else:
-            table.entries[op.key] = Entry(op.signature, [cin], [cost(op, a, a) for a in cin])
+            table.entries[key] = Entry(op.signature, [cins], [cost(op, a, a) for a in cins])
     table.models[latency.fingerprint(ops)] = {"remainder_ms": remainder, "scale": 1.0}
     return table
 
@@ -546,26 +550,6 @@ def test_expectation_sees_depthwise_readers():
     assert expected.at_odds(odds) == pytest.approx(table.predict(model))
 
 
-def _shared_table(model):
-    """`synthetic_table` over every op sharing a signature (the widest
-    domain among them)."""
-    table = LatencyTable(threads=1, cpu="test cpu", runtime="test runtime")
-    ops, widest = latency.model_ops(model), {}
-    for op in ops:
-        _, cin, cout = widest.get(op.key, (op, 0, 0))
-        widest[op.key] = (op, max(cin, op.cin), max(cout, op.cout))
-    for key, (op, cin, cout) in widest.items():
-        cins = _axis_candidates(cin, 8)
-        if op.two_d:
-            couts = _axis_candidates(cout, 8)
-            ms = [[_cost(op, a, b) for b in couts] for a in cins]
-            table.entries[key] = Entry(op.signature, [cins, couts], ms)
-        else:
-            table.entries[key] = Entry(op.signature, [cins], [_cost(op, a, a) for a in cins])
-    table.models[latency.fingerprint(ops)] = {"remainder_ms": 0.0, "scale": 1.0}
-    return table
-
-
 def test_expectation_keeps_the_filters_compaction_keeps_whole():
     """MobileNetV3's hard-swish and hard-sigmoid are `keras.ops` calls that
     compaction keeps whole, and with them the expand, depthwise and excite
@@ -577,7 +561,7 @@ def test_expectation_keeps_the_filters_compaction_keeps_whole():
     keras.utils.set_random_seed(0)
     model = ke.evolvable(keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3), weights=None, classes=10))
-    table = _shared_table(model)
+    table = synthetic_table(model, remainder=0.0)
     genomes, layers = genetics.genomes_from_model(model)
     expected = table.expectation(model, genomes)
     names = [g.name for g in genomes if not g.protected]
