@@ -190,6 +190,8 @@ def tensor_sources(model, graph=None):
             if not ch.channels_last(layer) or id(layer) not in index_of or len(node.inputs) != 1:
                 continue  # its output stays unknown
             src, i = sources_of(node.inputs[0]), index_of[id(layer)]
+            if getattr(layer, "groups", 1) != 1:
+                src = None  # a grouped kernel's input axis spans one group, not the input
             if src is not None:  # a shared layer: the alternatives of every call
                 inputs[i] = src if inputs[i] is None else _merge_alternatives([inputs[i], src])
             known[node.outputs[0]] = Sources.of_layer(i, layer.cluster_mask.shape[0])

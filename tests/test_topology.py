@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from keras_evosynth import evolvable
+from keras_evosynth.genetics import genomes_from_model, sample_masks
 from keras_evosynth.topology import NONE, UNKNOWN, channel_sources
 
 L = keras.layers
@@ -106,6 +107,23 @@ def test_depthwise_and_channels_first_and_concat_on_spatial_axis():
     assert g.output_producers >= {index(g, "pw"), index(g, "z")}
     assert index(g, "cf") not in g.output_producers
     assert sources(g, "z")[0] == [[UNKNOWN] * 3]
+
+
+def test_grouped_convolution_inputs_are_unknown_and_its_filters_are_its_own():
+    # ConvNeXt's "depthwise" is Conv2D(groups=channels): its kernel's input
+    # axis has channels / groups entries, so per-input-channel sources do
+    # not describe it (drawing an offspring used to raise on the mismatch).
+    x = keras.Input((6, 6, 4))
+    a = L.Conv2D(4, 1, name="a")(x)
+    grouped = L.Conv2D(4, 3, groups=4, padding="same", name="grouped")(a)
+    z = L.Conv2D(2, 1, name="z")(grouped)
+    model = evolvable(keras.Model(x, z))
+    g = channel_sources(model)
+    assert g.inputs[index(g, "grouped")] is None
+    assert sources(g, "z") == ([[index(g, "grouped")] * 4], [[0, 1, 2, 3]])
+    genomes, _ = genomes_from_model(model)
+    masks = sample_masks(genomes, cluster_factor=0.5, seed=0)
+    assert [m[0].shape for m in masks] == [(1, 1, 4, 4), (3, 3, 1, 4), (1, 1, 4, 2)]
 
 
 def test_shared_layer_collects_alternatives():
