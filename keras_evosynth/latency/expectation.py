@@ -11,7 +11,8 @@ solves against.
 import keras
 import numpy as np
 
-from keras_evosynth import genetics
+from keras_evosynth import _channels as ch
+from keras_evosynth import genetics, topology
 from keras_evosynth.channel_analysis import ChannelAnalysis
 from keras_evosynth.latency.curve import _whole
 from keras_evosynth.latency.ops import model_ops
@@ -103,23 +104,53 @@ def _unreached(graph, ops, removed):
     return {i for i, op in enumerate(ops) if op.out_tid in removed or op.out_tid not in needed}
 
 
-def _channel_odds(op, alive):
+def _channel_odds(op, alive, kept=None):
     """`(cin, cout)` per-channel odds of being live (bool or probability
-    vectors; None for fixed counts) given every Evo layer's cluster odds."""
+    vectors; None for fixed counts) given every Evo layer's cluster odds;
+    with `kept` (`_coupled_odds` of them) a merged channel counts as kept
+    as often as compaction keeps it."""
     cin = None if op.sources is None else genetics.alive_probability(op.sources, alive)
+    if kept is not None:
+        if cin is not None:
+            cin = _merged_odds(op.sources, kept)
+        alive = kept
     cout = None
     if op.evo_index is not None:
         cout = np.asarray(alive[op.evo_index], np.float64)
         if op.kind == "depthwise":  # a channel runs if its input and an output live
             out = cout.reshape(-1, op.signature["multiplier"])
+            if _runs_on_input(op):  # its odds include the input's (`at_odds`)
+                cin = None
             cin = (1.0 if cin is None else cin) * (1.0 - np.prod(1.0 - out, axis=1))
             cout = None
     return cin, cout
 
 
-def _live_channels(op, alive):
+def _runs_on_input(op):
+    """An Evo depthwise convolution of multiplier 1 with known inputs: its
+    output channel is live only where its filter and its input channel are
+    (compaction folds it into a constant otherwise)."""
+    return (op.kind == "depthwise" and op.evo_index is not None and op.sources is not None
+            and op.signature["multiplier"] == 1)
+
+
+def _merged_odds(sources, kept):
+    """Per input channel, the largest kept odds of its alternatives
+    (`kept`: `_coupled_odds`; those of a merged channel are all its odds),
+    unknown sources always kept."""
+    odds = np.zeros(sources.producer.shape)
+    for index in np.unique(sources.producer):
+        here = sources.producer == index
+        if index == topology.UNKNOWN:
+            odds[here] = 1.0
+        elif index >= 0:
+            odds[here] = kept[index][sources.cluster[here]]
+    return odds.max(axis=0)
+
+
+def _live_channels(op, alive, kept=None):
     """`(cin, cout)` (expected) live channels of `op`, at least 1 each."""
-    cin, cout = _channel_odds(op, alive)
+    cin, cout = _channel_odds(op, alive, kept)
     cin = op.cin if cin is None else float(np.sum(cin))
     if op.kind in ("channel", "depthwise"):
         cout = cin
@@ -135,7 +166,9 @@ class LatencyExpectation:
     offspring's cluster odds `min(1, R_l p_c)` (input channels through their
     producers' odds, like `genetics.expectation`; a filter read only by
     depthwise filters lives only if they do, as compaction removes it
-    otherwise), and the table's costs are read there. The result is scaled
+    otherwise; a channel that an Add or Multiply merges is kept for all
+    its inputs when any of them lives there, as compaction keeps it), and
+    the table's costs are read there. The result is scaled
     so that the parent's expectation equals `table.predict(parent)` (the
     compaction-exact figure the lineage records), absorbing what this
     forward estimate cannot see. A sampled layer whose odds are all 0 (a
@@ -158,8 +191,12 @@ class LatencyExpectation:
         self.anchor = table._anchor(self.ops, model.name)
         self.entries = [table._entry(op) for op in self.ops]
         self.p_c = [g.probabilities()[0] for g in genomes]
-        self._pinned = _pinned(model, self.ops, genomes)
         self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
+        analysis = ChannelAnalysis(model, remove_channels=True, dead=_sampled(genomes))
+        self._pinned = _pinned(analysis.keep, self.ops, genomes)
+        sources = topology.tensor_sources(model, self._graph)[1]
+        self._coupled = _coupled(self.ops, self._graph, sources, analysis.const)
+        self._depthwise = [(op.evo_index, op.sources) for op in self.ops if _runs_on_input(op)]
         self.importance = None  # per-cluster Taylor importance, set by the environment
         self.calibration = 1.0
         raw = self.at_odds([(p > 0).astype(np.float64) for p in self.p_c])
@@ -181,20 +218,24 @@ class LatencyExpectation:
     def at_odds(self, odds):
         """Expected predicted ms at given per-genome cluster odds."""
         odds = self._with_pinned(odds)
+        inputs = [(dw, genetics.alive_probability(src, odds)) for dw, src in self._depthwise]
         for producer, (depthwise, channels) in self._readers.items():
             odds[producer] = odds[producer] * np.where(
                 channels >= 0, odds[depthwise][np.maximum(channels, 0)], 1.0)
+        for dw, alive in inputs:  # its channel runs only on a live input channel
+            odds[dw] = odds[dw] * alive
         odds = self._with_pinned(odds)
         dead = frozenset(i for i, (g, o) in enumerate(zip(self.genomes, odds, strict=True))
                          if not g.protected and not np.any(o))
         if dead not in self._vanish:
             self._vanish[dead] = _vanished(self._graph, self.ops, dead) if dead else set()
         gone = self._vanish[dead]
+        kept = _coupled_odds(self._coupled, odds) if self._coupled else None
         total = 0.0
         for index, (op, entry) in enumerate(zip(self.ops, self.entries, strict=True)):
             if index in gone:
                 continue
-            cin, cout = _live_channels(op, odds)
+            cin, cout = _live_channels(op, odds, kept)
             total += entry.cost(cin, cout) if op.two_d else entry.cost(cin)
         return self.calibration * _whole(self.anchor, total)
 
@@ -236,16 +277,17 @@ class LatencyExpectation:
         return result
 
 
-def _pinned(model, ops, genomes):
+def _sampled(genomes):
+    return [g.name for g in genomes if not g.protected]
+
+
+def _pinned(keep, ops, genomes):
     """Per genome, the filters compaction keeps even when their masks kill
     them (1.0; None where there are none): channels that a layer it cannot
     see through reads whole (a `keras.ops` call such as MobileNetV3's
     hard-swish, a layer `evolvable` skipped, a merge of unequal widths).
-    Cutting them saves no latency, so their odds never drop below 1."""
-    names = [g.name for g in genomes if not g.protected]
-    if not names:
-        return [None] * len(genomes)
-    keep = ChannelAnalysis(model, remove_channels=True, dead=names).keep
+    Cutting them saves no latency, so their odds never drop below 1.
+    `keep`: the channel analysis's with every sampled layer dead."""
     outputs = {op.evo_index: op.out_tid for op in ops if op.evo_index is not None}
     pinned = []
     for index, genome in enumerate(genomes):
@@ -256,6 +298,83 @@ def _pinned(model, ops, genomes):
         else:
             pinned.append(kept.astype(np.float64))
     return pinned
+
+
+def _coupled(ops, graph, sources, const):
+    """The filters a merge layer joins across Evo layers, as groups
+    `(producers, clusters, zero, always)`: one per set of filters that land
+    on one merged channel; `zero` marks the members a Multiply reads as a
+    constant 0 once they are dead (`const`: the analysis with every sampled
+    layer dead), `always` a channel an unknown source shares. An Add
+    (Subtract, Average, Maximum, Minimum) keeps its channel for all inputs
+    when any input lives there, transitively through chained Adds as
+    compaction's union; a Multiply keeps it unless every input is dead or
+    one of its zero members is. `sources`: the traced tensors' `Sources`."""
+    additive = {node.outputs[0] for node in graph.nodes
+                if isinstance(node.layer, _ADDITIVE) and node.outputs}
+    parent, always = {}, set()
+
+    def find(node):
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for op in ops:
+        rows = op.sources
+        if op.out_tid not in additive or rows is None or rows.producer.shape[0] < 2:
+            continue
+        for producers, clusters in zip(rows.producer.T, rows.cluster.T, strict=True):
+            nodes = [(int(p), int(c)) for p, c in zip(producers, clusters, strict=True) if p >= 0]
+            for node in nodes[1:]:
+                parent[find(node)] = find(nodes[0])
+            if nodes and (producers == topology.UNKNOWN).any():
+                always.add(nodes[0])
+    members = {}
+    for node in list(parent):
+        members.setdefault(find(node), []).append(node)
+    roots = {find(node) for node in always}
+    groups = [(np.array([p for p, _ in nodes]), np.array([c for _, c in nodes]),
+               np.zeros(len(nodes), bool), root in roots)
+              for root, nodes in members.items() if len(nodes) > 1 or root in roots]
+    for node in graph.nodes:
+        if not isinstance(node.layer, keras.layers.Multiply) or len(node.inputs) < 2:
+            continue
+        ins = [sources.get(t) for t in node.inputs]
+        width = ch.channels(graph.specs[node.outputs[0]])
+        if any(s is None or s.producer.shape != (1, width) for s in ins):
+            continue  # a broadcast or an input of several alternatives: left out
+        for j in range(width):
+            nodes = [(int(s.producer[0, j]), int(s.cluster[0, j]), bool(const[t][j] == 0))
+                     for s, t in zip(ins, node.inputs, strict=True) if s.producer[0, j] >= 0]
+            if nodes:
+                p, c, z = (np.array(v) for v in zip(*nodes, strict=True))
+                unknown = any(s.producer[0, j] == topology.UNKNOWN for s in ins)
+                groups.append((p, c, z, unknown))
+    return groups
+
+
+_ADDITIVE = (keras.layers.Add, keras.layers.Subtract, keras.layers.Average,
+             keras.layers.Maximum, keras.layers.Minimum)
+
+
+def _coupled_odds(coupled, odds):
+    """`odds` with every merged filter's odds replaced by the odds that
+    compaction keeps its merged channel (`_coupled`; the largest, for a
+    filter that several merges read)."""
+    kept = [np.asarray(o, np.float64).copy() for o in odds]
+    best = {}
+    for producers, clusters, zero, always in coupled:
+        own = np.array([odds[p][c] for p, c in zip(producers, clusters, strict=True)])
+        if zero.any():
+            value = float(np.prod(own[zero]))
+        else:
+            value = 1.0 if always else 1.0 - float(np.prod(1.0 - own))
+        for p, c in zip(producers, clusters, strict=True):
+            best[p, c] = max(best.get((p, c), 0.0), value)
+    for (p, c), value in best.items():
+        kept[p][c] = value
+    return kept
 
 
 def _depthwise_readers(ops, sizes):
