@@ -537,16 +537,22 @@ def test_compaction_removes_filters_only_a_dead_depthwise_channel_reads():
     assert table.predict(model) == pytest.approx(table.predict(ke.compact(model)))
 
 
-def test_expectation_sees_depthwise_readers():
-    model = ke.evolvable(_inverted_residual())
+def _expectation_with_cut(model, name, live):
+    """A synthetic table of `model`, its expectation at the parent, and
+    the odds with layer `name`'s filters cut to `live` (its mask set so)."""
     table = synthetic_table(model, remainder=0.0)
     genomes, _ = genetics.genomes_from_model(model)
     expected = table.expectation(model, genomes)
-    assert expected.calibration == pytest.approx(1.0)
-    names = [g.name for g in genomes]
     odds = [np.ones_like(p) for p in expected.p_c]
-    odds[names.index("dw")] = (np.arange(16) < 8).astype(float)
-    model.get_layer("dw").set_masks(cluster_mask=np.arange(16) < 8)
+    odds[[g.name for g in genomes].index(name)] = np.asarray(live, float)
+    model.get_layer(name).set_masks(cluster_mask=live)
+    return table, expected, odds
+
+
+def test_expectation_sees_depthwise_readers():
+    model = ke.evolvable(_inverted_residual())
+    table, expected, odds = _expectation_with_cut(model, "dw", np.arange(16) < 8)
+    assert expected.calibration == pytest.approx(1.0)
     assert expected.at_odds(odds) == pytest.approx(table.predict(model))
 
 
@@ -555,13 +561,7 @@ def test_expectation_sees_a_depthwise_channel_die_with_its_input():
     compaction folds: the projection reads only the channels where both
     the expand filter and the depthwise filter live."""
     model = ke.evolvable(_inverted_residual())
-    table = synthetic_table(model, remainder=0.0)
-    genomes, _ = genetics.genomes_from_model(model)
-    expected = table.expectation(model, genomes)
-    names = [g.name for g in genomes]
-    odds = [np.ones_like(p) for p in expected.p_c]
-    odds[names.index("expand")] = (np.arange(16) < 8).astype(float)
-    model.get_layer("expand").set_masks(cluster_mask=np.arange(16) < 8)
+    table, expected, odds = _expectation_with_cut(model, "expand", np.arange(16) < 8)
     ops, live = latency.kept_channels(model)
     assert dict(zip([op.name for op in ops], live, strict=True))["project"] == (8, 8)
     assert expected.at_odds(odds) == pytest.approx(table.predict(model))
@@ -578,13 +578,7 @@ def test_expectation_sees_a_squeeze_excite_multiply_drop_dead_channels():
     y = keras.layers.Conv2D(8, 1, name="project")(keras.layers.Multiply(name="se")([a, gate]))
     y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
     model = ke.evolvable(keras.Model(x, keras.layers.Dense(2, name="head")(y)))
-    table = synthetic_table(model, remainder=0.0)
-    genomes, _ = genetics.genomes_from_model(model)
-    expected = table.expectation(model, genomes)
-    names = [g.name for g in genomes]
-    odds = [np.ones_like(p) for p in expected.p_c]
-    odds[names.index("a")] = (np.arange(16) < 8).astype(float)
-    model.get_layer("a").set_masks(cluster_mask=np.arange(16) < 8)
+    table, expected, odds = _expectation_with_cut(model, "a", np.arange(16) < 8)
     ops, live = latency.kept_channels(model)
     kept = dict(zip([op.name for op in ops], live, strict=True))
     assert kept["excite"] == (4, 8) and kept["project"] == (8, 8)

@@ -39,6 +39,7 @@ from keras_evosynth.genetics.genome import (
     branches,
     cluster_factors,
     dead_inputs,
+    source_odds,
 )
 from keras_evosynth.genetics.model import apply_masks, genomes_from_model, sample_offspring
 from keras_evosynth.genetics.probability import (
@@ -70,5 +71,6 @@ __all__ = [
     "genomes_from_model",
     "sample_masks",
     "sample_offspring",
+    "source_odds",
     "synapse_probability",
 ]

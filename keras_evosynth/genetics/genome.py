@@ -48,8 +48,10 @@ def dead_inputs(sources, alive):
     return dead.all(axis=0)
 
 
-def alive_probability(sources, probabilities):
-    """P(input channel carries information) from producer cluster odds."""
+def source_odds(sources, probabilities):
+    """Per alternative (row of `sources`) and input channel, the odds its
+    producer's cluster lives (`probabilities`: one vector per Evo layer);
+    an unknown source 1, none 0."""
     keep = np.ones(sources.producer.shape, dtype=np.float64)
     for index in np.unique(sources.producer):
         here = sources.producer == index
@@ -57,7 +59,12 @@ def alive_probability(sources, probabilities):
             keep[here] = 0.0
         elif index >= 0:
             keep[here] = probabilities[index][sources.cluster[here]]
-    return 1.0 - np.prod(1.0 - keep, axis=0)
+    return keep
+
+
+def alive_probability(sources, probabilities):
+    """P(input channel carries information) from producer cluster odds."""
+    return 1.0 - np.prod(1.0 - source_odds(sources, probabilities), axis=0)
 
 
 @dataclasses.dataclass

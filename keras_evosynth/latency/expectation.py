@@ -112,7 +112,8 @@ def _channel_odds(op, alive, kept=None):
     cin = None if op.sources is None else genetics.alive_probability(op.sources, alive)
     if kept is not None:
         if cin is not None:
-            cin = _merged_odds(op.sources, kept)
+            # every alternative of a merged channel has its kept odds
+            cin = genetics.source_odds(op.sources, kept).max(axis=0)
         alive = kept
     cout = None
     if op.evo_index is not None:
@@ -132,20 +133,6 @@ def _runs_on_input(op):
     (compaction folds it into a constant otherwise)."""
     return (op.kind == "depthwise" and op.evo_index is not None and op.sources is not None
             and op.signature["multiplier"] == 1)
-
-
-def _merged_odds(sources, kept):
-    """Per input channel, the largest kept odds of its alternatives
-    (`kept`: `_Merges.kept`; those of a merged channel are all its odds),
-    unknown sources always kept."""
-    odds = np.zeros(sources.producer.shape)
-    for index in np.unique(sources.producer):
-        here = sources.producer == index
-        if index == topology.UNKNOWN:
-            odds[here] = 1.0
-        elif index >= 0:
-            odds[here] = kept[index][sources.cluster[here]]
-    return odds.max(axis=0)
 
 
 def _live_channels(op, alive, kept=None):
