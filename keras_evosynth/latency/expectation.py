@@ -109,19 +109,19 @@ def _channel_odds(op, alive, kept=None):
     vectors; None for fixed counts) given every Evo layer's cluster odds;
     with `kept` (`_Merges.kept` of them) a merged channel counts as kept
     as often as compaction keeps it."""
-    cin = None if op.sources is None else genetics.alive_probability(op.sources, alive)
-    if kept is not None:
-        if cin is not None:
-            # every alternative of a merged channel has its kept odds
+    cin = None
+    if op.sources is not None and not _runs_on_input(op):  # its odds hold the input's
+        if kept is None:
+            cin = genetics.alive_probability(op.sources, alive)
+        else:  # every alternative of a merged channel has its kept odds
             cin = genetics.source_odds(op.sources, kept).max(axis=0)
+    if kept is not None:
         alive = kept
     cout = None
     if op.evo_index is not None:
         cout = np.asarray(alive[op.evo_index], np.float64)
         if op.kind == "depthwise":  # a channel runs if its input and an output live
             out = cout.reshape(-1, op.signature["multiplier"])
-            if _runs_on_input(op):  # its odds include the input's (`at_odds`)
-                cin = None
             cin = (1.0 if cin is None else cin) * (1.0 - np.prod(1.0 - out, axis=1))
             cout = None
     return cin, cout
