@@ -181,8 +181,7 @@ class LatencyExpectation:
         self._readers = _depthwise_readers(self.ops, [p.size for p in self.p_c])
         analysis = ChannelAnalysis(model, remove_channels=True, dead=_sampled(genomes))
         self._pinned = _pinned(analysis.keep, self.ops, genomes)
-        sources = topology.tensor_sources(model, self._graph)[1]
-        self._merges = _coupled(self.ops, self._graph, sources, analysis.const,
+        self._merges = _coupled(self.ops, self._graph, self.ops.sources, analysis.const,
                                 [p.size for p in self.p_c])
         self._depthwise = [(op.evo_index, op.sources) for op in self.ops if _runs_on_input(op)]
         self.importance = None  # per-cluster Taylor importance, set by the environment

@@ -129,12 +129,17 @@ class OpList(list):
         remainder: JSON-able descriptions (class, spatial sizes) of the
             layers priced in the fixed remainder, part of the
             architecture's `fingerprint`.
+        sources: `{tensor id: its channels' sources}`
+            (`topology.tensor_sources`) of the graph the ops were read
+            from, or None: the channel analysis `model_ops` did, handed on
+            so that the expectation does not trace it again.
     """
 
-    def __init__(self, ops=(), pricing=None, remainder=()):
+    def __init__(self, ops=(), pricing=None, remainder=(), sources=None):
         super().__init__(ops)
         self.pricing = dict(pricing or {})
         self.remainder = list(remainder)
+        self.sources = sources
 
     def priced(self, how):
         """Names of the layers priced `how` (one of `PRICINGS`)."""
@@ -257,7 +262,7 @@ def model_ops(model, graph=None, untimed="raise"):
     calls = {}
     for node in graph.nodes:
         calls[id(node.layer)] = calls.get(id(node.layer), 0) + 1
-    synaptic_out, ops = {}, OpList()
+    synaptic_out, ops = {}, OpList(sources=sources)
     for node in graph.nodes:
         layer = node.layer
         in_specs = [graph.specs[t] for t in node.inputs]
