@@ -25,7 +25,8 @@ relative, `predicted / measured - 1`; *anchored* ones rescale the prediction
 by the uncut network's measured/predicted ratio (DESIGN.md §5). A network
 that fails (build, conversion, measuring, export, timing) gets a row with its
 error and the benchmark goes on; results are written after every network, and
-a rerun skips the networks already in `--json` (`--fresh` starts over).
+a rerun skips the networks already measured in `--json` and runs the failed
+ones again (`--fresh` starts over).
 
     python -m benchmarks.latency_zoo --json benchmarks/results/latency_zoo.json
     python -m benchmarks.latency_zoo --networks=MobileNetV3Small,ResNet50
@@ -411,7 +412,8 @@ def markdown(networks, verdict):
 
 
 def load_previous(path):
-    """`{network: row}` already in `path` (none when it is missing)."""
+    """`{network: row}` already in `path` (none when it is missing), error
+    rows included (`main` runs those again)."""
     if not os.path.exists(path):
         return {}
     with open(path) as f:
@@ -419,6 +421,16 @@ def load_previous(path):
     if previous.get("benchmark") != "latency_zoo":
         raise ValueError(f"{path} is not a latency_zoo result; pass --fresh or another --json.")
     return {n["network"]: n for n in previous.get("networks", [])}
+
+
+def to_run(names, done):
+    """The networks of `names` a resumed run measures: those without a row
+    in `done` (`load_previous`) and those whose row is an error.
+
+    >>> to_run(["A", "B", "C"], {"A": {"status": "ok"}, "B": {"status": "error"}})
+    ['B', 'C']
+    """
+    return [n for n in names if done.get(n, {"status": "error"})["status"] == "error"]
 
 
 def main(argv):
@@ -444,12 +456,14 @@ def main(argv):
               "batch": 1, "step": FLAGS.step, "coarse": FLAGS.coarse,
               "dense_below": FLAGS.dense_below, "refine": FLAGS.refine,
               "untimed": FLAGS.untimed, "seed": FLAGS.seed, "weights": None, "classes": 10}
-    skipped = [n for n in names if n in done]
+    todo = to_run(names, done)
+    failed = [n for n in todo if n in done]
+    if failed:
+        print(f"failed in {FLAGS.json}, running again: {', '.join(failed)}")
+    skipped = [n for n in names if n not in todo]
     if skipped:
         print(f"already in {FLAGS.json} (--fresh runs them again): {', '.join(skipped)}")
-    for name in names:
-        if name in done:
-            continue
+    for name in todo:
         done[name] = run_network(name, available[name])
         keras.backend.clear_session()
         gc.collect()
