@@ -430,7 +430,7 @@ def to_run(names, done):
     >>> to_run(["A", "B", "C"], {"A": {"status": "ok"}, "B": {"status": "error"}})
     ['B', 'C']
     """
-    return [n for n in names if done.get(n, {"status": "error"})["status"] == "error"]
+    return [n for n in names if n not in done or done[n]["status"] == "error"]
 
 
 def main(argv):
